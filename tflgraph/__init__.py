@@ -1,0 +1,32 @@
+"""tflgraph: a graph-rewriting compiler for TensorFlow Lite flatbuffers."""
+
+from .errors import ModelError, TflgraphError
+from .ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
+from .pipeline import Pass, PassError, optimize, register, run_passes
+from .reader import load
+from .schema import Options, new_options
+from .writer import save, to_bytes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Buffer",
+    "GraphError",
+    "Model",
+    "ModelError",
+    "Operator",
+    "Options",
+    "Pass",
+    "PassError",
+    "SignatureDef",
+    "Subgraph",
+    "Tensor",
+    "TflgraphError",
+    "load",
+    "new_options",
+    "optimize",
+    "register",
+    "run_passes",
+    "save",
+    "to_bytes",
+]

@@ -1,0 +1,178 @@
+"""Command-line front end: `tflgraph optimize | inspect | passes`.
+
+Every user-facing failure is one line on stderr and exit code 2; nothing half-written is left
+behind (outputs are written atomically) and the input is never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .errors import TflgraphError
+from .pipeline import all_passes, load_pass_file, resolve, run_passes
+from .reader import load
+from .summary import describe, format_description, format_summary_table, summary
+from .writer import save
+
+
+def _die(message: str, code: int = 2) -> int:
+    print(f"tflgraph: error: {message}", file=sys.stderr)
+    return code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other failure
+        print(
+            f"tflgraph: error: {message} (see tflgraph {self.prog.split()[-1]} --help)"
+            if " " in self.prog
+            else f"tflgraph: error: {message}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tflgraph", description="Graph-rewriting compiler for TFLite models.")
+    p.add_argument("--version", action="version", version=f"tflgraph {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    o = sub.add_parser("optimize", help="rewrite a model and write a compact .tflite")
+    o.add_argument("input")
+    o.add_argument("-o", "--output", help="output path (default: INPUT with .opt.tflite)")
+    o.add_argument("--in-place", action="store_true", help="allow OUTPUT to be the input")
+    o.add_argument(
+        "--passes",
+        default="default",
+        help="comma-separated passes or pipelines; 'none' = plain load/save",
+    )
+    o.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="import a Python file that registers passes",
+    )
+    o.add_argument("--report", metavar="JSON", help="write a JSON report here")
+    o.add_argument(
+        "--check-each", action="store_true", help="check graph invariants after every pass"
+    )
+    o.add_argument("--explain", action="store_true", help="print why passes left candidates alone")
+    o.add_argument("--quiet", "-q", action="store_true")
+
+    i = sub.add_parser("inspect", help="describe a model")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("passes", help="list the registered passes")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"optimize": cmd_optimize, "inspect": cmd_inspect, "passes": cmd_passes}[
+            args.command
+        ](args)
+    except TflgraphError as e:
+        return _die(str(e))
+    except KeyboardInterrupt:
+        return _die("interrupted", 130)
+
+
+def _default_output(path: str) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}.opt{ext or '.tflite'}"
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def cmd_optimize(args) -> int:
+    output = args.output or (args.input if args.in_place else _default_output(args.input))
+    if _same_file(args.input, output) and not args.in_place:
+        return _die(f"{output}: output is the input file; pass --in-place to overwrite it")
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if os.path.isdir(output):
+        return _die(f"{output}: output is a directory")
+    if not os.path.isdir(out_dir):
+        return _die(f"{output}: output folder {out_dir} does not exist")
+    for path in args.load:
+        load_pass_file(path)
+    names = resolve(args.passes)
+    model = load(args.input)
+    before = summary(model, os.path.getsize(args.input))
+    records = run_passes(model, names, check_each=args.check_each, explain=args.explain)
+    try:
+        save(model, output)
+    except OSError as e:
+        return _die(f"{output}: cannot write ({e.strerror or e})")
+    after = summary(load(output), os.path.getsize(output))
+    if not args.quiet:
+        print(format_summary_table(args.input, output, before, after))
+        changed = [r.name for r in records if r.changed]
+        print(
+            f"passes: {', '.join(names) or 'none'}; changed the model: "
+            f"{', '.join(dict.fromkeys(changed)) or 'none'}"
+        )
+    if args.explain:
+        for r in records:
+            for line in r.explanations:
+                print(f"[{r.name}] {line}")
+    if args.report:
+        report = {
+            "input": args.input,
+            "output": output,
+            "passes": names,
+            "before": before,
+            "after": after,
+            "records": [
+                {
+                    "pass": r.name,
+                    "iteration": r.iteration,
+                    "changed": r.changed,
+                    "seconds": round(r.seconds, 6),
+                    "stats": r.stats,
+                    "explanations": r.explanations,
+                }
+                for r in records
+            ],
+        }
+        _write_json(args.report, report)
+    return 0
+
+
+def _write_json(path: str, obj) -> None:
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise TflgraphError(f"{path}: cannot write report ({e.strerror or e})") from None
+
+
+def cmd_inspect(args) -> int:
+    model = load(args.input)
+    info = describe(model, os.path.getsize(args.input))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_description(args.input, info))
+    return 0
+
+
+def cmd_passes(args) -> int:
+    for name, cls in all_passes().items():
+        print(f"{name:28s} {cls.describe()}")
+    return 0

@@ -1,0 +1,203 @@
+"""Run a .tflite in the real runtimes: LiteRT (`ai-edge-litert`) and TFLM (`tflite-micro`).
+
+Both are optional imports (the `verify` extra). `run(model_bytes, samples, runtime)` feeds the
+samples one after another into one interpreter, as an application would, optionally resetting
+state between invokes, and returns the outputs of each invoke.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+RUNTIMES = ("litert", "tflm")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime is not installed or cannot run this model."""
+
+
+@dataclass
+class IODetail:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+def available(runtime: str) -> bool:
+    try:
+        _import(runtime)
+        return True
+    except RuntimeUnavailable:
+        return False
+
+
+def _import(runtime: str):
+    try:
+        if runtime == "litert":
+            from ai_edge_litert.interpreter import Interpreter
+
+            return Interpreter
+        if runtime == "tflm":
+            from tflite_micro.python.tflite_micro import runtime as tflm
+
+            return tflm.Interpreter
+    except ImportError as e:
+        raise RuntimeUnavailable(
+            f"{runtime} is not installed ({e}); pip install 'tflgraph[verify]'"
+        ) from None
+    raise ValueError(f"unknown runtime {runtime!r}; choose from {RUNTIMES}")
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the C++ runtimes' banners on fd 2 (e.g. the XNNPACK delegate notice)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class Session:
+    """One interpreter over one model, kept alive across invokes."""
+
+    def __init__(self, model: bytes, runtime: str = "litert", num_threads: int = 1):
+        self.runtime = runtime
+        cls = _import(runtime)
+        model = bytes(model)
+        try:
+            with _quiet_stderr():
+                if runtime == "litert":
+                    self._it = cls(model_content=model, num_threads=num_threads)
+                    self._it.allocate_tensors()
+                    ins, outs = self._it.get_input_details(), self._it.get_output_details()
+                else:
+                    self._it = cls.from_bytes(model, arena_size=_arena_size(model))
+                    ins = [self._it.get_input_details(i) for i in range(_count(self._it, "in"))]
+                    outs = [self._it.get_output_details(i) for i in range(_count(self._it, "out"))]
+        except RuntimeUnavailable:
+            raise
+        except Exception as e:  # the runtimes raise RuntimeError/ValueError with C++ text
+            raise RuntimeUnavailable(f"{runtime} cannot load the model: {_first_line(e)}") from None
+        self.inputs = [_detail(d) for d in ins]
+        self.outputs = [_detail(d) for d in outs]
+        self._in_index = [d.get("index", i) for i, d in enumerate(ins)]
+        self._out_index = [d.get("index", i) for i, d in enumerate(outs)]
+
+    def reset(self) -> None:
+        if self.runtime == "litert":
+            self._it.reset_all_variables()
+        else:
+            self._it.reset()
+
+    def invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            if self.runtime == "litert":
+                for idx, x in zip(self._in_index, inputs):
+                    self._it.set_tensor(idx, np.ascontiguousarray(x))
+                self._it.invoke()
+                return [np.array(self._it.get_tensor(idx)) for idx in self._out_index]
+            for i, x in enumerate(inputs):
+                self._it.set_input(np.ascontiguousarray(x), i)
+            self._it.invoke()
+            return [np.array(self._it.get_output(i)) for i in range(len(self.outputs))]
+        except Exception as e:
+            raise RuntimeUnavailable(f"{self.runtime} failed to invoke: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _arena_size(model: bytes) -> int:
+    return max(1 << 20, 8 * len(model)) + (4 << 20)
+
+
+def _count(it, which: str) -> int:
+    n = 0
+    getter = it.get_input_details if which == "in" else it.get_output_details
+    while True:
+        try:
+            getter(n)
+        except Exception:
+            return n
+        n += 1
+        if n > 1024:
+            return n
+
+
+def _detail(d: dict) -> IODetail:
+    q = d.get("quantization_parameters") or {}
+    scales = q.get("scales", [])
+    zps = q.get("zero_points", [])
+    scale, zp = d.get("quantization", (0.0, 0)) if "quantization" in d else (0.0, 0)
+    if len(scales):
+        scale, zp = float(scales[0]), int(zps[0]) if len(zps) else 0
+    return IODetail(
+        str(d.get("name", "")),
+        tuple(int(x) for x in d.get("shape", ())),
+        np.dtype(d["dtype"]),
+        float(scale),
+        int(zp),
+    )
+
+
+def random_inputs(details: list[IODetail], rng: np.random.Generator) -> list[np.ndarray]:
+    """Random values in each input's dtype and a sensible range."""
+    out = []
+    for d in details:
+        shape, dt = d.shape, d.dtype
+        if dt.kind == "f":
+            x = rng.uniform(-1.0, 1.0, shape)
+        elif dt == np.bool_:
+            x = rng.integers(0, 2, shape)
+        elif dt.kind in "iu":
+            if d.scale:  # quantized: values around the zero point
+                info = np.iinfo(dt)
+                x = np.clip(
+                    rng.normal(d.zero_point, (info.max - info.min) / 8, shape), info.min, info.max
+                )
+            else:
+                x = rng.integers(0, 8, shape)
+        elif dt.kind in "SUO":  # strings: short random ASCII words
+            words = [
+                "".join(chr(c) for c in rng.integers(97, 123, rng.integers(1, 8)))
+                for _ in range(int(np.prod(shape, dtype=int)))
+            ]
+            out.append(np.array(words, dtype=np.bytes_).reshape(shape))
+            continue
+        else:
+            raise RuntimeUnavailable(f"cannot make random inputs of dtype {dt}")
+        out.append(np.asarray(x).astype(dt))
+    return out
+
+
+def run(
+    model: bytes,
+    samples: list[list[np.ndarray]],
+    runtime: str = "litert",
+    reset_between: bool = False,
+) -> list[list[np.ndarray]]:
+    """Invoke the model once per sample in one interpreter; outputs per invoke."""
+    s = Session(model, runtime)
+    results = []
+    for i, sample in enumerate(samples):
+        if reset_between and i:
+            s.reset()
+        results.append(s.invoke(sample))
+    return results

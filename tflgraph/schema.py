@@ -1,0 +1,626 @@
+"""The TFLite schema as data: op names, dtypes, and a generic flatbuffer table codec.
+
+Every table is described by a `TableSpec` (field name, vtable slot, kind). The core tables
+(Model, SubGraph, Tensor, ...) are written out below; the ~190 builtin-options tables are
+derived lazily from the generated `tflite` package, so a new options table there needs no code
+here. `read_table` decodes a table into a dict with bounds checks on every offset (a damaged
+file raises `SchemaError`, never reads out of range); `write_table` encodes such a dict.
+
+Options tables the `tflite` package does not know (or known ones carrying fields it does not
+know) are kept as `RawTable`: the table's inline bytes and vtable, re-emitted unchanged. That
+is exact for tables of scalars, which all TFLite options tables to date are.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import struct
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+
+import flatbuffers
+import numpy as np
+from tflite.BuiltinOperator import BuiltinOperator
+from tflite.BuiltinOptions import BuiltinOptions
+from tflite.BuiltinOptions2 import BuiltinOptions2
+from tflite.TensorType import TensorType
+
+from .errors import ModelError
+
+
+class SchemaError(ModelError):
+    """The bytes are not a well-formed TFLite flatbuffer."""
+
+
+# --------------------------------------------------------------------------- enums
+
+
+def _enum(cls) -> dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+OP_NAMES: dict[int, str] = _enum(BuiltinOperator)
+OP_CODES: dict[str, int] = {name: code for code, name in OP_NAMES.items()}
+OPTIONS_NAMES: dict[int, str] = _enum(BuiltinOptions)
+OPTIONS_CODES: dict[str, int] = {n: c for c, n in OPTIONS_NAMES.items()}
+OPTIONS2_NAMES: dict[int, str] = _enum(BuiltinOptions2)
+OPTIONS2_CODES: dict[str, int] = {n: c for c, n in OPTIONS2_NAMES.items()}
+TENSOR_TYPE_NAMES: dict[int, str] = _enum(TensorType)
+TENSOR_TYPES: dict[str, int] = {n: c for c, n in TENSOR_TYPE_NAMES.items()}
+CUSTOM = OP_CODES["CUSTOM"]
+PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+
+# TensorType -> numpy dtype (None: no numpy equivalent, e.g. STRING, RESOURCE, VARIANT, INT4)
+NUMPY_DTYPES: dict[int, np.dtype | None] = {
+    TENSOR_TYPES[name]: (np.dtype(np_name) if np_name else None)
+    for name, np_name in {
+        "FLOAT32": "<f4",
+        "FLOAT16": "<f2",
+        "INT32": "<i4",
+        "UINT8": "u1",
+        "INT64": "<i8",
+        "STRING": None,
+        "BOOL": "?",
+        "INT16": "<i2",
+        "COMPLEX64": "<c8",
+        "INT8": "i1",
+        "FLOAT64": "<f8",
+        "COMPLEX128": "<c16",
+        "UINT64": "<u8",
+        "RESOURCE": None,
+        "VARIANT": None,
+        "UINT32": "<u4",
+        "UINT16": "<u2",
+        "INT4": None,
+        "BFLOAT16": None,
+    }.items()
+    if name in TENSOR_TYPES
+}
+_TYPE_OF_DTYPE = {dt: code for code, dt in NUMPY_DTYPES.items() if dt is not None}
+
+
+def tensor_type_of(dtype) -> int:
+    """The TFLite TensorType code for a numpy dtype."""
+    try:
+        return _TYPE_OF_DTYPE[
+            np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
+        ]
+    except KeyError:
+        raise SchemaError(f"no TFLite tensor type for numpy dtype {dtype}") from None
+
+
+# --------------------------------------------------------------------------- table specs
+
+SCALAR_FORMATS = {
+    "b": 1,
+    "B": 1,
+    "?": 1,
+    "h": 2,
+    "H": 2,
+    "i": 4,
+    "I": 4,
+    "q": 8,
+    "Q": 8,
+    "f": 4,
+    "d": 8,
+}
+_PREPEND_FORMATS = {
+    "Bool": "?",
+    "Int8": "b",
+    "Uint8": "B",
+    "Int16": "h",
+    "Uint16": "H",
+    "Int32": "i",
+    "Uint32": "I",
+    "Int64": "q",
+    "Uint64": "Q",
+    "Float32": "f",
+    "Float64": "d",
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a table.
+
+    kind: "scalar" (fmt = struct code), "string", "vector" (fmt = numpy dtype str),
+    "table" / "tables" (ref = spec name), "union" (ref = union name; the type lives in the
+    scalar field named by `type_field`), "raw" (an offset field the codec cannot interpret).
+    """
+
+    name: str
+    slot: int
+    kind: str
+    fmt: str = ""
+    default: object = 0
+    ref: str = ""
+    type_field: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    fields: tuple[Field, ...]
+    by_slot: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        self.by_slot.update({f.slot: f for f in self.fields})
+
+    @property
+    def num_slots(self) -> int:
+        return max((f.slot for f in self.fields), default=-1) + 1
+
+
+def _s(name, slot, fmt, default=0):
+    return Field(name, slot, "scalar", fmt, default)
+
+
+def _v(name, slot, dtype):
+    return Field(name, slot, "vector", dtype)
+
+
+CORE_SPECS: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in [
+        TableSpec(
+            "Model",
+            (
+                _s("version", 0, "I"),
+                Field("operator_codes", 1, "tables", ref="OperatorCode"),
+                Field("subgraphs", 2, "tables", ref="SubGraph"),
+                Field("description", 3, "string"),
+                Field("buffers", 4, "tables", ref="Buffer"),
+                _v("metadata_buffer", 5, "<i4"),
+                Field("metadata", 6, "tables", ref="Metadata"),
+                Field("signature_defs", 7, "tables", ref="SignatureDef"),
+            ),
+        ),
+        TableSpec(
+            "OperatorCode",
+            (
+                _s("deprecated_builtin_code", 0, "b"),
+                Field("custom_code", 1, "string"),
+                _s("version", 2, "i", 1),
+                _s("builtin_code", 3, "i"),
+            ),
+        ),
+        TableSpec(
+            "SubGraph",
+            (
+                Field("tensors", 0, "tables", ref="Tensor"),
+                _v("inputs", 1, "<i4"),
+                _v("outputs", 2, "<i4"),
+                Field("operators", 3, "tables", ref="Operator"),
+                Field("name", 4, "string"),
+                _s("debug_metadata_index", 5, "i", -1),
+            ),
+        ),
+        TableSpec(
+            "Tensor",
+            (
+                _v("shape", 0, "<i4"),
+                _s("type", 1, "b"),
+                _s("buffer", 2, "I"),
+                Field("name", 3, "string"),
+                Field("quantization", 4, "table", ref="QuantizationParameters"),
+                _s("is_variable", 5, "?", False),
+                Field("sparsity", 6, "table", ref="SparsityParameters"),
+                _v("shape_signature", 7, "<i4"),
+                _s("has_rank", 8, "?", False),
+                Field("variant_tensors", 9, "tables", ref="VariantSubType"),
+            ),
+        ),
+        TableSpec(
+            "VariantSubType",
+            (_v("shape", 0, "<i4"), _s("type", 1, "b"), _s("has_rank", 2, "?", False)),
+        ),
+        TableSpec(
+            "QuantizationParameters",
+            (
+                _v("min", 0, "<f4"),
+                _v("max", 1, "<f4"),
+                _v("scale", 2, "<f4"),
+                _v("zero_point", 3, "<i8"),
+                _s("details_type", 4, "B"),
+                Field("details", 5, "union", ref="QuantizationDetails", type_field="details_type"),
+                _s("quantized_dimension", 6, "i"),
+            ),
+        ),
+        TableSpec("CustomQuantization", (_v("custom", 0, "u1"),)),
+        TableSpec(
+            "SparsityParameters",
+            (
+                _v("traversal_order", 0, "<i4"),
+                _v("block_map", 1, "<i4"),
+                Field("dim_metadata", 2, "tables", ref="DimensionMetadata"),
+            ),
+        ),
+        TableSpec(
+            "DimensionMetadata",
+            (
+                _s("format", 0, "b"),
+                _s("dense_size", 1, "i"),
+                _s("array_segments_type", 2, "B"),
+                Field(
+                    "array_segments",
+                    3,
+                    "union",
+                    ref="SparseIndexVector",
+                    type_field="array_segments_type",
+                ),
+                _s("array_indices_type", 4, "B"),
+                Field(
+                    "array_indices",
+                    5,
+                    "union",
+                    ref="SparseIndexVector",
+                    type_field="array_indices_type",
+                ),
+            ),
+        ),
+        TableSpec("Int32Vector", (_v("values", 0, "<i4"),)),
+        TableSpec("Uint16Vector", (_v("values", 0, "<u2"),)),
+        TableSpec("Uint8Vector", (_v("values", 0, "u1"),)),
+        TableSpec(
+            "Operator",
+            (
+                _s("opcode_index", 0, "I"),
+                _v("inputs", 1, "<i4"),
+                _v("outputs", 2, "<i4"),
+                _s("builtin_options_type", 3, "B"),
+                Field(
+                    "builtin_options",
+                    4,
+                    "union",
+                    ref="BuiltinOptions",
+                    type_field="builtin_options_type",
+                ),
+                _v("custom_options", 5, "u1"),
+                _s("custom_options_format", 6, "b"),
+                _v("mutating_variable_inputs", 7, "?"),
+                _v("intermediates", 8, "<i4"),
+                _s("large_custom_options_offset", 9, "Q"),
+                _s("large_custom_options_size", 10, "Q"),
+                _s("builtin_options_2_type", 11, "B"),
+                Field(
+                    "builtin_options_2",
+                    12,
+                    "union",
+                    ref="BuiltinOptions2",
+                    type_field="builtin_options_2_type",
+                ),
+                _s("debug_metadata_index", 13, "i", -1),
+            ),
+        ),
+        TableSpec("Buffer", (_v("data", 0, "u1"), _s("offset", 1, "Q"), _s("size", 2, "Q"))),
+        TableSpec("Metadata", (Field("name", 0, "string"), _s("buffer", 1, "I"))),
+        TableSpec("TensorMap", (Field("name", 0, "string"), _s("tensor_index", 1, "I"))),
+        TableSpec(
+            "SignatureDef",
+            (
+                Field("inputs", 0, "tables", ref="TensorMap"),
+                Field("outputs", 1, "tables", ref="TensorMap"),
+                Field("signature_key", 2, "string"),
+                _s("subgraph_index", 4, "I"),
+            ),
+        ),
+    ]
+}
+
+UNIONS: dict[str, dict[int, str]] = {
+    "QuantizationDetails": {1: "CustomQuantization"},
+    "SparseIndexVector": {1: "Int32Vector", 2: "Uint16Vector", 3: "Uint8Vector"},
+    "BuiltinOptions": {c: n for c, n in OPTIONS_NAMES.items() if c},
+    "BuiltinOptions2": {c: n for c, n in OPTIONS2_NAMES.items() if c},
+}
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
+
+
+@cache
+def spec(name: str) -> TableSpec:
+    """The TableSpec of a table, core or options (derived from the `tflite` package)."""
+    if name in CORE_SPECS:
+        return CORE_SPECS[name]
+    try:
+        module = sys.modules.get(f"tflite.{name}") or importlib.import_module(f"tflite.{name}")
+    except ImportError:
+        raise SchemaError(f"unknown table {name}") from None
+    cls = getattr(module, name)
+    fields = []
+    prefix = f"{name}Add"
+    for fn_name, fn in vars(module).items():
+        if not fn_name.startswith(prefix) or not callable(fn):
+            continue
+        camel = fn_name[len(prefix) :]
+        src = inspect.getsource(fn)
+        m = re.search(r"Prepend(\w+?)Slot\((\d+),\s*[^,]+,\s*([^)]+)\)", src)
+        if not m:
+            raise SchemaError(f"cannot derive field {camel} of {name}")
+        prepend, slot, default = m.group(1), int(m.group(2)), m.group(3).strip()
+        if prepend in _PREPEND_FORMATS:
+            fmt = _PREPEND_FORMATS[prepend]
+            value = {"True": True, "False": False}.get(default)
+            if value is None:
+                value = float(default) if fmt in "fd" else int(default)
+            fields.append(Field(_snake(camel), slot, "scalar", fmt, value))
+            continue
+        accessor = inspect.getsource(getattr(cls, camel))
+        vec = getattr(cls, camel + "AsNumpy", None)
+        if vec is not None:
+            flags = re.search(
+                r"AsNumpy\(flatbuffers\.number_types\.(\w+)Flags", inspect.getsource(vec)
+            ).group(1)
+            fields.append(Field(_snake(camel), slot, "vector", _FLAG_DTYPES[flags]))
+        elif "self._tab.String(" in accessor:
+            fields.append(Field(_snake(camel), slot, "string"))
+        else:
+            fields.append(Field(_snake(camel), slot, "raw"))
+    return TableSpec(name, tuple(sorted(fields, key=lambda f: f.slot)))
+
+
+_FLAG_DTYPES = {
+    "Bool": "?",
+    "Int8": "i1",
+    "Uint8": "u1",
+    "Int16": "<i2",
+    "Uint16": "<u2",
+    "Int32": "<i4",
+    "Uint32": "<u4",
+    "Int64": "<i8",
+    "Uint64": "<u8",
+    "Float32": "<f4",
+    "Float64": "<f8",
+}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class RawTable:
+    """An options table kept byte for byte: `inline` holds the table's data after its soffset,
+    `slots` the offset of each vtable slot into the table (0 = absent)."""
+
+    type_code: int
+    inline: bytes
+    slots: tuple[int, ...]
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, RawTable)
+            and self.type_code == other.type_code
+            and self.inline == other.inline
+            and self.slots == other.slots
+        )
+
+
+class Reader:
+    """Bounds-checked access to a flatbuffer held in a bytes-like object."""
+
+    def __init__(self, buf):
+        self.buf = buf
+        self.size = len(buf)
+        self.mv = memoryview(buf)
+
+    def _check(self, pos: int, n: int, what: str) -> None:
+        if pos < 0 or n < 0 or pos + n > self.size:
+            raise SchemaError(f"{what} at byte {pos} runs past the end of the file")
+
+    def u32(self, pos: int) -> int:
+        self._check(pos, 4, "offset")
+        return struct.unpack_from("<I", self.buf, pos)[0]
+
+    def root(self) -> int:
+        return self.u32(0)
+
+    def vtable(self, table: int, what: str) -> tuple[int, ...]:
+        self._check(table, 4, what)
+        vt = table - struct.unpack_from("<i", self.buf, table)[0]
+        self._check(vt, 4, f"{what} vtable")
+        vt_size, obj_size = struct.unpack_from("<HH", self.buf, vt)
+        if vt_size < 4 or vt_size % 2:
+            raise SchemaError(f"{what} vtable at byte {vt} has a bad size {vt_size}")
+        self._check(vt, vt_size, f"{what} vtable")
+        self._check(table, obj_size, what)
+        slots = struct.unpack_from(f"<{(vt_size - 4) // 2}H", self.buf, vt + 4)
+        for off in slots:
+            if off and off >= max(obj_size, 4):
+                raise SchemaError(f"{what} field offset {off} lies outside its table")
+        return slots
+
+    def indirect(self, pos: int) -> int:
+        return pos + self.u32(pos)
+
+    def vector(self, pos: int, elem_size: int, what: str) -> tuple[int, int]:
+        start = self.indirect(pos)
+        n = self.u32(start)
+        self._check(start + 4, n * elem_size, what)
+        return start + 4, n
+
+    def read_table(self, pos: int, table_spec: TableSpec) -> dict:
+        """Decode the table at `pos`: present fields only (absent ones take defaults later)."""
+        slots = self.vtable(pos, table_spec.name)
+        out = {}
+        by_slot = table_spec.by_slot
+        for slot, off in enumerate(slots):
+            if not off:
+                continue
+            f = by_slot.get(slot)
+            if f is None:
+                raise _UnknownField(table_spec.name, slot)
+            at = pos + off
+            kind = f.kind
+            if kind == "scalar":
+                self._check(at, SCALAR_FORMATS[f.fmt], f.name)
+                out[f.name] = struct.unpack_from("<" + f.fmt, self.buf, at)[0]
+            elif kind == "vector":
+                dt = np.dtype(f.fmt)
+                start, n = self.vector(at, dt.itemsize, f.name)
+                out[f.name] = np.frombuffer(self.mv, dt, n, start)
+            elif kind == "string":
+                start, n = self.vector(at, 1, f.name)
+                out[f.name] = bytes(self.mv[start : start + n]).decode("utf-8", "surrogateescape")
+            elif kind == "table":
+                out[f.name] = self.read_table(self.indirect(at), spec(f.ref))
+            elif kind == "tables":
+                start, n = self.vector(at, 4, f.name)
+                sub = spec(f.ref)
+                out[f.name] = [self.read_table(self.indirect(start + 4 * i), sub) for i in range(n)]
+            elif kind == "union":
+                out[f.name] = self.read_union(self.indirect(at), f.ref, out.get(f.type_field, 0))
+            else:
+                raise _UnknownField(table_spec.name, slot)
+        return out
+
+    def read_union(self, pos: int, union: str, type_code: int):
+        name = UNIONS[union].get(type_code)
+        if name is not None:
+            try:
+                return Options(name, self.read_table(pos, spec(name)))
+            except _UnknownField:
+                pass
+        return self.raw_table(pos, type_code)
+
+    def raw_table(self, pos: int, type_code: int) -> RawTable:
+        slots = self.vtable(pos, "options table")
+        obj_size = struct.unpack_from(
+            "<H", self.buf, pos - struct.unpack_from("<i", self.buf, pos)[0] + 2
+        )[0]
+        return RawTable(type_code, bytes(self.mv[pos + 4 : pos + obj_size]), tuple(slots))
+
+
+class _UnknownField(SchemaError):
+    def __init__(self, table: str, slot: int):
+        super().__init__(f"{table} has a field (slot {slot}) this schema does not know")
+
+
+# --------------------------------------------------------------------------- writing
+
+_PREPEND = {fmt: f"Prepend{name}Slot" for name, fmt in _PREPEND_FORMATS.items()}
+
+
+def union_type_code(union: str, value) -> int:
+    if isinstance(value, RawTable):
+        return value.type_code
+    return {n: c for c, n in UNIONS[union].items()}[value.kind]
+
+
+def write_table(builder: flatbuffers.Builder, table_spec: TableSpec, values: dict) -> int:
+    """Encode `values` (a dict as read_table returns, offsets for nested objects may be given
+    pre-built as `Offset` instances) and return the table's offset."""
+    offsets = {}
+    for f in table_spec.fields:
+        v = values.get(f.name)
+        if v is None or f.kind == "scalar":
+            continue
+        if isinstance(v, Offset):
+            offsets[f.slot] = v.value
+        elif f.kind == "vector":
+            offsets[f.slot] = builder.CreateNumpyVector(np.ascontiguousarray(v, f.fmt))
+        elif f.kind == "string":
+            offsets[f.slot] = builder.CreateString(v.encode("utf-8", "surrogateescape"))
+        elif f.kind == "table":
+            offsets[f.slot] = write_table(builder, spec(f.ref), v)
+        elif f.kind == "tables":
+            offsets[f.slot] = write_offset_vector(
+                builder, [write_table(builder, spec(f.ref), x) for x in v]
+            )
+        elif f.kind == "union":
+            offsets[f.slot] = write_union(builder, v)
+    scalars = {
+        f.name: values[f.name]
+        for f in table_spec.fields
+        if f.kind == "scalar" and values.get(f.name) is not None
+    }
+    for f in table_spec.fields:
+        if f.kind == "union":
+            v = values.get(f.name)
+            scalars[f.type_field] = 0 if v is None else union_type_code(f.ref, v)
+    builder.StartObject(table_spec.num_slots)
+    for f in table_spec.fields:
+        if f.slot in offsets:
+            builder.PrependUOffsetTRelativeSlot(f.slot, offsets[f.slot], 0)
+        elif f.name in scalars:
+            getattr(builder, _PREPEND[f.fmt])(f.slot, scalars[f.name], f.default)
+    return builder.EndObject()
+
+
+def write_union(builder: flatbuffers.Builder, value) -> int:
+    if isinstance(value, RawTable):
+        return write_raw_table(builder, value)
+    return write_table(builder, spec(value.kind), value)
+
+
+def write_offset_vector(builder: flatbuffers.Builder, offsets: list[int]) -> int:
+    builder.StartVector(4, len(offsets), 4)
+    for off in reversed(offsets):
+        builder.PrependUOffsetTRelative(off)
+    return builder.EndVector()
+
+
+def write_raw_table(builder: flatbuffers.Builder, raw: RawTable) -> int:
+    """Re-emit a table of scalars: each present slot's bytes run up to the next field."""
+    present = sorted((off, slot) for slot, off in enumerate(raw.slots) if off)
+    end = len(raw.inline) + 4
+    builder.StartObject(len(raw.slots))
+    for i, (off, slot) in enumerate(present):
+        stop = present[i + 1][0] if i + 1 < len(present) else end
+        size = max(s for s in (8, 4, 2, 1) if s <= stop - off and off % s == 0)
+        chunk = raw.inline[off - 4 : off - 4 + size]
+        fmt = {1: "B", 2: "H", 4: "I", 8: "Q"}[size]
+        getattr(builder, _PREPEND[fmt])(slot, struct.unpack("<" + fmt, chunk)[0], -1)
+    return builder.EndObject()
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A pre-built flatbuffer offset, to pass through write_table unchanged."""
+
+    value: int
+
+
+class Options(dict):
+    """A decoded options table: a dict of field values with the table's name in `.kind`."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str, *args, **fields):
+        super().__init__(*args, **fields)
+        self.kind = kind
+
+    def __repr__(self):
+        return f"{self.kind}({dict.__repr__(self)})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Options) or other.kind != self.kind:
+            return False
+        fields = {f.name: f for f in spec(self.kind).fields}
+        for name in set(self) | set(other):
+            a, b = self.get(name, fields[name].default), other.get(name, fields[name].default)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if not np.array_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None
+
+    def full(self) -> dict:
+        """Every field, defaults filled in."""
+        return {f.name: self.get(f.name, f.default) for f in spec(self.kind).fields}
+
+
+def new_options(kind: str, **fields) -> Options:
+    """Options for a builtin op, checked against the schema (e.g. new_options('AddOptions'))."""
+    known = {f.name for f in spec(kind).fields}
+    unknown = set(fields) - known
+    if unknown:
+        raise SchemaError(f"{kind} has no field {sorted(unknown)}; fields: {sorted(known)}")
+    return Options(kind, fields)

@@ -1,0 +1,310 @@
+"""Model -> flatbuffer bytes.
+
+Writes only what is reachable (subgraphs from subgraph 0 and the signatures, tensors some op
+or the subgraph's inputs/outputs use, buffers those tensors use, operator codes those ops use);
+dedupes identical constant buffers; keeps buffer 0 empty; aligns every buffer's data to 16
+bytes; stores buffers after the flatbuffer (Buffer.offset/size) when they would push it past
+2 GB. `save` writes atomically: a temporary file in the target folder, then a rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+
+import flatbuffers
+import numpy as np
+
+from .errors import TflgraphError
+from .ir import Buffer, Model, Subgraph, Tensor
+from .reader import FILE_IDENTIFIER, subgraph_fields
+from .schema import Offset, Options, spec, write_offset_vector, write_table
+
+ALIGNMENT = 16
+FLATBUFFER_LIMIT = 2**31 - 2**24  # leave room for tables and padding under 2 GiB
+
+
+def save(model: Model, path, **kw) -> None:
+    """Write the model to `path` atomically."""
+    builder, tail = _build(model, **kw)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(memoryview(builder.Bytes)[builder.Head() :])
+            _write_tail(f, tail)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def to_bytes(model: Model, **kw) -> bytes:
+    builder, tail = _build(model, **kw)
+    out = bytearray(memoryview(builder.Bytes)[builder.Head() :])
+    for pad, data in tail:
+        out += bytes(pad)
+        out += memoryview(data)
+    return bytes(out)
+
+
+def _write_tail(f, tail) -> None:
+    for pad, data in tail:
+        f.write(bytes(pad))
+        f.write(memoryview(data))
+
+
+class _Buffers:
+    """Unique constant buffers in order of first use; identical contents share one index."""
+
+    def __init__(self):
+        self.data: list[np.ndarray | None] = [None]  # buffer 0 stays empty
+        self._index: dict[int, int] = {}  # id(Buffer) -> index
+        self._by_size: dict[int, list[tuple[int, bytes | None]]] = {}
+
+    def index(self, buf: Buffer | None) -> int:
+        if buf is None or buf.data is None or buf.nbytes == 0:
+            return 0
+        known = self._index.get(id(buf))
+        if known is not None:
+            return known
+        mv = memoryview(np.ascontiguousarray(buf.data)).cast("B")
+        same_size = self._by_size.setdefault(len(mv), [])
+        digest = None
+        if same_size:
+            digest = hashlib.blake2b(mv, digest_size=16).digest()
+            for k, (i, d) in enumerate(same_size):
+                if d is None:
+                    d = hashlib.blake2b(memoryview(self.data[i]).cast("B"), digest_size=16).digest()
+                    same_size[k] = (i, d)
+                if d == digest:
+                    self._index[id(buf)] = i
+                    return i
+        i = len(self.data)
+        self.data.append(buf.data)
+        same_size.append((i, digest))
+        self._index[id(buf)] = i
+        return i
+
+
+def _used_tensors(sg: Subgraph, extra) -> list[Tensor]:
+    used = {id(t) for t in sg.inputs}
+    used.update(id(t) for t in sg.outputs)
+    used.update(id(t) for t in extra)
+    for op in sg._order:
+        used.update(id(t) for t in op.inputs if t is not None)
+        used.update(id(t) for t in op.outputs if t is not None)
+        used.update(id(t) for t in op.intermediates)
+    return [n for n in sg.graph.nodes if isinstance(n, Tensor) and id(n) in used]
+
+
+def _options_for_writing(opts, sg_index: dict):
+    if not isinstance(opts, Options):
+        return opts
+    fields = subgraph_fields(opts)
+    if not fields:
+        return opts
+    out = Options(opts.kind, opts)
+    for name in fields:
+        if name in out:
+            out[name] = sg_index[out[name]]
+    return out
+
+
+def _create_aligned_bytes(builder: flatbuffers.Builder, data: np.ndarray) -> int:
+    mv = memoryview(np.ascontiguousarray(data)).cast("B")
+    n = len(mv)
+    builder.StartVector(1, n, ALIGNMENT)
+    builder.head = builder.Head() - n
+    builder.Bytes[builder.head : builder.head + n] = mv
+    return builder.EndVector()
+
+
+def _build(model: Model, external_buffers: bool | None = None):
+    subgraphs = model.reachable_subgraphs()
+    if not subgraphs:
+        raise TflgraphError("the model has no subgraphs to write")
+    sg_index = {sg: i for i, sg in enumerate(subgraphs)}
+    signature_tensors: dict[Subgraph, list[Tensor]] = {}
+    for sd in model.signature_defs:
+        signature_tensors.setdefault(sd.subgraph, []).extend(t for _, t in sd.inputs + sd.outputs)
+
+    buffers = _Buffers()
+    opcodes: dict[tuple, int] = {}
+    plans = []  # per subgraph: (tensors, tensor index map, ops)
+    for sg in subgraphs:
+        tensors = _used_tensors(sg, signature_tensors.get(sg, ()))
+        tindex = {id(t): i for i, t in enumerate(tensors)}
+        tbuf = [buffers.index(t.buffer) for t in tensors]
+        ops = sg.operators
+        op_codes = []
+        for op in ops:
+            key = (op.opcode, op.custom_code, op.version)
+            op_codes.append(opcodes.setdefault(key, len(opcodes)))
+        plans.append((sg, tensors, tindex, tbuf, ops, op_codes))
+    metadata = [(name, buffers.index(buf)) for name, buf in model.metadata]
+    metadata_buffers = [buffers.index(buf) for buf in model.metadata_buffers]
+
+    data_bytes = sum(0 if d is None else d.nbytes for d in buffers.data)
+    if external_buffers is None:
+        external_buffers = data_bytes > FLATBUFFER_LIMIT
+    n_items = sum(len(p[1]) + len(p[4]) for p in plans)
+    initial = (
+        1024
+        + 256 * n_items
+        + (0 if external_buffers else data_bytes + ALIGNMENT * len(buffers.data))
+    )
+    builder = flatbuffers.Builder(min(initial, flatbuffers.Builder.MAX_BUFFER_SIZE))
+
+    # buffer data first: it lands at the end of the file, aligned
+    buffer_offsets, patches = [], []
+    for i, d in enumerate(buffers.data):
+        if d is None or (external_buffers and d.nbytes) or i == 0:
+            buffer_offsets.append(None)
+        else:
+            buffer_offsets.append(_create_aligned_bytes(builder, d))
+    buffer_tables = []
+    for i, d in enumerate(buffers.data):
+        if external_buffers and d is not None and d.nbytes:
+            builder.StartObject(3)
+            builder.PrependUint64Slot(2, d.nbytes, 0)
+            builder.PrependUint64Slot(1, 1, 0)  # placeholder, patched below
+            patches.append((builder.Offset(), d))
+            buffer_tables.append(builder.EndObject())
+        else:
+            values = {} if buffer_offsets[i] is None else {"data": Offset(buffer_offsets[i])}
+            buffer_tables.append(write_table(builder, spec("Buffer"), values))
+
+    sg_tables = [_write_subgraph(builder, plan, sg_index) for plan in plans]
+    oc_tables = []
+    for code, custom, version in opcodes:
+        oc_tables.append(
+            write_table(
+                builder,
+                spec("OperatorCode"),
+                {
+                    "deprecated_builtin_code": min(code, 127),
+                    "custom_code": custom,
+                    "version": version,
+                    "builtin_code": code,
+                },
+            )
+        )
+    sig_tables = []
+    for sd in model.signature_defs:
+        tindex = plans[sg_index[sd.subgraph]][2]
+        sig_tables.append(
+            write_table(
+                builder,
+                spec("SignatureDef"),
+                {
+                    "inputs": [{"name": n, "tensor_index": tindex[id(t)]} for n, t in sd.inputs],
+                    "outputs": [{"name": n, "tensor_index": tindex[id(t)]} for n, t in sd.outputs],
+                    "signature_key": sd.key,
+                    "subgraph_index": sg_index[sd.subgraph],
+                },
+            )
+        )
+    root = write_table(
+        builder,
+        spec("Model"),
+        {
+            "version": model.version,
+            "operator_codes": Offset(write_offset_vector(builder, oc_tables)),
+            "subgraphs": Offset(write_offset_vector(builder, sg_tables)),
+            "description": model.description or None,
+            "buffers": Offset(write_offset_vector(builder, buffer_tables)),
+            "metadata_buffer": np.array(metadata_buffers, np.int32) if metadata_buffers else None,
+            "metadata": [{"name": n, "buffer": b} for n, b in metadata] or None,
+            "signature_defs": Offset(write_offset_vector(builder, sig_tables))
+            if sig_tables
+            else None,
+        },
+    )
+    builder.Finish(root, file_identifier=FILE_IDENTIFIER)
+
+    tail = []
+    if patches:
+        size = len(builder.Bytes) - builder.Head()
+        pos = size
+        for off_from_end, d in reversed(patches):
+            pad = -pos % ALIGNMENT
+            at = len(builder.Bytes) - off_from_end
+            builder.Bytes[at : at + 8] = int(pos + pad).to_bytes(8, "little")
+            tail.append((pad, d))
+            pos += pad + d.nbytes
+    return builder, tail
+
+
+def _write_subgraph(builder, plan, sg_index) -> int:
+    sg, tensors, tindex, tbuf, ops, op_codes = plan
+
+    def idx(ts):
+        return np.array([-1 if t is None else tindex[id(t)] for t in ts], np.int32)
+
+    tensor_spec, op_spec = spec("Tensor"), spec("Operator")
+    t_tables = []
+    for t, b in zip(tensors, tbuf):
+        t_tables.append(
+            write_table(
+                builder,
+                tensor_spec,
+                {
+                    "shape": np.array(t.shape, np.int32),
+                    "type": t.type,
+                    "buffer": b,
+                    "name": t.name,
+                    "quantization": t.quantization,
+                    "is_variable": t.is_variable,
+                    "sparsity": t.sparsity,
+                    "shape_signature": (
+                        np.array(t.shape_signature, np.int32)
+                        if t.shape_signature is not None
+                        else None
+                    ),
+                    "has_rank": t.has_rank,
+                    "variant_tensors": t.variant_tensors,
+                },
+            )
+        )
+    op_tables = []
+    for op, code_index in zip(ops, op_codes):
+        op_tables.append(
+            write_table(
+                builder,
+                op_spec,
+                {
+                    "opcode_index": code_index,
+                    "inputs": idx(op.inputs),
+                    "outputs": idx(op.outputs),
+                    "builtin_options": _options_for_writing(op.options, sg_index),
+                    "custom_options": op.custom_options,
+                    "custom_options_format": op.custom_options_format,
+                    "mutating_variable_inputs": op.mutating_variable_inputs,
+                    "intermediates": idx(op.intermediates) if op.intermediates else None,
+                    "builtin_options_2": _options_for_writing(op.options2, sg_index),
+                    "debug_metadata_index": op.debug_metadata_index,
+                },
+            )
+        )
+    return write_table(
+        builder,
+        spec("SubGraph"),
+        {
+            "tensors": Offset(write_offset_vector(builder, t_tables)),
+            "inputs": idx(sg.inputs),
+            "outputs": idx(sg.outputs),
+            "operators": Offset(write_offset_vector(builder, op_tables)),
+            "name": sg.name or None,
+            "debug_metadata_index": sg.debug_metadata_index,
+        },
+    )
