@@ -1,0 +1,69 @@
+"""Shared test helpers: fixture paths and the runtime judges (LiteRT, TFLM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import tflgraph
+from tflgraph import runtimes
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+
+
+def fixture(name: str) -> Path:
+    """Path of a committed fixture, e.g. fixture('k3_lstm')."""
+    path = FIXTURES / (name if name.endswith(".tflite") else name + ".tflite")
+    assert path.exists(), f"missing fixture {path.name}: regenerate with fixtures/generate.py"
+    return path
+
+
+def all_fixtures() -> list[Path]:
+    return sorted(FIXTURES.glob("*.tflite"))
+
+
+def manifest() -> dict:
+    data = json.loads((FIXTURES / "manifest.json").read_text())
+    return {f["name"]: f for f in data["fixtures"]}
+
+
+def as_bytes(model) -> bytes:
+    if isinstance(model, tflgraph.Model):
+        return model.to_bytes()
+    if isinstance(model, (str, Path)):
+        return Path(model).read_bytes()
+    return bytes(model)
+
+
+def outputs_in(model, runtime: str, samples: int = 5, seed: int = 0, reset: bool = False):
+    """Outputs of `samples` seeded random inputs invoked in sequence in one interpreter."""
+    data = as_bytes(model)
+    session = runtimes.Session(data, runtime)
+    rng = np.random.default_rng(seed)
+    feeds = [runtimes.random_inputs(session.inputs, rng) for _ in range(samples)]
+    return runtimes.run(data, feeds, runtime, reset_between=reset)
+
+
+def assert_same_outputs(original, rewritten, runtime_names=("litert", "tflm"), samples: int = 5,
+                        atol: float = 1e-5, seed: int = 0, exact: bool = False) -> None:
+    """The rewritten model gives the original's outputs, invoke after invoke, without reset.
+
+    Float outputs: |a - b| <= atol * max(1, max|a|). exact=True demands bit-identical outputs.
+    """
+    for rt in runtime_names:
+        want = outputs_in(original, rt, samples, seed)
+        got = outputs_in(rewritten, rt, samples, seed)
+        assert len(want) == len(got)
+        for k, (w, g) in enumerate(zip(want, got)):
+            assert len(w) == len(g), f"{rt}: output count differs"
+            for j, (a, b) in enumerate(zip(w, g)):
+                assert a.shape == b.shape, f"{rt} invoke {k} output {j}: {a.shape} vs {b.shape}"
+                if exact or a.dtype.kind not in "fc":
+                    assert np.array_equal(a, b), f"{rt} invoke {k} output {j} differs"
+                else:
+                    tol = atol * max(1.0, float(np.max(np.abs(a))) if a.size else 1.0)
+                    err = float(np.max(np.abs(a - b))) if a.size else 0.0
+                    assert err <= tol, f"{rt} invoke {k} output {j}: max error {err} > {tol}"
