@@ -1,0 +1,127 @@
+"""A numpy reference evaluator for float TFLite graphs.
+
+Passes use it to prove a structural match numerically before rewriting (evaluate a loop body
+and its fused replacement on the same random states) and to fold constant subexpressions
+(`evaluate_tensors` runs only the ops a wanted tensor depends on). The kernels, one small
+function per op, live in `kernels.KERNELS`; this module walks the graph, feeds constants and
+variable tensors, runs WHILE loops through their cond/body subgraphs, and keeps the state of
+variable tensors across calls when the caller passes a `state` dict.
+
+Float32 semantics, as LiteRT computes them (agreement within 1e-5 relative is tested op by op).
+Quantized operands (int8 weights of dynamic-range models, int8/uint8 activations) are refused:
+their LiteRT numerics are not float numerics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import Model, Operator, Subgraph, Tensor
+from .kernels import KERNELS, STATE_OPERANDS, UnsupportedOp, opts
+
+__all__ = ["UnsupportedOp", "evaluate", "evaluate_subgraph", "evaluate_tensors"]
+
+
+def evaluate(model: Model, inputs: list[np.ndarray], state: dict | None = None) -> list:
+    """Outputs of the main subgraph (model.subgraphs[0]) on `inputs`, in its output order."""
+    return evaluate_subgraph(model.subgraphs[0], inputs, state)
+
+
+def evaluate_subgraph(sg: Subgraph, inputs: list[np.ndarray], state: dict | None = None) -> list:
+    """Run every op of `sg` on `inputs` (in sg.inputs order); outputs in sg.outputs order.
+
+    `state` maps variable tensors to their current values (absent ones start at zeros); the
+    final values of stateful ops are written back into it, so passing the same dict to
+    successive calls emulates invokes without reset."""
+    if len(inputs) != len(sg.inputs):
+        raise ValueError(f"subgraph {sg.name!r} takes {len(sg.inputs)} inputs, got {len(inputs)}")
+    values = _feed(sg.inputs, inputs)
+    _run(sg, sg.operators, values, state if state is not None else {})
+    return [_value(t, values, state) for t in sg.outputs]
+
+
+def evaluate_tensors(
+    sg: Subgraph, feeds: dict[Tensor, np.ndarray], wanted: list[Tensor], state: dict | None = None
+) -> list:
+    """Values of `wanted`, running only the ops they depend on. Tensors that are neither fed,
+    produced, constant nor variable raise ValueError (they would need a feed)."""
+    values = _feed(list(feeds), list(feeds.values()))
+    needed, stack, seen = set(), [t for t in wanted], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or id(t) in values:
+            continue
+        seen.add(id(t))
+        op = sg.producer(t)
+        if op is not None and op not in needed:
+            needed.add(op)
+            stack.extend(x for x in op.inputs if x is not None)
+    ops = [op for op in sg.operators if op in needed]
+    _run(sg, ops, values, state if state is not None else {})
+    return [_value(t, values, state) for t in wanted]
+
+
+def _feed(tensors, arrays) -> dict:
+    values = {}
+    for t, x in zip(tensors, arrays):
+        x = np.asarray(x)
+        values[id(t)] = x.astype(t.dtype) if t.dtype is not None and x.dtype != t.dtype else x
+    return values
+
+
+def _value(t: Tensor, values: dict, state: dict | None) -> np.ndarray:
+    v = values.get(id(t))
+    if v is not None:
+        return v
+    if t.is_constant:
+        if t.data is None:
+            raise UnsupportedOp(f"constant {t.name!r} of type {t.type_name} (sparse or no dtype)")
+        return t.data
+    if t.is_variable:
+        if state is not None and t in state:
+            return state[t]
+        return np.zeros(t.shape, t.dtype)
+    raise ValueError(f"tensor {t.name!r} has no value (not fed, produced, constant or variable)")
+
+
+def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
+    for op in ops:
+        xs = [None if t is None else _value(t, values, state) for t in op.inputs]
+        results = _call(op, xs, state)
+        if isinstance(results, np.ndarray) or not isinstance(results, (tuple, list)):
+            results = (results,)
+        n = len(op.outputs)
+        for t, r in zip(op.outputs, results[:n]):
+            if t is not None:
+                values[id(t)] = np.asarray(r)
+        for k, r in zip(STATE_OPERANDS.get(op.type, ()), results[n:]):
+            t = op.inputs[k]
+            if t is not None and t.is_variable:
+                state[t] = np.asarray(r)
+                values[id(t)] = state[t]
+
+
+def _call(op: Operator, xs: list, state: dict):
+    if op.type == "WHILE":
+        return _while(op, xs, state)
+    fn = KERNELS.get(op.type)
+    if fn is None:
+        raise UnsupportedOp(f"no reference kernel for {op.type}")
+    if op.type != "DEQUANTIZE":
+        for t in op.inputs:
+            if t is not None and _is_quantized(t):
+                raise UnsupportedOp(f"{op.type} with quantized operand {t.name!r} ({t.type_name})")
+    return fn(op, *xs)
+
+
+def _is_quantized(t: Tensor) -> bool:
+    q = t.quantization
+    return bool(q) and q.get("scale") is not None and len(q["scale"]) > 0
+
+
+def _while(op: Operator, xs: list, state: dict) -> list:
+    o = opts(op)
+    cond, body = o["cond_subgraph_index"], o["body_subgraph_index"]
+    while bool(np.asarray(evaluate_subgraph(cond, xs, state)[0]).reshape(-1)[0]):
+        xs = evaluate_subgraph(body, xs, state)
+    return xs

@@ -1,0 +1,431 @@
+"""Numpy kernels of TFLite builtin ops, float semantics, one row per op in `KERNELS`.
+
+A kernel is `fn(op, *inputs) -> array | tuple[array, ...]`: `op` gives the options and the
+output tensors, `inputs` are numpy arrays in operand order (`None` for an optional -1). Kernels
+never write into their inputs (constants are read-only views of the file). Stateful recurrent
+kernels return their final states after their outputs; `STATE_OPERANDS` says which operands
+those states belong to, so the evaluator can keep them across invokes.
+
+Control flow (WHILE) lives in interpreter.py, which calls back into subgraph evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import TflgraphError
+from .schema import Options
+
+
+class UnsupportedOp(TflgraphError):
+    """The reference interpreter has no kernel for this op (or this variant of it)."""
+
+
+def opts(op) -> dict:
+    """The op's options with schema defaults filled in ({} when it has none)."""
+    return op.options.full() if isinstance(op.options, Options) else {}
+
+
+# ---------------------------------------------------------------- activations
+
+ACTIVATIONS = {  # ActivationFunctionType code -> function
+    0: lambda x: x,
+    1: lambda x: np.maximum(x, 0).astype(x.dtype),
+    2: lambda x: np.clip(x, -1, 1).astype(x.dtype),
+    3: lambda x: np.clip(x, 0, 6).astype(x.dtype),
+    4: np.tanh,
+    5: lambda x: np.signbit(x).astype(x.dtype),
+}
+
+
+def act(op, x: np.ndarray) -> np.ndarray:
+    """Apply the op's fused_activation_function."""
+    code = opts(op).get("fused_activation_function", 0)
+    if code not in ACTIVATIONS:
+        raise UnsupportedOp(f"{op.type} with fused activation {code}")
+    return ACTIVATIONS[code](x)
+
+
+def sigmoid(x):
+    return (1 / (1 + np.exp(-x))).astype(x.dtype)
+
+
+def _ints(x) -> list[int]:
+    return [int(v) for v in np.asarray(x).reshape(-1)]
+
+
+def _axis(x, rank: int) -> int:
+    a = int(np.asarray(x).reshape(-1)[0])
+    return a + rank if a < 0 else a
+
+
+# ---------------------------------------------------------------- dense, conv, pool
+
+
+def fully_connected(op, x, w, b=None):
+    o = opts(op)
+    if o.get("weights_format", 0) != 0:
+        raise UnsupportedOp(f"{op.type} with shuffled weights")
+    y = x.reshape(-1, w.shape[1]) @ w.T
+    if b is not None:
+        y = y + b
+    y = act(op, y)
+    return y.reshape(x.shape[:-1] + (w.shape[0],)) if o.get("keep_num_dims") else y
+
+
+def _pads(size: int, k: int, stride: int, dil: int, padding: int) -> tuple[int, int, int]:
+    """(output size, pad before, pad after) for TFLite's SAME (0) / VALID (1) padding."""
+    eff = (k - 1) * dil + 1
+    if padding == 1:
+        return (size - eff) // stride + 1, 0, 0
+    out = -(-size // stride)
+    total = max((out - 1) * stride + eff - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _windows(x, kh, kw, o, pad_value=0.0):
+    """Padded input and, per kernel tap (i, j), the strided window view [N, OH, OW, C]."""
+    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
+    dh, dw = o.get("dilation_h_factor", 1), o.get("dilation_w_factor", 1)
+    oh, ph0, ph1 = _pads(x.shape[1], kh, sh, dh, o.get("padding", 0))
+    ow, pw0, pw1 = _pads(x.shape[2], kw, sw, dw, o.get("padding", 0))
+    xp = np.pad(x, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)), constant_values=pad_value)
+    for i in range(kh):
+        for j in range(kw):
+            h0, w0 = i * dh, j * dw
+            yield i, j, xp[:, h0 : h0 + (oh - 1) * sh + 1 : sh, w0 : w0 + (ow - 1) * sw + 1 : sw]
+
+
+def conv_2d(op, x, w, b=None):
+    cout, kh, kw, cin = w.shape
+    groups = x.shape[3] // cin
+    y = None
+    for i, j, win in _windows(x, kh, kw, opts(op)):
+        parts = (
+            [win[..., g * cin : (g + 1) * cin] @ w[g::groups][:, i, j, :].T for g in range(groups)]
+            if groups > 1
+            else [win @ w[:, i, j, :].T]
+        )
+        term = parts[0] if groups == 1 else _ungroup(parts, cout, groups)
+        y = term if y is None else y + term
+    if b is not None:
+        y = y + b
+    return act(op, y.astype(x.dtype))
+
+
+def _ungroup(parts, cout, groups):
+    out = np.empty(parts[0].shape[:-1] + (cout,), parts[0].dtype)
+    per = cout // groups
+    for g, p in enumerate(parts):
+        out[..., g * per : (g + 1) * per] = p
+    return out
+
+
+def depthwise_conv_2d(op, x, w, b=None):
+    _, kh, kw, cout = w.shape
+    xr = np.repeat(x, cout // x.shape[3], axis=3)
+    y = sum(win * w[0, i, j] for i, j, win in _windows(xr, kh, kw, opts(op)))
+    if b is not None:
+        y = y + b
+    return act(op, y.astype(x.dtype))
+
+
+def _pool(op, x, reduce):
+    o = opts(op)
+    kh, kw = o["filter_height"], o["filter_width"]
+    fill = -np.inf if reduce is np.maximum else 0.0
+    wins = [win for _, _, win in _windows(x, kh, kw, o, fill)]
+    if reduce is np.maximum:
+        return act(op, np.maximum.reduce(wins))
+    ones = np.ones(x.shape[:3] + (1,), x.dtype)
+    counts = sum(win for _, _, win in _windows(ones, kh, kw, o))
+    return act(op, (sum(wins) / counts).astype(x.dtype))
+
+
+# ---------------------------------------------------------------- shapes and slicing
+
+
+def reshape(op, x, shape=None):
+    if shape is not None:
+        new = _ints(shape)
+    elif opts(op).get("new_shape") is not None:
+        new = _ints(opts(op)["new_shape"])
+    else:
+        new = list(op.outputs[0].shape)
+    return x.reshape(new)
+
+
+def squeeze(op, x):
+    dims = opts(op).get("squeeze_dims")
+    if dims is None or len(dims) == 0:
+        return x.reshape([d for d in x.shape if d != 1])
+    return np.squeeze(x, tuple(_axis(d, x.ndim) for d in dims))
+
+
+def split(op, axis, x):
+    return tuple(np.split(x, opts(op)["num_splits"], _axis(axis, x.ndim)))
+
+
+def split_v(op, x, sizes, axis):
+    ax = _axis(axis, x.ndim)
+    sizes = _ints(sizes)
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = x.shape[ax] - (sum(sizes) + 1)
+    return tuple(np.split(x, np.cumsum(sizes)[:-1], ax))
+
+
+def slice_(op, x, begin, size):
+    idx = tuple(
+        slice(b, x.shape[d] if s == -1 else b + s)
+        for d, (b, s) in enumerate(zip(_ints(begin), _ints(size)))
+    )
+    return x[idx]
+
+
+def strided_slice(op, x, begin, end, strides):
+    o = opts(op)
+    index = []
+    for k, (b, e, s) in enumerate(zip(_ints(begin), _ints(end), _ints(strides))):
+        bit = 1 << k
+        if o.get("ellipsis_mask", 0) & bit:
+            index.append(Ellipsis)
+        elif o.get("new_axis_mask", 0) & bit:
+            index.append(np.newaxis)
+        elif o.get("shrink_axis_mask", 0) & bit:
+            index.append(b)
+        else:
+            if o.get("offset"):
+                e = b + e
+            index.append(
+                slice(
+                    None if o.get("begin_mask", 0) & bit else b,
+                    None if o.get("end_mask", 0) & bit else e,
+                    s,
+                )
+            )
+    return np.asarray(x[tuple(index)])
+
+
+def gather(op, params, indices):
+    o = opts(op)
+    bd = o.get("batch_dims", 0)
+    bd = bd + indices.ndim if bd < 0 else bd
+    ax = _axis(o.get("axis", 0), params.ndim)
+    if bd == 0:
+        return np.take(params, indices, axis=ax)
+    n = int(np.prod(params.shape[:bd]))
+    p = params.reshape((n,) + params.shape[bd:])
+    i = indices.reshape((n,) + indices.shape[bd:])
+    out = np.stack([np.take(p[k], i[k], axis=ax - bd) for k in range(n)])
+    return out.reshape(params.shape[:bd] + out.shape[1:])
+
+
+def _reduce(fn):
+    def kernel(op, x, axes):
+        axes = tuple(sorted({_axis(a, x.ndim) for a in _ints(axes)}))
+        keep = bool(opts(op).get("keep_dims"))
+        dtype = x.dtype if x.dtype != np.bool_ else None
+        return np.asarray(
+            fn(x, axis=axes, keepdims=keep, dtype=dtype)
+            if dtype
+            else fn(x, axis=axes, keepdims=keep)
+        )
+
+    return kernel
+
+
+def _reduce_mean(x, axis, keepdims, dtype):
+    if np.issubdtype(dtype, np.integer):  # TFLite rounds integer means to nearest
+        return np.round(np.mean(x, axis=axis, keepdims=keepdims)).astype(dtype)
+    return np.mean(x, axis=axis, keepdims=keepdims, dtype=dtype)
+
+
+def pad(op, x, paddings, value=None):
+    fill = 0 if value is None else np.asarray(value).reshape(-1)[0]
+    return np.pad(x, np.asarray(paddings).reshape(-1, 2).tolist(), constant_values=fill)
+
+
+def dynamic_update_slice(op, x, update, start):
+    out = np.array(x)
+    start = np.clip(_ints(start), 0, np.subtract(x.shape, update.shape))
+    out[tuple(slice(s, s + n) for s, n in zip(start, update.shape))] = update
+    return out
+
+
+def select(op, cond, x, y):
+    if cond.ndim == 1 and x.ndim > 1:  # SELECT (v1): a vector condition picks rows
+        cond = cond.reshape((-1,) + (1,) * (x.ndim - 1))
+    return np.where(cond, x, y)
+
+
+def softmax(op, x):
+    z = x * opts(op).get("beta", 1.0)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype)
+
+
+def dequantize(op, x):
+    if x.dtype == np.float16:
+        return x.astype(np.float32)
+    q = op.inputs[0].quantization or {}
+    scale, zp = np.asarray(q.get("scale", [1.0])), np.asarray(q.get("zero_point", [0]))
+    if scale.size > 1:
+        shape = [1] * x.ndim
+        shape[q.get("quantized_dimension", 0)] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return ((x.astype(np.float32) - zp) * scale).astype(np.float32)
+
+
+def _binary(fn):
+    return lambda op, a, b: act(op, np.asarray(fn(a, b)))
+
+
+def _div(a, b):
+    if np.issubdtype(a.dtype, np.integer):
+        return (np.trunc(a / b)).astype(a.dtype)
+    return a / b
+
+
+def _unary(fn):
+    return lambda op, x: np.asarray(fn(x)).astype(x.dtype)
+
+
+# ---------------------------------------------------------------- recurrent
+
+
+def _time_major(op, x):
+    return x if opts(op).get("time_major") else np.swapaxes(x, 0, 1)
+
+
+def _layer_norm(x, coeff):
+    if coeff is None:
+        return x
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + np.float32(1e-8)) * coeff
+
+
+def sequence_lstm(op, x, *w):
+    """UNIDIRECTIONAL_SEQUENCE_LSTM as LiteRT's lstm_eval computes it (float path): optional
+    CIFG, peepholes, layer norm and projection; gates i, f, c, o; returns (out, h, c)."""
+    wx, wh, peep, bias = w[0:4], w[4:8], w[8:11], w[11:15]
+    proj_w, proj_b, h, c, ln = w[15], w[16], w[17], w[18], w[19:23]
+    o = opts(op)
+    fn = ACTIVATIONS[o.get("fused_activation_function", 0)]
+    clip, pclip = o.get("cell_clip", 0.0), o.get("proj_clip", 0.0)
+    outs = []
+
+    def gate(k, xt, h, cell=None):
+        z = xt @ wx[k].T + h @ wh[k].T
+        p = (peep[0], peep[1], None, peep[2])[k]
+        if p is not None:
+            z = z + cell * p
+        z = _layer_norm(z, ln[k])
+        return z + bias[k] if bias[k] is not None else z
+
+    for xt in _time_major(op, x):
+        f = sigmoid(gate(1, xt, h, c))
+        i = 1 - f if wx[0] is None else sigmoid(gate(0, xt, h, c))
+        c = f * c + i * fn(gate(2, xt, h))
+        if clip > 0:
+            c = np.clip(c, -clip, clip)
+        h = sigmoid(gate(3, xt, h, c)) * fn(c)
+        if proj_w is not None:
+            h = h @ proj_w.T + (proj_b if proj_b is not None else 0)
+            if pclip > 0:
+                h = np.clip(h, -pclip, pclip)
+        outs.append(h.astype(x.dtype))
+    out = _time_major(op, np.stack(outs))
+    return out, h.astype(x.dtype), c.astype(x.dtype)
+
+
+def sequence_rnn(op, x, w, r, b, h):
+    """UNIDIRECTIONAL_SEQUENCE_RNN: h = act(x W^T + h R^T + b) per step; returns (out, h)."""
+    outs = []
+    for xt in _time_major(op, x):
+        h = act(op, (xt @ w.T + h @ r.T + b).astype(x.dtype))
+        outs.append(h)
+    return _time_major(op, np.stack(outs)), h
+
+
+# ---------------------------------------------------------------- the table
+
+KERNELS = {
+    "FULLY_CONNECTED": fully_connected,
+    "CONV_2D": conv_2d,
+    "DEPTHWISE_CONV_2D": depthwise_conv_2d,
+    "MAX_POOL_2D": lambda op, x: _pool(op, x, np.maximum),
+    "AVERAGE_POOL_2D": lambda op, x: _pool(op, x, np.add),
+    "ADD": _binary(np.add),
+    "SUB": _binary(np.subtract),
+    "MUL": _binary(np.multiply),
+    "DIV": _binary(_div),
+    "MAXIMUM": lambda op, a, b: np.maximum(a, b),
+    "MINIMUM": lambda op, a, b: np.minimum(a, b),
+    "SQUARED_DIFFERENCE": lambda op, a, b: np.square(a - b),
+    "LOGISTIC": lambda op, x: sigmoid(x),
+    "TANH": lambda op, x: np.tanh(x),
+    "RELU": lambda op, x: ACTIVATIONS[1](x),
+    "RELU_N1_TO_1": lambda op, x: ACTIVATIONS[2](x),
+    "RELU6": lambda op, x: ACTIVATIONS[3](x),
+    "HARD_SWISH": lambda op, x: (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype),
+    "EXP": _unary(np.exp),
+    "ABS": _unary(np.abs),
+    "NEG": _unary(np.negative),
+    "SQUARE": _unary(np.square),
+    "SQRT": _unary(np.sqrt),
+    "RSQRT": _unary(lambda x: 1 / np.sqrt(x)),
+    "SOFTMAX": softmax,
+    "RESHAPE": reshape,
+    "SQUEEZE": squeeze,
+    "EXPAND_DIMS": lambda op, x, axis: np.expand_dims(x, _axis(axis, x.ndim + 1)),
+    "TRANSPOSE": lambda op, x, perm: np.transpose(x, _ints(perm)),
+    "CONCATENATION": lambda op, *xs: act(
+        op, np.concatenate(xs, _axis(opts(op).get("axis", 0), xs[0].ndim))
+    ),
+    "SPLIT": split,
+    "SPLIT_V": split_v,
+    "SLICE": slice_,
+    "STRIDED_SLICE": strided_slice,
+    "GATHER": gather,
+    "PACK": lambda op, *xs: np.stack(xs, _axis(opts(op).get("axis", 0), xs[0].ndim + 1)),
+    "UNPACK": lambda op, x: tuple(
+        np.take(x, k, _axis(opts(op).get("axis", 0), x.ndim))
+        for k in range(x.shape[_axis(opts(op).get("axis", 0), x.ndim)])
+    ),
+    "REVERSE_V2": lambda op, x, axes: np.flip(x, tuple(_axis(a, x.ndim) for a in _ints(axes))),
+    "MEAN": _reduce(_reduce_mean),
+    "SUM": _reduce(np.sum),
+    "REDUCE_PROD": _reduce(np.prod),
+    "REDUCE_MAX": _reduce(np.max),
+    "REDUCE_MIN": _reduce(np.min),
+    "REDUCE_ANY": _reduce(np.any),
+    "PAD": pad,
+    "PADV2": pad,
+    "FILL": lambda op, dims, value: np.full(_ints(dims), value.reshape(-1)[0], value.dtype),
+    "ZEROS_LIKE": lambda op, x: np.zeros_like(x),
+    "ONES_LIKE": lambda op, x: np.ones_like(x),
+    "SHAPE": lambda op, x: np.array(x.shape, op.outputs[0].dtype or np.int32),
+    "CAST": lambda op, x: x.astype(op.outputs[0].dtype),
+    "DEQUANTIZE": dequantize,
+    "LESS": lambda op, a, b: np.less(a, b),
+    "LESS_EQUAL": lambda op, a, b: np.less_equal(a, b),
+    "GREATER": lambda op, a, b: np.greater(a, b),
+    "GREATER_EQUAL": lambda op, a, b: np.greater_equal(a, b),
+    "EQUAL": lambda op, a, b: np.equal(a, b),
+    "NOT_EQUAL": lambda op, a, b: np.not_equal(a, b),
+    "LOGICAL_AND": lambda op, a, b: np.logical_and(a, b),
+    "LOGICAL_OR": lambda op, a, b: np.logical_or(a, b),
+    "LOGICAL_NOT": lambda op, x: np.logical_not(x),
+    "SELECT": select,
+    "SELECT_V2": select,
+    "DYNAMIC_UPDATE_SLICE": dynamic_update_slice,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": sequence_lstm,
+    "UNIDIRECTIONAL_SEQUENCE_RNN": sequence_rnn,
+}
+
+# Stateful ops: operand indices whose final values the kernel returns after its outputs.
+STATE_OPERANDS = {
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": (18, 19),
+    "UNIDIRECTIONAL_SEQUENCE_RNN": (4,),
+}
