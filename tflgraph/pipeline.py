@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import TflgraphError
 from .ir import GraphError, Model, Operator, Subgraph
+from .targets import check_target
 
 # name -> module under tflgraph.passes
 BUILTIN_PASSES: dict[str, str] = {
@@ -41,6 +42,9 @@ class Pass:
 
     name: str = ""
     summary: str = ""
+    # runtime the rewritten model must run on: "tflm", "litert" or "any" (both); set by
+    # run_passes. A pass emits an op only if tflgraph.targets.supports(self.target, op).
+    target: str = "any"
 
     def __init__(self):
         self.explanations: list[str] | None = None  # collected when explaining
@@ -207,16 +211,20 @@ def run_passes(
     max_iterations: int = 8,
     explain: bool = False,
     after_pass: Callable[[str, Model], None] | None = None,
+    target: str = "any",
 ) -> list[PassRecord]:
     """Run the passes in order (repeating the list until nothing changes, when fixed_point),
     removing dead code after each. With check_each, a broken graph raises PassError naming
-    the pass and the ones that ran before it."""
+    the pass and the ones that ran before it. `target` (tflm, litert, any) is given to every
+    pass as `Pass.target`."""
+    check_target(target)
     records: list[PassRecord] = []
     history: list[str] = []
     for iteration in range(1, max_iterations + 1):
         any_change = False
         for name in names:
             p = get_pass(name)()
+            p.target = target
             if explain:
                 p.explanations = []
             start = time.perf_counter()
