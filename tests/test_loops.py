@@ -1,0 +1,110 @@
+"""tflgraph.loops: the roles of a Keras/TF recurrent WHILE loop's operands, on real fixtures."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import fixture
+
+import tflgraph
+from tflgraph.loops import (
+    analyze_loop,
+    batch_major_source,
+    is_last_step_slice,
+    swaps_time_batch,
+    while_loops,
+)
+
+
+def loops_of(name: str):
+    model = tflgraph.load(fixture(name))
+    sg = model.main
+    return sg, [analyze_loop(sg, op) for op in while_loops(sg)]
+
+
+@pytest.mark.parametrize(
+    "name, states, acc_kind",
+    [
+        ("k3_lstm", 2, "last"),  # Keras 3: two counters, LOGICAL_AND in cond
+        ("k3_lstm_seq", 2, "sequence"),
+        ("k3_rnn_lstmcell", 2, "last"),
+        ("tfk_rnn_lstmcell", 2, "last"),  # tf_keras: one counter in cond
+        ("tfk_lstm_return_state", 2, "sequence"),
+        ("k3_gru", 1, "last"),
+        ("k3_gru_seq", 1, "sequence"),
+        ("k3_simplernn", 1, "last"),
+    ],
+)
+def test_roles_of_single_loops(name, states, acc_kind):
+    sg, (loop,) = loops_of(name)
+    assert loop is not None
+    assert loop.trip_count == 10
+    assert [c.index for c in loop.counters] == [0, 1]
+    assert loop.time.index == 1 and loop.time.init.data.item() == 0
+    assert len(loop.sequences) == 1 and loop.seq.index == len(loop.operands) - 1
+    assert tuple(loop.seq.init.shape) == (10, 1, 8)
+    assert loop.x_t.shape == (1, 8) and loop.body.producer(loop.x_t).type == "GATHER"
+    assert len(loop.states) == states and loop.invariants == []
+    assert loop.acc.index == 2 and loop.acc_kind == acc_kind
+    # the per-step output written to the accumulator is the new h (the first state's next)
+    assert loop.acc_value is loop.states[0].next
+    src, reverse = batch_major_source(sg, loop.seq.init)
+    assert tuple(src.shape) == (1, 10, 8) and src is sg.inputs[0] and not reverse
+    readers = sg.consumers(loop.acc.result)
+    if acc_kind == "last":
+        assert [is_last_step_slice(p, 1) for p in readers] == [True]
+    else:
+        assert [swaps_time_batch(p) for p in readers] == [True]
+
+
+def test_seq2seq_encoder_without_accumulator_and_decoder_with_computed_state():
+    sg, (enc, dec) = loops_of("k3_seq2seq")
+    assert enc.acc is None and len(enc.states) == 2 and enc.trip_count == 10
+    assert dec.acc_kind == "sequence" and dec.trip_count == 5
+    assert [s.init for s in dec.states] == [s.result for s in enc.states]
+
+
+def test_batch4_reads_through_transpose():
+    sg, (loop,) = loops_of("k3_lstm_b4")
+    assert loop.batch == 4
+    src, reverse = batch_major_source(sg, loop.seq.init)
+    assert sg.producer(loop.seq.init).type == "TRANSPOSE" and tuple(src.shape) == (4, 10, 8)
+
+
+def test_go_backwards_and_bidirectional_see_the_reverse():
+    sg, (loop,) = loops_of("k3_lstm_backwards")
+    assert batch_major_source(sg, loop.seq.init)[1] is True
+    sg, loops = loops_of("k3_bilstm")
+    assert sorted(batch_major_source(sg, lp.seq.init)[1] for lp in loops) == [False, True]
+
+
+def test_stacked_second_loop_reads_first_accumulator():
+    sg, (first, second) = loops_of("k3_lstm_stacked")
+    assert first.acc_kind == "sequence" and second.acc_kind == "last"
+    assert second.seq.init is first.acc.result
+    assert batch_major_source(sg, second.seq.init) is None  # time-major already
+
+
+def test_masked_loop_has_two_sequences_and_three_states():
+    sg, (loop,) = loops_of("k3_lstm_masked")
+    assert len(loop.sequences) == 2 and len(loop.steps) == 2 and len(loop.states) == 3
+
+
+def test_not_a_loop_says_why():
+    model = tflgraph.load(fixture("k3_lstm"))
+    sg = model.main
+    reasons = []
+    reshape = sg.ops_of_type("RESHAPE")[0]
+    assert analyze_loop(sg, reshape, reasons.append) is None
+    assert reasons == [f"WHILE {reshape.outputs[0].name!r}: not a WHILE op"]
+
+
+def test_cond_of_another_shape_is_refused():
+    model = tflgraph.load(fixture("k3_lstm"))
+    sg = model.main
+    (op,) = while_loops(sg)
+    cond = op.options["cond_subgraph_index"]
+    less = cond.ops_of_type("LESS")[0]
+    less.opcode = tflgraph.ir.OP_CODES["GREATER"]
+    reasons = []
+    assert analyze_loop(sg, op, reasons.append) is None
+    assert "cond is not LESS" in reasons[0]
