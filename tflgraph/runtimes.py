@@ -54,9 +54,15 @@ def _import(runtime: str):
     raise ValueError(f"unknown runtime {runtime!r}; choose from {RUNTIMES}")
 
 
+_QUIET = True  # a worker process (run_isolated) keeps fd 2 to report what the runtime said
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """Silence the C++ runtimes' banners on fd 2 (e.g. the XNNPACK delegate notice)."""
+    if not _QUIET:
+        yield
+        return
     try:
         saved = os.dup(2)
     except OSError:
@@ -158,7 +164,8 @@ def _detail(d: dict) -> IODetail:
 
 
 def random_inputs(details: list[IODetail], rng: np.random.Generator) -> list[np.ndarray]:
-    """Random values in each input's dtype and a sensible range."""
+    """Random values in each input's dtype and a sensible range: floats in [-1, 1), quantized
+    integers over their whole range, plain integers (often indices or sizes) in [0, 8)."""
     out = []
     for d in details:
         shape, dt = d.shape, d.dtype
@@ -167,11 +174,9 @@ def random_inputs(details: list[IODetail], rng: np.random.Generator) -> list[np.
         elif dt == np.bool_:
             x = rng.integers(0, 2, shape)
         elif dt.kind in "iu":
-            if d.scale:  # quantized: values around the zero point
+            if d.scale:
                 info = np.iinfo(dt)
-                x = np.clip(
-                    rng.normal(d.zero_point, (info.max - info.min) / 8, shape), info.min, info.max
-                )
+                x = rng.integers(info.min, int(info.max) + 1, shape, dtype=np.int64)
             else:
                 x = rng.integers(0, 8, shape)
         elif dt.kind in "SUO":  # strings: short random ASCII words
@@ -201,3 +206,71 @@ def run(
             s.reset()
         results.append(s.invoke(sample))
     return results
+
+
+MODES = ("no-reset", "reset")
+
+
+def run_modes(model: bytes, samples: list[list[np.ndarray]], runtime: str) -> dict[str, list]:
+    """Outputs per invoke in each mode: one interpreter fed the samples in a row ("no-reset"),
+    and a fresh one reset between samples ("reset")."""
+    return {mode: run(model, samples, runtime, reset_between=mode == "reset") for mode in MODES}
+
+
+def run_isolated(
+    model: bytes, samples: list[list[np.ndarray]], runtime: str, timeout: float = 120.0
+) -> dict[str, list]:
+    """`run_modes` in a forked child process, so that a runtime that hangs (TFLM on some
+    dynamic-shape loops) or crashes becomes a RuntimeUnavailable with the reason instead of
+    taking the caller down. Falls back to running in-process where fork does not exist."""
+    import multiprocessing
+
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:
+        return run_modes(model, samples, runtime)
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(send, model, samples, runtime), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout):
+            child.kill()
+            raise RuntimeUnavailable(f"{runtime} did not finish within {timeout:g} s")
+        status, payload = receive.recv()
+    except EOFError:
+        child.join()
+        raise RuntimeUnavailable(f"{runtime} crashed (exit code {child.exitcode})") from None
+    finally:
+        receive.close()
+        child.join(5)
+    if status != "ok":
+        raise RuntimeUnavailable(payload)
+    return payload
+
+
+def _child(send, model, samples, runtime) -> None:
+    """Body of the forked worker: run, send ("ok", outputs) or ("error", reason)."""
+    import ctypes
+    import tempfile
+
+    global _QUIET
+    _QUIET = False
+    log = tempfile.TemporaryFile()
+    for fd in (1, 2):  # the runtimes print to the C++ streams; keep what they say as the reason
+        os.dup2(log.fileno(), fd)
+    try:
+        send.send(("ok", run_modes(model, samples, runtime)))
+    except Exception as e:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).fflush(None)
+        log.seek(0)
+        said = [
+            line.strip()
+            for line in log.read().decode(errors="replace").splitlines()
+            if line.strip() and not line.startswith("INFO:")
+        ]
+        reason = _first_line(e) if isinstance(e, RuntimeUnavailable) else f"{runtime}: {e!r}"
+        if said and said[0] not in reason:
+            reason += f" ({said[0]})"
+        send.send(("error", reason))

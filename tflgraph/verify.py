@@ -1,0 +1,421 @@
+"""Run two models on the same inputs in LiteRT and TFLM and compare their outputs.
+
+`verify(a, b)` treats A as the reference. Inputs and outputs are matched by signature name,
+else by tensor name, else by position. Each runtime runs both models twice: once feeding the
+samples one after another into one interpreter ("no-reset"), once resetting between samples
+("reset"), so a model that keeps (or stops keeping) state across invokes shows up as a
+difference. A is compared with B within each runtime, never one runtime with the other.
+
+Tolerance, per output and invoke: |B - A| <= max(atol, rtol * max|A|). Defaults: floats
+atol = rtol = 1e-5 (1e-5 x max(1, max|A|)); integers atol = 1 (one quantization step), rtol = 0;
+booleans and strings must be equal. Giving --atol or --rtol replaces both defaults (the other
+becomes 0). Quantized outputs whose scale or zero point differ between A and B are compared as
+real values, within one step of A's scale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import runtimes
+from .errors import TflgraphError
+from .ir import Model, Tensor
+from .reader import load
+from .runtimes import MODES, IODetail, RuntimeUnavailable
+
+FLOAT_TOLERANCE = 1e-5
+
+
+class VerifyError(TflgraphError):
+    """The models cannot be compared: unreadable, different inputs, bad --inputs data."""
+
+
+@dataclass
+class Port:
+    """One input or output of a model's main subgraph."""
+
+    name: str  # signature name, else tensor name
+    tensor: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+
+    def detail(self) -> IODetail:
+        return IODetail(self.tensor, self.shape, self.dtype, self.scale, self.zero_point)
+
+
+@dataclass
+class Row:
+    """A vs B for one output, in one runtime and mode, over all samples."""
+
+    runtime: str
+    mode: str
+    output: str
+    max_abs: float
+    max_rel: float
+    tolerance: float  # the largest allowed |B - A| over the invokes
+    equal: bool
+    note: str = ""
+
+
+@dataclass
+class RuntimeStatus:
+    runtime: str
+    compared: bool
+    message: str = ""  # why it could not compare, or why it counts as a difference
+    different: bool = False  # A runs but B does not
+
+
+@dataclass
+class VerifyReport:
+    a: str
+    b: str
+    samples: int
+    seed: int | None
+    runtimes: list[RuntimeStatus] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        """'equal', 'different', or 'unverified' (no runtime could run both models)."""
+        if any(r.different for r in self.runtimes) or any(not r.equal for r in self.rows):
+            return "different"
+        return "equal" if any(r.compared for r in self.runtimes) else "unverified"
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "equal"
+
+    @property
+    def exit_code(self) -> int:
+        return {"equal": 0, "different": 1}.get(self.verdict, 2)
+
+    def differences(self) -> list[str]:
+        """One line per (runtime, mode, output) that differs, and per runtime B broke."""
+        out = [f"{r.runtime}: {r.message}" for r in self.runtimes if r.different]
+        for r in self.rows:
+            if not r.equal:
+                what = r.note or f"max abs err {r.max_abs:.3g} > {r.tolerance:.3g}"
+                out.append(f"{r.runtime}/{r.mode} {r.output}: {what}")
+        return out
+
+    def reason(self) -> str:
+        """Why nothing was compared (for 'unverified')."""
+        return "; ".join(f"{r.runtime}: {r.message}" for r in self.runtimes if not r.compared)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(verdict=self.verdict, exit_code=self.exit_code)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default)
+
+    def format(self) -> str:
+        header = ("runtime", "mode", "output", "max abs err", "max rel err", "tolerance", "verdict")
+        table = [header] + [
+            (
+                r.runtime,
+                r.mode,
+                r.output,
+                f"{r.max_abs:.3g}",
+                f"{r.max_rel:.3g}",
+                f"{r.tolerance:.3g}",
+                "equal" if r.equal else "DIFFERENT" + (f" ({r.note})" if r.note else ""),
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in table
+        ]
+        lines = [line.rstrip() for line in lines] if self.rows else []
+        lines += [f"{r.runtime}: {r.message}" for r in self.runtimes if r.message]
+        hint = _state_hint(self.rows)
+        if hint:
+            lines.append(hint)
+        seed = "" if self.seed is None else f", seed {self.seed}"
+        lines.append(
+            f"verdict: {self.verdict} (B = {self.b} against A = {self.a} in each runtime; "
+            f"{self.samples} samples{seed})"
+        )
+        return "\n".join(lines)
+
+
+def _json_default(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def _state_hint(rows: list[Row]) -> str:
+    bad = {(r.runtime, r.mode) for r in rows if not r.equal}
+    for rt in dict.fromkeys(r.runtime for r in rows):
+        if (rt, "no-reset") in bad and (rt, "reset") not in bad:
+            return (
+                f"{rt}: outputs differ only when samples follow each other without a reset: "
+                "the models keep different state across invokes"
+            )
+    return ""
+
+
+# --------------------------------------------------------------------------- inputs/outputs
+
+
+def _as_model(x, label: str) -> tuple[Model, bytes, str]:
+    if isinstance(x, Model):
+        return x, x.to_bytes(), f"<{label}: model>"
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        data = bytes(x)
+        return load(data), data, f"<{label}: bytes>"
+    if isinstance(x, (str, os.PathLike)):
+        model = load(x)  # raises ModelError with the reason (no such file, not a model, ...)
+        with open(x, "rb") as f:
+            return model, f.read(), str(x)
+    raise VerifyError(f"{label}: expected a Model, bytes or a path, not {type(x).__name__}")
+
+
+def ports(model: Model, which: str) -> list[Port]:
+    """The main subgraph's inputs or outputs, named by signature where one covers them."""
+    sg = model.main
+    tensors = sg.inputs if which == "inputs" else sg.outputs
+    sig_names: dict[int, str] = {}
+    for sig in model.signature_defs:
+        if sig.subgraph is sg:
+            sig_names = {id(t): name for name, t in getattr(sig, which)}
+            break
+    out = []
+    for i, t in enumerate(tensors):
+        name = sig_names.get(id(t)) or t.name or f"{which[:-1]} {i}"
+        out.append(_port(name, t))
+    return out
+
+
+def _port(name: str, t: Tensor) -> Port:
+    dtype = np.dtype("S") if t.type_name == "STRING" else t.dtype
+    if dtype is None:
+        raise VerifyError(f"{name}: tensor type {t.type_name} is not supported")
+    q = t.quantization or {}
+    scale = np.ravel(q.get("scale", [])) if q.get("scale") is not None else []
+    zp = np.ravel(q.get("zero_point", [])) if q.get("zero_point") is not None else []
+    return Port(
+        name,
+        t.name,
+        tuple(int(d) for d in t.shape),
+        np.dtype(dtype),
+        float(scale[0]) if len(scale) == 1 else 0.0,
+        int(zp[0]) if len(zp) == 1 else 0,
+    )
+
+
+def match(a: list[Port], b: list[Port], which: str) -> list[int]:
+    """For each port of A, the index of its partner in B: by name, else by position."""
+    if len(a) != len(b):
+        raise VerifyError(f"A has {len(a)} {which}, B has {len(b)}")
+    for key in ("name", "tensor"):
+        names_a, names_b = [getattr(p, key) for p in a], [getattr(p, key) for p in b]
+        if len(set(names_a)) == len(a) and set(names_a) == set(names_b):
+            return [names_b.index(n) for n in names_a]
+    return list(range(len(a)))
+
+
+def _check_pairs(a: list[Port], b: list[Port], order: list[int], which: str) -> None:
+    for p, j in zip(a, order):
+        q = b[j]
+        if p.dtype != q.dtype:
+            raise VerifyError(f"{which[:-1]} {p.name!r}: dtype {p.dtype} in A, {q.dtype} in B")
+        if p.shape != q.shape:
+            raise VerifyError(
+                f"{which[:-1]} {p.name!r}: shape {list(p.shape)} in A, {list(q.shape)} in B"
+            )
+
+
+def load_inputs(source, inputs: list[Port]) -> list[list[np.ndarray]]:
+    """Samples from an .npz path or a mapping, keyed by input name, tensor name or position
+    ('0', 'arr_0'). An array of the input's shape is one sample; one with an extra leading
+    axis holds several."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with np.load(source, allow_pickle=False) as z:
+                source = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise VerifyError(f"{source}: cannot read inputs ({e})") from None
+    if isinstance(source, (list, tuple)):
+        source = {str(i): x for i, x in enumerate(source)}
+    given = {str(k): np.asarray(v) for k, v in dict(source).items()}
+    columns, used = [], set()
+    for i, p in enumerate(inputs):
+        keys = [k for k in (p.name, p.tensor, str(i), f"arr_{i}") if k in given]
+        if not keys:
+            raise VerifyError(f"inputs: no data for input {p.name!r} (or position {i})")
+        used.add(keys[0])
+        x = given[keys[0]]
+        if x.shape == p.shape:
+            x = x[None]
+        if x.shape[1:] != p.shape:
+            raise VerifyError(
+                f"inputs: {keys[0]!r} has shape {list(x.shape)}, input {p.name!r} needs "
+                f"{list(p.shape)} (or [N, ...] for N samples)"
+            )
+        if x.dtype != p.dtype and (x.dtype.kind != p.dtype.kind or x.dtype.kind in "SUO"):
+            raise VerifyError(f"inputs: {keys[0]!r} is {x.dtype}, input {p.name!r} is {p.dtype}")
+        columns.append(x.astype(p.dtype))
+    extra = sorted(set(given) - used)
+    if extra:
+        raise VerifyError(f"inputs: no model input is called {extra[0]!r}")
+    counts = {len(c) for c in columns}
+    if len(counts) > 1:
+        raise VerifyError(f"inputs: the arrays hold different numbers of samples {sorted(counts)}")
+    n = counts.pop() if counts else 1
+    return [[c[k] for c in columns] for k in range(n)]
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _compare(
+    ref: list[np.ndarray], got: list[np.ndarray], pa: Port, pb: Port, atol, rtol
+) -> tuple[float, float, float, bool, str]:
+    """Worst case over the invokes: (max abs, max rel, tolerance, equal, note)."""
+    kind = pa.dtype.kind
+    requant = kind in "iu" and pa.scale and (pa.scale, pa.zero_point) != (pb.scale, pb.zero_point)
+    if kind in "SUOb":
+        atol_, rtol_ = 0.0, 0.0
+    elif atol is not None or rtol is not None:
+        atol_, rtol_ = atol or 0.0, rtol or 0.0
+    elif requant:
+        atol_, rtol_ = pa.scale, 0.0
+    elif kind == "f":
+        atol_, rtol_ = FLOAT_TOLERANCE, FLOAT_TOLERANCE
+    else:
+        atol_, rtol_ = 1.0, 0.0
+    worst_abs = worst_rel = worst_tol = 0.0
+    ok, note = True, ""
+    for a, b in zip(ref, got):
+        if a.shape != b.shape:
+            return np.inf, np.inf, 0.0, False, f"shape {list(b.shape)} vs {list(a.shape)}"
+        if kind in "SUO":
+            err = float(np.count_nonzero(a != b))
+            mag = 1.0
+        else:
+            if requant:
+                a = (a.astype(np.float64) - pa.zero_point) * pa.scale
+                b = (b.astype(np.float64) - pb.zero_point) * pb.scale
+            a, b = a.astype(np.float64), b.astype(np.float64)
+            nan = np.isnan(a) != np.isnan(b)
+            diff = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
+            err = float(np.inf if nan.any() else np.max(diff, initial=0.0))
+            mag = float(np.max(np.abs(np.nan_to_num(a)), initial=0.0))
+        rel = err / mag if mag else (np.inf if err else 0.0)
+        tol = max(atol_, rtol_ * mag)
+        worst_abs, worst_rel, worst_tol = (
+            max(worst_abs, err),
+            max(worst_rel, rel),
+            max(worst_tol, tol),
+        )
+        if not err <= tol:
+            ok = False
+    if requant:
+        note = "" if ok else "quantization differs; compared as real values"
+    return worst_abs, worst_rel, worst_tol, ok, note
+
+
+def verify(
+    a,
+    b,
+    runtime: str = "both",
+    samples: int = 5,
+    seed: int = 0,
+    atol: float | None = None,
+    rtol: float | None = None,
+    inputs=None,
+    timeout: float = 60.0,
+) -> VerifyReport:
+    """Compare model B with reference A in LiteRT and/or TFLM (see the module docstring).
+
+    `a`, `b`: Model, bytes or path. `inputs`: an .npz path, a mapping or a list of arrays
+    (keyed by input name or position); otherwise `samples` seeded random inputs.
+    Raises VerifyError when the models cannot be compared at all."""
+    names = runtimes.RUNTIMES if runtime == "both" else (runtime,)
+    if any(n not in runtimes.RUNTIMES for n in names):
+        raise VerifyError(f"unknown runtime {runtime!r}; choose litert, tflm or both")
+    if inputs is None and samples < 1:
+        raise VerifyError("samples must be at least 1")
+    for label, tol in (("atol", atol), ("rtol", rtol)):
+        if tol is not None and not tol >= 0:
+            raise VerifyError(f"{label} must be a number >= 0, not {tol}")
+    model_a, data_a, name_a = _as_model(a, "A")
+    model_b, data_b, name_b = _as_model(b, "B")
+    in_a, in_b = ports(model_a, "inputs"), ports(model_b, "inputs")
+    out_a, out_b = ports(model_a, "outputs"), ports(model_b, "outputs")
+    in_order, out_order = match(in_a, in_b, "inputs"), match(out_a, out_b, "outputs")
+    _check_pairs(in_a, in_b, in_order, "inputs")
+    _check_pairs(out_a, out_b, out_order, "outputs")
+    if inputs is not None:
+        feeds_a = load_inputs(inputs, in_a)
+    else:
+        rng = np.random.default_rng(seed)
+        details = [p.detail() for p in in_a]
+        try:
+            feeds_a = [runtimes.random_inputs(details, rng) for _ in range(samples)]
+        except RuntimeUnavailable as e:
+            raise VerifyError(str(e)) from None
+    position = {j: i for i, j in enumerate(in_order)}  # B's input j is A's input position[j]
+    feeds_b = [[f[position[j]] for j in range(len(in_b))] for f in feeds_a]
+
+    report = VerifyReport(name_a, name_b, len(feeds_a), None if inputs is not None else seed)
+    for rt in names:
+        blocker = _tflm_blocker(model_a) if rt == "tflm" else None
+        if blocker:
+            report.runtimes.append(RuntimeStatus(rt, False, f"cannot run A: {blocker}"))
+            continue
+        try:
+            got_a = runtimes.run_isolated(data_a, feeds_a, rt, timeout)
+        except RuntimeUnavailable as e:
+            report.runtimes.append(RuntimeStatus(rt, False, f"cannot run A: {_strip(e, rt)}"))
+            continue
+        try:
+            got_b = runtimes.run_isolated(data_b, feeds_b, rt, timeout)
+        except RuntimeUnavailable as e:
+            msg = f"cannot run B: {_strip(e, rt)} (A runs)"
+            report.runtimes.append(RuntimeStatus(rt, False, msg, different=True))
+            continue
+        report.runtimes.append(RuntimeStatus(rt, True))
+        for mode in MODES:
+            for i, (pa, j) in enumerate(zip(out_a, out_order)):
+                ref = [outs[i] for outs in got_a[mode]]
+                new = [outs[j] for outs in got_b[mode]]
+                report.rows.append(
+                    Row(rt, mode, pa.name, *_compare(ref, new, pa, out_b[j], atol, rtol))
+                )
+    return report
+
+
+def _tflm_blocker(model: Model) -> str | None:
+    """Why TFLM cannot be trusted with this model, known before running it. TFLM has no
+    dynamic tensors: a WHILE body with dynamic-shape tensors (Keras' return_sequences
+    accumulator) returns zeros or wrong values, or never ends (TFLITE_NOTES)."""
+    for sg in model.reachable_subgraphs():
+        for op in sg.ops_of_type("WHILE"):
+            for body in op.subgraphs():
+                if any(t.is_dynamic for t in body.tensors):
+                    return (
+                        f"WHILE body {body.name!r} has dynamic-shape tensors, which TFLM does "
+                        "not support (it returns wrong values or hangs)"
+                    )
+    return None
+
+
+def _strip(e: Exception, rt: str) -> str:
+    """The runtime's message without a leading repetition of its name."""
+    text = str(e)
+    return (
+        text[len(rt) + 1 :].lstrip(": ")
+        if text.startswith(rt + " ") or text.startswith(rt + ":")
+        else text
+    )
