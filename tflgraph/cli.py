@@ -1,4 +1,4 @@
-"""Command-line front end: `tflgraph optimize | inspect | passes`.
+"""Command-line front end: `tflgraph optimize | inspect | dot | passes`.
 
 Every user-facing failure is one line on stderr and exit code 2; nothing half-written is left
 behind (outputs are written atomically) and the input is never modified.
@@ -12,7 +12,10 @@ import os
 import sys
 
 from . import __version__
+from .dot import dot_after, to_dot
+from .dot import write as write_dot
 from .errors import TflgraphError
+from .passdoc import passes_markdown
 from .pipeline import all_passes, load_pass_file, resolve, run_passes
 from .reader import load
 from .summary import describe, format_description, format_summary_table, summary
@@ -61,22 +64,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-each", action="store_true", help="check graph invariants after every pass"
     )
     o.add_argument("--explain", action="store_true", help="print why passes left candidates alone")
+    o.add_argument(
+        "--dot-after",
+        action="append",
+        default=[],
+        metavar="PASS[=PATH]",
+        help="write the graph as DOT after PASS runs (after its last run when the pipeline "
+        "repeats) to PATH (.dot, or .svg/.png through Graphviz), default OUTPUT-stem.PASS.dot "
+        "next to the output; repeatable",
+    )
     o.add_argument("--quiet", "-q", action="store_true")
 
     i = sub.add_parser("inspect", help="describe a model")
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sub.add_parser("passes", help="list the registered passes")
+    d = sub.add_parser("dot", help="draw a model as a Graphviz graph")
+    d.add_argument("input")
+    d.add_argument(
+        "-o", "--output", help="OUT.dot, OUT.svg or OUT.png (svg/png need Graphviz); default stdout"
+    )
+    d.add_argument("--subgraph", default="all", help="N (with the subgraphs it runs) or 'all'")
+
+    ps = sub.add_parser("passes", help="list the registered passes")
+    ps.add_argument(
+        "--markdown", action="store_true", help="print docs/passes.md (from the pass docstrings)"
+    )
+    ps.add_argument("--load", action="append", default=[], metavar="FILE.py")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"optimize": cmd_optimize, "inspect": cmd_inspect, "passes": cmd_passes}[
-            args.command
-        ](args)
+        return {
+            "optimize": cmd_optimize,
+            "inspect": cmd_inspect,
+            "passes": cmd_passes,
+            "dot": cmd_dot,
+        }[args.command](args)
     except TflgraphError as e:
         return _die(str(e))
     except KeyboardInterrupt:
@@ -109,7 +135,10 @@ def cmd_optimize(args) -> int:
     names = resolve(args.passes)
     model = load(args.input)
     before = summary(model, os.path.getsize(args.input))
-    records = run_passes(model, names, check_each=args.check_each, explain=args.explain)
+    after_pass = dot_after(args.dot_after, names, output)
+    records = run_passes(
+        model, names, check_each=args.check_each, explain=args.explain, after_pass=after_pass
+    )
     try:
         save(model, output)
     except OSError as e:
@@ -172,7 +201,20 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_dot(args) -> int:
+    model = load(args.input)
+    if args.output:
+        write_dot(model, args.output, args.subgraph)
+    else:
+        sys.stdout.write(to_dot(model, args.subgraph))
+    return 0
+
+
 def cmd_passes(args) -> int:
+    loaded = [name for path in args.load for name in load_pass_file(path)]
+    if args.markdown:
+        sys.stdout.write(passes_markdown(loaded))
+        return 0
     for name, cls in all_passes().items():
         print(f"{name:28s} {cls.describe()}")
     return 0

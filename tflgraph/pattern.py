@@ -1,0 +1,302 @@
+"""The pattern language passes match with: a pattern reads like the subgraph it matches.
+
+    from tflgraph.pattern import Any, Const, Op
+
+    FC_THEN_MUL = Op("MUL",
+                     Op("FULLY_CONNECTED", Any("x"), Const("w"), Const("b"),
+                        name="fc", activation="NONE", single_use=True),
+                     Const("scale"),
+                     activation="NONE")
+
+    captures = FC_THEN_MUL.match(sg, op)   # {"x": Tensor, "w": ..., "fc": Operator} or None
+    FC_THEN_MUL.why_not(sg, op)            # None, or e.g. "operand 0 <- FULLY_CONNECTED:
+                                           #   fused activation is RELU, want NONE"
+
+Patterns:
+  Op(types, *operands, name=, activation=, options=, where=, single_use=, commutative=, out=)
+      an operator of one type ("ADD") or several (("ADD", "SUB")); operand patterns in order.
+      Nested in another pattern it matches the tensor's producer. `name` captures the Operator.
+      `activation` is a fused-activation name or a set of names, `options` maps option fields
+      to values or predicates, `where(op) -> bool` is any other check, `single_use` asks that
+      the output be read by one op and not be a subgraph output, `out` the output index.
+      Two-operand ADD, MUL, MAXIMUM, MINIMUM, ... try both operand orders (commutative=False
+      turns that off).
+  Any(name)            any present tensor (captured under `name` if given)
+  Const(name, where=)  a constant tensor; `where(array) -> bool` checks its value
+  None                 an absent optional operand (TFLite's -1)
+  Rest(name, each=)    as the last operand: the remaining operands (a list), each matching `each`
+
+A name used twice must bind the same object both times (`Op("MUL", Any("x"), Any("x"))` is a
+square). Matching never raises for a mismatch: `match` returns None and `why_not` says which
+constraint failed first, which `optimize --explain` prints for every candidate left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from tflite.ActivationFunctionType import ActivationFunctionType
+
+from .ir import Operator, Subgraph, Tensor
+from .schema import Options
+
+ACTIVATIONS = {
+    v: k for k, v in vars(ActivationFunctionType).items() if not k.startswith("_")
+}  # code -> name
+COMMUTATIVE = {
+    "ADD", "MUL", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE",
+    "EQUAL", "NOT_EQUAL", "LOGICAL_AND", "LOGICAL_OR",
+}  # fmt: skip
+
+
+class NoMatch(Exception):
+    """Internal: unwinds a failed match to the nearest choice point with the reason."""
+
+
+def _fail(reason: str):
+    raise NoMatch(reason)
+
+
+def _bind(caps: dict, name: str | None, value) -> None:
+    if name is None:
+        return
+    if name in caps and caps[name] is not value:
+        _fail(f"{name!r} is already bound to {_show(caps[name])}, not {_show(value)}")
+    caps[name] = value
+
+
+def _show(x) -> str:
+    if isinstance(x, Tensor):
+        return f"tensor {x.name!r}"
+    if isinstance(x, Operator):
+        return x.type
+    return repr(x)
+
+
+class Pattern:
+    """Base of every pattern: match a tensor (operand position) and fill captures."""
+
+    name: str | None = None
+
+    def bind(self, sg: Subgraph, t: Tensor | None, caps: dict) -> None:  # raises NoMatch
+        raise NotImplementedError
+
+
+class Any(Pattern):
+    """Any present tensor."""
+
+    def __init__(self, name: str | None = None):
+        self.name = name
+
+    def bind(self, sg, t, caps):
+        if t is None:
+            _fail("operand is absent")
+        _bind(caps, self.name, t)
+
+    def __repr__(self):
+        return f"Any({self.name!r})" if self.name else "Any()"
+
+
+class Const(Pattern):
+    """A constant tensor, optionally with a predicate on its value."""
+
+    def __init__(self, name: str | None = None, where: Callable | None = None):
+        self.name, self.where = name, where
+
+    def bind(self, sg, t, caps):
+        if t is None:
+            _fail("operand is absent")
+        if not t.is_constant or t.data is None:
+            _fail(f"{_show(t)} is not a constant")
+        if self.where is not None and not self.where(t.data):
+            _fail(f"constant {t.name!r} fails {_fn_name(self.where)}")
+        _bind(caps, self.name, t)
+
+    def __repr__(self):
+        return f"Const({self.name!r})" if self.name else "Const()"
+
+
+class Rest(Pattern):
+    """The remaining operands (variadic ops such as CONCATENATION, PACK, ADD_N)."""
+
+    def __init__(self, name: str | None = None, each: Pattern | None = None, min: int = 0):
+        self.name, self.each, self.min = name, each, min
+
+    def bind_many(self, sg, ts: list, caps: dict) -> None:
+        if len(ts) < self.min:
+            _fail(f"{len(ts)} remaining operands, want at least {self.min}")
+        if self.each is not None:
+            for i, t in enumerate(ts):
+                _at(f"variadic operand {i}", self.each, sg, t, caps)
+        _bind(caps, self.name, list(ts))
+
+
+class Op(Pattern):
+    """An operator; nested in another pattern it matches the producer of that operand."""
+
+    def __init__(
+        self,
+        types: str | tuple | set | frozenset,
+        *operands: Pattern | None,
+        name: str | None = None,
+        activation: str | tuple | set | None = None,
+        options: dict | None = None,
+        where: Callable[[Operator], bool] | None = None,
+        single_use: bool = False,
+        commutative: bool | None = None,
+        out: int | None = 0,
+    ):
+        self.types = frozenset([types] if isinstance(types, str) else types)
+        self.operands = list(operands)
+        if any(isinstance(p, Rest) for p in self.operands[:-1]):
+            raise ValueError("Rest() must be the last operand pattern")
+        self.name, self.where, self.single_use, self.out = name, where, single_use, out
+        acts = [activation] if isinstance(activation, str) else activation
+        self.activation = None if acts is None else frozenset(acts)
+        unknown = (self.activation or set()) - set(ACTIVATIONS.values())
+        if unknown:
+            raise ValueError(f"unknown activation {sorted(unknown)}")
+        self.options = dict(options or {})
+        if commutative is None:
+            commutative = len(self.operands) == 2 and self.types <= COMMUTATIVE
+        self.commutative = commutative
+
+    # ---- public API
+    def match(self, sg: Subgraph, op: Operator) -> dict | None:
+        """The captures (name -> Tensor, Operator or list) if `op` matches, else None."""
+        caps, _ = self._try(sg, op)
+        return caps
+
+    def why_not(self, sg: Subgraph, op: Operator) -> str | None:
+        """None if `op` matches, else the first constraint that failed."""
+        return self._try(sg, op)[1]
+
+    def candidates(self, sg: Subgraph) -> list[Operator]:
+        """Ops of the root types, in execution order."""
+        return [op for op in sg.operators if op.type in self.types]
+
+    def find(self, sg: Subgraph) -> Iterator[tuple[Operator, dict]]:
+        """(op, captures) for every candidate that matches."""
+        for op in self.candidates(sg):
+            caps = self.match(sg, op)
+            if caps is not None:
+                yield op, caps
+
+    def _try(self, sg, op) -> tuple[dict | None, str | None]:
+        caps: dict = {}
+        try:
+            self.bind_op(sg, op, caps)
+        except NoMatch as e:
+            return None, str(e)
+        return caps, None
+
+    # ---- matching
+    def bind(self, sg, t, caps):
+        if t is None:
+            _fail("operand is absent")
+        producer = sg.producer(t)
+        if producer is None:
+            kind = "a constant" if t.is_constant else "a subgraph input or state"
+            _fail(f"{_show(t)} is {kind}, not produced by {self._types()}")
+        if self.out is not None and (
+            len(producer.outputs) <= self.out or producer.outputs[self.out] is not t
+        ):
+            _fail(f"{_show(t)} is not output {self.out} of {producer.type}")
+        self.bind_op(sg, producer, caps)
+
+    def bind_op(self, sg: Subgraph, op: Operator, caps: dict) -> None:
+        if op.type not in self.types:
+            _fail(f"op is {op.type}, want {self._types()}")
+        if self.activation is not None:
+            act = ACTIVATIONS.get(_option(op, "fused_activation_function", 0), "?")
+            if act not in self.activation:
+                _fail(f"{op.type}: fused activation is {act}, want {'|'.join(self._acts())}")
+        for field, want in self.options.items():
+            have = _option(op, field, _MISSING)
+            ok = want(have) if callable(want) else have == want
+            if have is _MISSING or not ok:
+                shown = _fn_name(want) if callable(want) else repr(want)
+                _fail(f"{op.type}: option {field}={_show_opt(have)}, want {shown}")
+        if self.where is not None and not self.where(op):
+            _fail(f"{op.type}: fails {_fn_name(self.where)}")
+        if self.single_use:
+            t = op.outputs[self.out or 0] if op.outputs else None
+            if t is None or len(sg.consumers(t)) != 1 or any(t is o for o in sg.outputs):
+                users = len(sg.consumers(t)) if t is not None else 0
+                extra = " and is a subgraph output" if any(t is o for o in sg.outputs) else ""
+                _fail(f"{op.type}: output has {users} reader(s){extra}, want a single use")
+        _bind(caps, self.name, op)
+        if not self.operands:
+            return
+        if self.commutative and len(op.inputs) == 2:
+            self._bind_commutative(sg, op, caps)
+        else:
+            self._bind_operands(sg, op, op.inputs, caps)
+
+    def _bind_commutative(self, sg, op, caps):
+        first = dict(caps)
+        try:
+            self._bind_operands(sg, op, op.inputs, first)
+        except NoMatch as e1:
+            swapped = dict(caps)
+            try:
+                self._bind_operands(sg, op, op.inputs[::-1], swapped)
+            except NoMatch as e2:
+                d1, d2 = str(e1).count(" <- "), str(e2).count(" <- ")
+                _fail(str(e1) if d1 > d2 else str(e2) if d2 > d1 else f"{e1}; swapped: {e2}")
+            caps.update(swapped)
+            return
+        caps.update(first)
+
+    def _bind_operands(self, sg, op, inputs, caps):
+        pats = self.operands
+        rest = pats[-1] if pats and isinstance(pats[-1], Rest) else None
+        fixed = pats[:-1] if rest is not None else pats
+        if len(inputs) < len(fixed) or (rest is None and len(inputs) != len(fixed)):
+            want = f"at least {len(fixed)}" if rest is not None else str(len(fixed))
+            _fail(f"{op.type}: has {len(inputs)} operands, want {want}")
+        for i, (p, t) in enumerate(zip(fixed, inputs)):
+            if p is None:
+                if t is not None:
+                    _fail(f"{op.type} operand {i}: present, want absent")
+            else:
+                _at(f"{op.type} operand {i}", p, sg, t, caps)
+        if rest is not None:
+            rest.bind_many(sg, list(inputs[len(fixed) :]), caps)
+
+    def _types(self) -> str:
+        return "|".join(sorted(self.types))
+
+    def _acts(self) -> list[str]:
+        return sorted(self.activation)
+
+    def __repr__(self):
+        inner = ", ".join(repr(p) for p in self.operands)
+        return f"Op({self._types()}{', ' if inner else ''}{inner})"
+
+
+_MISSING = object()
+
+
+def _at(where: str, p: Pattern, sg, t, caps) -> None:
+    """Match a sub-pattern, prefixing a failure with where it happened."""
+    try:
+        p.bind(sg, t, caps)
+    except NoMatch as e:
+        _fail(f"{where} <- {e}")
+
+
+def _option(op: Operator, field: str, default):
+    opts = op.options
+    if isinstance(opts, Options):
+        return opts.full().get(field, default) if field not in opts else opts[field]
+    return default
+
+
+def _show_opt(v) -> str:
+    return "<none>" if v is _MISSING else repr(v)
+
+
+def _fn_name(fn) -> str:
+    name = getattr(fn, "__name__", "")
+    return "a predicate" if not name or name == "<lambda>" else name
