@@ -210,7 +210,8 @@ class Subgraph:
 
     def new_constant(self, array, name: str = "const", quantization=None) -> Tensor:
         """A constant tensor with a fresh buffer (never edits a shared buffer)."""
-        arr = np.ascontiguousarray(array)
+        arr = np.asarray(array)
+        arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d scalars 0-d
         if arr.dtype.itemsize > 1:
             arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
         t = self.new_tensor(name, arr.shape, arr.dtype, quantization=quantization)
