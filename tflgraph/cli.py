@@ -1,4 +1,4 @@
-"""Command-line front end: `tflgraph optimize | inspect | dot | passes`.
+"""Command-line front end: `tflgraph optimize | inspect | dot | verify | passes`.
 
 Every user-facing failure is one line on stderr and exit code 2; nothing half-written is left
 behind (outputs are written atomically) and the input is never modified.
@@ -19,6 +19,7 @@ from .passdoc import passes_markdown
 from .pipeline import all_passes, load_pass_file, resolve, run_passes
 from .reader import load
 from .summary import describe, format_description, format_summary_table, summary
+from .verify import verify
 from .writer import save
 
 
@@ -74,6 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
         "next to the output; repeatable",
     )
     o.add_argument("--quiet", "-q", action="store_true")
+    o.add_argument(
+        "--verify",
+        dest="verify",
+        action="store_true",
+        default=None,
+        help="compare the result with the input in LiteRT/TFLM before writing; refuse to write "
+        "if outputs differ (default: on when ai-edge-litert is installed)",
+    )
+    o.add_argument("--no-verify", dest="verify", action="store_false", help="skip that check")
+
+    v = sub.add_parser("verify", help="run two models on the same inputs and compare outputs")
+    v.add_argument("a", metavar="A.tflite", help="the reference model")
+    v.add_argument("b", metavar="B.tflite", help="the model to check against A")
+    v.add_argument("--runtime", choices=("litert", "tflm", "both"), default="both")
+    v.add_argument("--samples", type=int, default=5, help="random samples (default 5)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--atol", type=float, help="absolute tolerance (replaces the defaults)")
+    v.add_argument("--rtol", type=float, help="tolerance relative to max|A| (ditto)")
+    v.add_argument("--inputs", metavar="DATA.npz", help="inputs keyed by input name or position")
+    v.add_argument("--timeout", type=float, default=60.0, help="seconds per model and runtime")
+    v.add_argument("--json", action="store_true", help="machine-readable report")
 
     i = sub.add_parser("inspect", help="describe a model")
     i.add_argument("input")
@@ -101,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             "optimize": cmd_optimize,
             "inspect": cmd_inspect,
             "passes": cmd_passes,
+            "verify": cmd_verify,
             "dot": cmd_dot,
         }[args.command](args)
     except TflgraphError as e:
@@ -139,6 +162,9 @@ def cmd_optimize(args) -> int:
     records = run_passes(
         model, names, check_each=args.check_each, explain=args.explain, after_pass=after_pass
     )
+    refused = _verify_before_writing(args, model, names, records, output)
+    if refused:
+        return refused
     try:
         save(model, output)
     except OSError as e:
@@ -176,6 +202,61 @@ def cmd_optimize(args) -> int:
         }
         _write_json(args.report, report)
     return 0
+
+
+def _verify_before_writing(args, model, names, records, output) -> int:
+    """With --verify (the default when LiteRT is installed): compare the optimized model with
+    the input file in memory; on a difference print it and return 1 (nothing is written)."""
+    import importlib.util
+
+    enabled = args.verify
+    if enabled is None:
+        enabled = importlib.util.find_spec("ai_edge_litert") is not None
+    if not enabled:
+        return 0
+    report = verify(args.input, model)
+    ran = f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
+    if report.verdict == "unverified":
+        if args.verify:
+            return _die(f"cannot verify: {report.reason()}")
+        print(f"tflgraph: warning: not verified: {report.reason()}", file=sys.stderr)
+        return 0
+    if report.verdict == "different":
+        print(report.format(), file=sys.stderr)
+        changed = ", ".join(dict.fromkeys(r.name for r in records if r.changed)) or "none"
+        return _die(
+            f"{ran} changed the outputs (passes that changed the model: {changed}): "
+            f"{report.differences()[0]}; {output} not written",
+            1,
+        )
+    if not args.quiet:
+        compared = [r.runtime for r in report.runtimes if r.compared]
+        print(
+            f"verified: outputs equal in {', '.join(compared)} ({report.samples} samples, "
+            "with and without reset)"
+        )
+        for r in report.runtimes:
+            if not r.compared:
+                print(f"  {r.runtime}: {r.message}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    report = verify(
+        args.a,
+        args.b,
+        runtime=args.runtime,
+        samples=args.samples,
+        seed=args.seed,
+        atol=args.atol,
+        rtol=args.rtol,
+        inputs=args.inputs,
+        timeout=args.timeout,
+    )
+    print(report.to_json() if args.json else report.format())
+    if report.verdict == "unverified":
+        return _die(f"no runtime could compare the models: {report.reason()}")
+    return report.exit_code
 
 
 def _write_json(path: str, obj) -> None:
