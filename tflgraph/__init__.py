@@ -7,6 +7,7 @@ from .pipeline import Pass, PassError, optimize, register, run_passes
 from .reader import load
 from .rules import Match, RulePass, rule
 from .schema import Options, new_options
+from .verify import VerifyError, VerifyReport, verify
 from .writer import save, to_bytes
 
 __version__ = "0.1.0"
@@ -31,6 +32,8 @@ __all__ = [
     "Subgraph",
     "Tensor",
     "TflgraphError",
+    "VerifyError",
+    "VerifyReport",
     "load",
     "new_options",
     "optimize",
@@ -38,4 +41,5 @@ __all__ = [
     "run_passes",
     "save",
     "to_bytes",
+    "verify",
 ]
