@@ -408,3 +408,28 @@ def is_last_step_slice(p: Operator, length: int) -> bool:
         if not (emask >> k) & 1 and int(end[k]) < src.shape[k]:
             return False
     return tuple(p.outputs[0].shape) == tuple(src.shape[1:])
+
+
+# --------------------------------------------------------------------------- loop rewrites
+# (added for the loop passes of issue 5: static-loop-outputs, hoist-input-projection,
+#  loop cleanup, fuse-simple-rnn; the functions above are the issue-4 analysis)
+
+
+def subgraph_users(model, sg: Subgraph) -> int:
+    """How many ops of the model refer to `sg` (as cond, body, branch, ...)."""
+    return sum(1 for s in model.subgraphs for op in s._order for r in op.subgraphs() if r is sg)
+
+
+def step_feeds(loop: RnnLoop, t: int, rng: np.random.Generator) -> dict:
+    """Random body inputs for step `t`: every counter = its start + t, float operands
+    uniform in [-1, 1), other operands zeros. For proving a rewrite of the body on one step."""
+    feeds = {}
+    for o in loop.operands:
+        dtype = o.arg.dtype or np.float32
+        if any(o is c for c in loop.counters):
+            feeds[o.arg] = np.array(int(_scalar(o.init)) + t, dtype)
+        elif np.dtype(dtype).kind == "f":
+            feeds[o.arg] = rng.uniform(-1, 1, o.arg.shape).astype(dtype)
+        else:
+            feeds[o.arg] = np.zeros(o.arg.shape, dtype)
+    return feeds
