@@ -16,6 +16,15 @@ class Const:
     """An operand stored as a constant in the model."""
 
     value: np.ndarray
+    quantization: dict | None = None
+
+
+@dataclass
+class Input:
+    """A model input with quantization parameters (plain arrays are unquantized inputs)."""
+
+    value: np.ndarray
+    quantization: dict | None = None
 
 
 @dataclass
@@ -28,9 +37,9 @@ class Var:
 
 def single_op(op_type: str, inputs, options=None, n_outputs=1, out_dtype=None):
     """A model whose main subgraph is one op. `inputs` holds arrays (fed as model inputs),
-    `Const`, `Var` or None (an omitted optional operand). Output shapes come from the reference
-    interpreter (the runtimes resize outputs anyway); out_dtype defaults to the first input's.
-    Returns (model, feeds)."""
+    `Input` (a quantized model input), `Const`, `Var` or None (an omitted optional operand).
+    Output shapes come from the reference interpreter (the runtimes resize outputs anyway);
+    out_dtype defaults to the first input's. Returns (model, feeds)."""
     model = Model()
     sg = model.add_subgraph("main")
     feeds, operands = [], []
@@ -38,12 +47,13 @@ def single_op(op_type: str, inputs, options=None, n_outputs=1, out_dtype=None):
         if x is None:
             operands.append(None)
         elif isinstance(x, Const):
-            operands.append(sg.new_constant(np.asarray(x.value), f"const{k}"))
+            operands.append(sg.new_constant(np.asarray(x.value), f"const{k}", x.quantization))
         elif isinstance(x, Var):
             operands.append(sg.new_tensor(f"var{k}", x.shape, x.dtype, is_variable=True))
         else:
-            x = np.asarray(x)
-            t = sg.new_tensor(f"input{k}", x.shape, x.dtype)
+            q = x.quantization if isinstance(x, Input) else None
+            x = np.asarray(x.value if isinstance(x, Input) else x)
+            t = sg.new_tensor(f"input{k}", x.shape, x.dtype, quantization=q)
             sg.inputs.append(t)
             feeds.append(x)
             operands.append(t)
@@ -59,7 +69,7 @@ def single_op(op_type: str, inputs, options=None, n_outputs=1, out_dtype=None):
 
 
 def _dtype(x) -> np.dtype:
-    if isinstance(x, Const):
+    if isinstance(x, (Const, Input)):
         return np.asarray(x.value).dtype
     if isinstance(x, Var):
         return np.dtype(x.dtype)

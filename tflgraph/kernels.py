@@ -39,15 +39,22 @@ ACTIVATIONS = {  # ActivationFunctionType code -> function
 
 
 def act(op, x: np.ndarray) -> np.ndarray:
-    """Apply the op's fused_activation_function."""
+    """Apply the op's fused_activation_function as LiteRT's clamping ops do. LiteRT ignores
+    TANH/SIGN_BIT on ADD/MUL and refuses them on FULLY_CONNECTED, so they are refused here."""
     code = opts(op).get("fused_activation_function", 0)
-    if code not in ACTIVATIONS:
+    if code not in (0, 1, 2, 3):
         raise UnsupportedOp(f"{op.type} with fused activation {code}")
     return ACTIVATIONS[code](x)
 
 
 def sigmoid(x):
     return (1 / (1 + np.exp(-x))).astype(x.dtype)
+
+
+def _vector(op, name: str) -> list[int] | None:
+    """A vector option field, None when absent (full() fills absent vectors with 0)."""
+    v = opts(op).get(name)
+    return _ints(v) if isinstance(v, (np.ndarray, list, tuple)) else None
 
 
 def _ints(x) -> list[int]:
@@ -148,16 +155,16 @@ def _pool(op, x, reduce):
 def reshape(op, x, shape=None):
     if shape is not None:
         new = _ints(shape)
-    elif opts(op).get("new_shape") is not None:
-        new = _ints(opts(op)["new_shape"])
+    elif _vector(op, "new_shape") is not None:
+        new = _vector(op, "new_shape")
     else:
         new = list(op.outputs[0].shape)
     return x.reshape(new)
 
 
 def squeeze(op, x):
-    dims = opts(op).get("squeeze_dims")
-    if dims is None or len(dims) == 0:
+    dims = _vector(op, "squeeze_dims")
+    if not dims:
         return x.reshape([d for d in x.shape if d != 1])
     return np.squeeze(x, tuple(_axis(d, x.ndim) for d in dims))
 
@@ -220,16 +227,13 @@ def gather(op, params, indices):
     return out.reshape(params.shape[:bd] + out.shape[1:])
 
 
-def _reduce(fn):
+def _reduce(fn, typed=False):
     def kernel(op, x, axes):
         axes = tuple(sorted({_axis(a, x.ndim) for a in _ints(axes)}))
-        keep = bool(opts(op).get("keep_dims"))
-        dtype = x.dtype if x.dtype != np.bool_ else None
-        return np.asarray(
-            fn(x, axis=axes, keepdims=keep, dtype=dtype)
-            if dtype
-            else fn(x, axis=axes, keepdims=keep)
-        )
+        kw = {"keepdims": bool(opts(op).get("keep_dims"))}
+        if typed:  # np.sum/prod/mean would widen int32 to int64
+            kw["dtype"] = x.dtype
+        return np.asarray(fn(x, axis=axes, **kw))
 
     return kernel
 
@@ -243,6 +247,12 @@ def _reduce_mean(x, axis, keepdims, dtype):
 def pad(op, x, paddings, value=None):
     fill = 0 if value is None else np.asarray(value).reshape(-1)[0]
     return np.pad(x, np.asarray(paddings).reshape(-1, 2).tolist(), constant_values=fill)
+
+
+def concatenation(op, *xs):
+    if opts(op).get("fused_activation_function", 0):  # LiteRT ignores it: refuse to guess
+        raise UnsupportedOp(f"{op.type} with a fused activation")
+    return np.concatenate(xs, _axis(opts(op).get("axis", 0), xs[0].ndim))
 
 
 def dynamic_update_slice(op, x, update, start):
@@ -343,7 +353,7 @@ def sequence_rnn(op, x, w, r, b, h):
     """UNIDIRECTIONAL_SEQUENCE_RNN: h = act(x W^T + h R^T + b) per step; returns (out, h)."""
     outs = []
     for xt in _time_major(op, x):
-        h = act(op, (xt @ w.T + h @ r.T + b).astype(x.dtype))
+        h = ACTIVATIONS[opts(op).get("fused_activation_function", 0)](xt @ w.T + h @ r.T + b)
         outs.append(h)
     return _time_major(op, np.stack(outs)), h
 
@@ -370,6 +380,11 @@ KERNELS = {
     "RELU6": lambda op, x: ACTIVATIONS[3](x),
     "HARD_SWISH": lambda op, x: (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype),
     "EXP": _unary(np.exp),
+    "LOG": _unary(np.log),
+    "SIN": _unary(np.sin),
+    "COS": _unary(np.cos),
+    "FLOOR": _unary(np.floor),
+    "CEIL": _unary(np.ceil),
     "ABS": _unary(np.abs),
     "NEG": _unary(np.negative),
     "SQUARE": _unary(np.square),
@@ -380,9 +395,7 @@ KERNELS = {
     "SQUEEZE": squeeze,
     "EXPAND_DIMS": lambda op, x, axis: np.expand_dims(x, _axis(axis, x.ndim + 1)),
     "TRANSPOSE": lambda op, x, perm: np.transpose(x, _ints(perm)),
-    "CONCATENATION": lambda op, *xs: act(
-        op, np.concatenate(xs, _axis(opts(op).get("axis", 0), xs[0].ndim))
-    ),
+    "CONCATENATION": concatenation,
     "SPLIT": split,
     "SPLIT_V": split_v,
     "SLICE": slice_,
@@ -394,9 +407,9 @@ KERNELS = {
         for k in range(x.shape[_axis(opts(op).get("axis", 0), x.ndim)])
     ),
     "REVERSE_V2": lambda op, x, axes: np.flip(x, tuple(_axis(a, x.ndim) for a in _ints(axes))),
-    "MEAN": _reduce(_reduce_mean),
-    "SUM": _reduce(np.sum),
-    "REDUCE_PROD": _reduce(np.prod),
+    "MEAN": _reduce(_reduce_mean, typed=True),
+    "SUM": _reduce(np.sum, typed=True),
+    "REDUCE_PROD": _reduce(np.prod, typed=True),
     "REDUCE_MAX": _reduce(np.max),
     "REDUCE_MIN": _reduce(np.min),
     "REDUCE_ANY": _reduce(np.any),
@@ -404,7 +417,6 @@ KERNELS = {
     "PADV2": pad,
     "FILL": lambda op, dims, value: np.full(_ints(dims), value.reshape(-1)[0], value.dtype),
     "ZEROS_LIKE": lambda op, x: np.zeros_like(x),
-    "ONES_LIKE": lambda op, x: np.ones_like(x),
     "SHAPE": lambda op, x: np.array(x.shape, op.outputs[0].dtype or np.int32),
     "CAST": lambda op, x: x.astype(op.outputs[0].dtype),
     "DEQUANTIZE": dequantize,

@@ -1,0 +1,361 @@
+"""The reference interpreter agrees with LiteRT: op by op on single-op models built through the
+IR, and on every float fixture. Tolerance: |ref - ours| <= 1e-5 * max(1, max|ref|)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import all_fixtures
+from modelbuild import Const, Input, Var, single_op
+
+import tflgraph
+from tflgraph import Model, new_options, runtimes
+from tflgraph.interpreter import UnsupportedOp, evaluate, evaluate_subgraph, evaluate_tensors
+from tflgraph.kernels import KERNELS
+
+pytestmark = pytest.mark.skipif(not runtimes.available("litert"), reason="needs ai-edge-litert")
+
+RNG = np.random.default_rng(7)
+C = Const
+
+
+def f(*shape, lo=-2.0, hi=2.0):
+    return RNG.uniform(lo, hi, shape).astype(np.float32)
+
+
+def i32(*v):
+    return np.array(v, np.int32)
+
+
+def b(*shape):
+    return RNG.integers(0, 2, shape).astype(bool)
+
+
+def opt(kind, **kw):
+    return new_options(kind, **kw)
+
+
+def assert_close(want: list, got: list, where: str = "") -> None:
+    assert len(want) == len(got), where
+    for k, (a, g) in enumerate(zip(want, got)):
+        assert a.shape == g.shape, f"{where} output {k}: shape {g.shape}, LiteRT {a.shape}"
+        assert a.dtype == g.dtype, f"{where} output {k}: dtype {g.dtype}, LiteRT {a.dtype}"
+        if a.dtype.kind != "f":
+            assert np.array_equal(a, g), f"{where} output {k} differs"
+            continue
+        assert np.array_equal(np.isnan(a), np.isnan(g)), f"{where} output {k}: NaNs differ"
+        a, g = np.nan_to_num(a), np.nan_to_num(g)
+        tol = 1e-5 * max(1.0, float(np.max(np.abs(a)))) if a.size else 0.0
+        err = float(np.max(np.abs(a - g))) if a.size else 0.0
+        assert err <= tol, f"{where} output {k}: max error {err} > {tol}"
+
+
+def check_against_litert(model: Model, feeds: list, invokes: int = 1) -> None:
+    """Invoke LiteRT and the interpreter `invokes` times in a row without reset."""
+    session = runtimes.Session(model.to_bytes(), "litert")
+    state: dict = {}
+    for k in range(invokes):
+        assert_close(session.invoke(feeds), evaluate(model, feeds, state), f"invoke {k}")
+
+
+def lstm_operands(F=3, u=4, cifg=False, peephole=False, proj=0, layer_norm=False, scale=1.0):
+    """The 24 operands of UNIDIRECTIONAL_SEQUENCE_LSTM (input operand 0 left out)."""
+    n_out = proj or u
+    w = [None if cifg and g == 0 else C(f(u, F) * scale) for g in range(4)]
+    w += [None if cifg and g == 0 else C(f(u, n_out) * scale) for g in range(4)]
+    w += [None if cifg and g == 0 or not peephole else C(f(u)) for g in range(3)]
+    w += [None if cifg and g == 0 else C(f(u)) for g in range(4)]
+    w += [C(f(proj, u)), C(f(proj))] if proj else [None, None]
+    w += [Var((2, n_out)), Var((2, u))]
+    w += [None if cifg and g == 0 or not layer_norm else C(f(u)) for g in range(4)]
+    return w
+
+
+# fmt: off
+CASES = [
+    # id, op, inputs, options, extra single_op arguments
+    ("fc", "FULLY_CONNECTED", [f(2, 3), C(f(4, 3)), C(f(4))], {}, {}),
+    ("fc_nobias_relu", "FULLY_CONNECTED", [f(2, 3), C(f(4, 3)), None],
+     {"fused_activation_function": 1}, {}),
+    ("fc_keepdims_relu6", "FULLY_CONNECTED", [f(2, 5, 3), C(f(4, 3)), C(f(4))],
+     {"keep_num_dims": True, "fused_activation_function": 3}, {}),
+    ("fc_flatten_n1to1", "FULLY_CONNECTED", [f(2, 5, 3), C(f(4, 3)), C(f(4))],
+     {"fused_activation_function": 2}, {}),
+    ("fc_weights_input", "FULLY_CONNECTED", [f(2, 3), f(4, 3), C(f(4))], {}, {}),
+    ("conv_same", "CONV_2D", [f(1, 7, 8, 3), C(f(4, 3, 3, 3)), C(f(4))],
+     {"padding": 0, "stride_w": 1, "stride_h": 1}, {}),
+    ("conv_valid_s2_relu", "CONV_2D", [f(1, 7, 8, 3), C(f(4, 3, 3, 3)), C(f(4))],
+     {"padding": 1, "stride_w": 2, "stride_h": 2, "fused_activation_function": 1}, {}),
+    ("conv_same_s21", "CONV_2D", [f(2, 7, 8, 3), C(f(4, 2, 3, 3)), C(f(4))],
+     {"padding": 0, "stride_w": 1, "stride_h": 2}, {}),
+    ("conv_same_dil2", "CONV_2D", [f(1, 7, 8, 3), C(f(4, 3, 3, 3)), C(f(4))],
+     {"padding": 0, "stride_w": 1, "stride_h": 1, "dilation_w_factor": 2,
+      "dilation_h_factor": 2}, {}),
+    ("dw_same_mult2", "DEPTHWISE_CONV_2D", [f(1, 6, 6, 3), C(f(1, 3, 3, 6)), C(f(6))],
+     opt("DepthwiseConv2DOptions", padding=0, stride_w=1, stride_h=1, depth_multiplier=2), {}),
+    ("dw_valid_s2_relu6", "DEPTHWISE_CONV_2D", [f(1, 7, 7, 3), C(f(1, 3, 3, 3)), C(f(3))],
+     opt("DepthwiseConv2DOptions", padding=1, stride_w=2, stride_h=2, depth_multiplier=1,
+         fused_activation_function=3), {}),
+    ("dw_same_dil2", "DEPTHWISE_CONV_2D", [f(1, 7, 7, 2), C(f(1, 2, 3, 2)), C(f(2))],
+     opt("DepthwiseConv2DOptions", padding=0, stride_w=1, stride_h=1, depth_multiplier=1,
+         dilation_w_factor=2, dilation_h_factor=2), {}),
+    ("maxpool_valid", "MAX_POOL_2D", [f(1, 6, 6, 3)],
+     opt("Pool2DOptions", padding=1, stride_w=2, stride_h=2, filter_width=2, filter_height=2),
+     {}),
+    ("maxpool_same_relu", "MAX_POOL_2D", [f(1, 7, 7, 2)],
+     opt("Pool2DOptions", padding=0, stride_w=2, stride_h=2, filter_width=3, filter_height=3,
+         fused_activation_function=1), {}),
+    ("avgpool_same", "AVERAGE_POOL_2D", [f(1, 7, 6, 2)],
+     opt("Pool2DOptions", padding=0, stride_w=1, stride_h=1, filter_width=3, filter_height=3),
+     {}),
+    ("avgpool_valid_relu6", "AVERAGE_POOL_2D", [f(2, 6, 6, 2, hi=8)],
+     opt("Pool2DOptions", padding=1, stride_w=2, stride_h=1, filter_width=2, filter_height=3,
+         fused_activation_function=3), {}),
+    ("add_bcast", "ADD", [f(2, 3, 4), C(f(4))], {}, {}),
+    ("add_relu", "ADD", [f(2, 3, 4), f(2, 3, 4)], {"fused_activation_function": 1}, {}),
+    ("add_int32", "ADD", [i32(3), C(i32(1))], {}, {}),
+    ("sub_bcast_n1to1", "SUB", [f(2, 1, 4), f(3, 1)], {"fused_activation_function": 2}, {}),
+    ("sub_int32", "SUB", [i32(3, 4), C(i32(5))], {}, {}),
+    ("mul_bcast_relu6", "MUL", [f(2, 3, 4, hi=5), C(f(1, 3, 1))],
+     {"fused_activation_function": 3}, {}),
+    ("mul_int32", "MUL", [i32(3, -4), C(i32(5))], {}, {}),
+    ("div", "DIV", [f(2, 3), f(2, 3, lo=0.5)], {}, {}),
+    ("div_bcast_relu", "DIV", [f(2, 3), C(f(3, lo=0.5))], {"fused_activation_function": 1}, {}),
+    ("maximum", "MAXIMUM", [f(2, 3), C(f(3))], None, {}),
+    ("minimum", "MINIMUM", [f(2, 3), f(2, 1)], None, {}),
+    ("squared_difference", "SQUARED_DIFFERENCE", [f(2, 3), f(3)], None, {}),
+    ("logistic", "LOGISTIC", [f(3, 5, hi=8, lo=-8)], None, {}),
+    ("tanh", "TANH", [f(3, 5, hi=4, lo=-4)], None, {}),
+    ("relu", "RELU", [f(3, 5)], None, {}),
+    ("relu_n1_to_1", "RELU_N1_TO_1", [f(3, 5)], None, {}),
+    ("relu6", "RELU6", [f(3, 5, lo=-3, hi=9)], None, {}),
+    ("hard_swish", "HARD_SWISH", [f(3, 5, lo=-5, hi=5)], None, {}),
+    ("exp", "EXP", [f(3, 5)], None, {}),
+    ("log", "LOG", [f(3, 5, lo=0.1, hi=5)], None, {}),
+    ("sin", "SIN", [f(3, 5, lo=-4, hi=4)], None, {}),
+    ("cos", "COS", [f(3, 5, lo=-4, hi=4)], None, {}),
+    ("abs", "ABS", [f(3, 5)], None, {}),
+    ("neg", "NEG", [f(3, 5)], None, {}),
+    ("square", "SQUARE", [f(3, 5)], None, {}),
+    ("sqrt", "SQRT", [f(3, 5, lo=0, hi=4)], None, {}),
+    ("rsqrt", "RSQRT", [f(3, 5, lo=0.1, hi=4)], None, {}),
+    ("floor", "FLOOR", [f(3, 5, lo=-4, hi=4)], None, {}),
+    ("ceil", "CEIL", [f(3, 5, lo=-4, hi=4)], None, {}),
+    ("softmax", "SOFTMAX", [f(2, 5)], {"beta": 1.0}, {}),
+    ("softmax_beta_3d", "SOFTMAX", [f(2, 3, 4, hi=6)], {"beta": 0.5}, {}),
+    ("reshape_options", "RESHAPE", [f(2, 3, 4)], {"new_shape": [4, 6]}, {}),
+    ("reshape_const", "RESHAPE", [f(2, 3, 4), C(i32(-1, 4))], None, {}),
+    ("reshape_input", "RESHAPE", [f(2, 3, 4), i32(3, -1, 2)], None, {}),
+    ("squeeze_dims", "SQUEEZE", [f(1, 3, 1, 2)], {"squeeze_dims": [-2]}, {}),
+    ("squeeze_all", "SQUEEZE", [f(1, 3, 1, 2)], {}, {}),
+    ("expand_dims", "EXPAND_DIMS", [f(2, 3), C(i32(1))], None, {}),
+    ("expand_dims_neg", "EXPAND_DIMS", [f(2, 3), C(np.int32(-1))], None, {}),
+    ("transpose", "TRANSPOSE", [f(2, 3, 4), C(i32(2, 0, 1))], None, {}),
+    ("concat", "CONCATENATION", [f(2, 3), C(f(2, 1))], {"axis": 1}, {}),
+    ("concat_neg", "CONCATENATION", [f(2, 1, 3), f(2, 2, 3), C(f(2, 4, 3))], {"axis": -2}, {}),
+    ("split", "SPLIT", [C(i32(1)), f(2, 4, 3)], {"num_splits": 2}, {"n_outputs": 2}),
+    ("split_neg_scalar_axis", "SPLIT", [C(np.int32(-1)), f(2, 6)], {"num_splits": 3},
+     {"n_outputs": 3}),
+    ("split_v", "SPLIT_V", [f(2, 5), C(i32(1, 4)), C(i32(1))], {"num_splits": 2},
+     {"n_outputs": 2}),
+    ("split_v_infer", "SPLIT_V", [f(6, 2), C(i32(2, -1, 1)), C(i32(0))], {"num_splits": 3},
+     {"n_outputs": 3}),
+    ("slice", "SLICE", [f(3, 4, 5), C(i32(0, 1, 2)), C(i32(2, 2, -1))], None, {}),
+    ("slice_dynamic", "SLICE", [f(3, 4, 5), i32(1, 0, 0), C(i32(1, -1, 5))], None, {}),
+    ("ss_strides", "STRIDED_SLICE", [f(4, 5, 6), C(i32(1, 0, 2)), C(i32(3, 5, 6)),
+                                     C(i32(1, 2, 2))], {}, {}),
+    ("ss_masks_shrink", "STRIDED_SLICE", [f(2, 10, 4), C(i32(0, -1, 0)), C(i32(0, 0, 0)),
+                                          C(i32(1, 1, 1))],
+     {"begin_mask": 5, "end_mask": 5, "shrink_axis_mask": 2}, {}),
+    ("ss_negative_stride", "STRIDED_SLICE", [f(5, 3), C(i32(3, 0)), C(i32(0, 3)),
+                                             C(i32(-1, 1))], {}, {}),
+    ("ss_negative_stride_endmask", "STRIDED_SLICE", [f(5, 3), C(i32(-2, 2)), C(i32(0, 0)),
+                                                     C(i32(-2, -1))], {"end_mask": 3}, {}),
+    ("ss_ellipsis", "STRIDED_SLICE", [f(2, 3, 5), C(i32(0, 1)), C(i32(0, 4)), C(i32(1, 2))],
+     {"ellipsis_mask": 1}, {}),
+    ("ss_new_axis", "STRIDED_SLICE", [f(4, 5), C(i32(1, 0, 1)), C(i32(3, 0, 4)),
+                                      C(i32(1, 1, 1))], {"new_axis_mask": 2}, {}),
+    ("ss_offset", "STRIDED_SLICE", [f(4, 5, 6), C(i32(1, 1, 0)), C(i32(2, 3, 6)),
+                                    C(i32(1, 1, 1))], {"offset": True}, {}),
+    ("gather", "GATHER", [f(5, 3), C(i32(4, 0, 2))], {"axis": 0}, {}),
+    ("gather_axis1_2d", "GATHER", [f(2, 5, 3), C(np.array([[0, 4], [1, 1]], np.int32))],
+     {"axis": 1}, {}),
+    # a constant scalar index: runtimes.Session feeds 0-d inputs as shape [1]
+    ("gather_scalar_index", "GATHER", [f(6, 1, 3), C(np.int32(4))], {"axis": 0}, {}),
+    ("gather_batch_dims", "GATHER", [f(2, 5, 3), C(np.array([[0, 4], [1, 1]], np.int32))],
+     {"axis": 1, "batch_dims": 1}, {}),
+    ("pack", "PACK", [f(2, 3), f(2, 3), C(f(2, 3))], {"values_count": 3, "axis": 1}, {}),
+    ("unpack", "UNPACK", [f(2, 3, 4)], {"num": 3, "axis": 1}, {"n_outputs": 3}),
+    ("reverse", "REVERSE_V2", [f(3, 4, 2), C(i32(1))], None, {}),
+    ("reverse_first", "REVERSE_V2", [f(3, 4, 2), C(i32(0))], None, {}),
+    ("mean", "MEAN", [f(2, 3, 4), C(i32(1))], opt("ReducerOptions", keep_dims=False), {}),
+    ("mean_keep", "MEAN", [f(2, 3, 4), C(i32(0, -1))], opt("ReducerOptions", keep_dims=True),
+     {}),
+    ("sum", "SUM", [f(2, 3, 4), C(i32(2, 0))], opt("ReducerOptions", keep_dims=False), {}),
+    ("sum_int32", "SUM", [i32(1, 2, 3), C(i32(0))], opt("ReducerOptions", keep_dims=True), {}),
+    ("reduce_max", "REDUCE_MAX", [f(2, 3, 4), C(i32(1))], opt("ReducerOptions"), {}),
+    ("reduce_min", "REDUCE_MIN", [f(2, 3, 4), C(i32(-1))], opt("ReducerOptions"), {}),
+    ("reduce_prod", "REDUCE_PROD", [f(2, 3, 4), C(i32(1))], opt("ReducerOptions"), {}),
+    ("reduce_any", "REDUCE_ANY", [b(2, 3, 4), C(i32(1, 2))], opt("ReducerOptions"), {}),
+    ("pad", "PAD", [f(2, 3, 2), C(np.array([[0, 0], [1, 2], [2, 0]], np.int32))], None, {}),
+    ("padv2", "PADV2", [f(2, 3), C(np.array([[1, 0], [0, 2]], np.int32)),
+                        C(np.float32(-3.5))], None, {}),
+    ("fill", "FILL", [C(i32(2, 3)), C(np.float32(1.5))], None, {}),
+    ("fill_input_dims", "FILL", [i32(3, 1), C(np.float32(-2.0))], None, {"out_dtype": "float32"}),
+    ("zeros_like", "ZEROS_LIKE", [f(2, 3)], None, {}),
+    ("shape", "SHAPE", [f(2, 3, 4)], opt("ShapeOptions", out_type=2), {"out_dtype": "int32"}),
+    ("cast_f2i", "CAST", [f(2, 5, lo=-9, hi=9)], None, {"out_dtype": "int32"}),
+    ("cast_i2f", "CAST", [i32(3, -7)], None, {"out_dtype": "float32"}),
+    ("dequantize_int8", "DEQUANTIZE",
+     [Input(np.array([-128, -3, 0, 7, 127], np.int8), {"scale": np.array([0.05], np.float32),
+                                                    "zero_point": np.array([3], np.int64)})],
+     None, {"out_dtype": "float32"}),
+    ("dequantize_fp16", "DEQUANTIZE", [f(2, 3).astype(np.float16)], None,
+     {"out_dtype": "float32"}),
+    ("less", "LESS", [f(2, 3), C(f(3))], None, {"out_dtype": "bool"}),
+    ("less_int32", "LESS", [i32(3), C(np.int32(5))], None, {"out_dtype": "bool"}),
+    ("less_equal", "LESS_EQUAL", [i32(1, 5, 7), C(i32(5))], None, {"out_dtype": "bool"}),
+    ("greater", "GREATER", [f(2, 3), f(2, 1)], None, {"out_dtype": "bool"}),
+    ("greater_equal", "GREATER_EQUAL", [i32(1, 5, 7), C(i32(5))], None, {"out_dtype": "bool"}),
+    ("equal", "EQUAL", [i32(1, 5, 7), C(i32(5))], None, {"out_dtype": "bool"}),
+    ("not_equal", "NOT_EQUAL", [f(2, 3), C(np.float32(0))], None, {"out_dtype": "bool"}),
+    ("logical_and", "LOGICAL_AND", [b(2, 3), b(2, 3)], None, {}),
+    ("logical_or", "LOGICAL_OR", [b(2, 3), b(1, 3)], None, {}),
+    ("logical_not", "LOGICAL_NOT", [b(2, 3)], None, {}),
+    ("select_v2_bcast", "SELECT_V2", [b(2, 1), f(2, 3), C(f(1, 3))], None,
+     {"out_dtype": "float32"}),
+    ("select_rows", "SELECT", [b(2), f(2, 3), f(2, 3)], None, {"out_dtype": "float32"}),
+    ("dynamic_update_slice", "DYNAMIC_UPDATE_SLICE", [f(4, 5), f(2, 2), i32(1, 2)], None, {}),
+    ("dynamic_update_slice_clamped", "DYNAMIC_UPDATE_SLICE", [f(4, 5), C(f(2, 2)), i32(3, -4)],
+     None, {}),
+    ("lstm", "UNIDIRECTIONAL_SEQUENCE_LSTM", [f(2, 5, 3), *lstm_operands()],
+     {"fused_activation_function": 4, "cell_clip": 10.0}, {"invokes": 3}),
+    ("lstm_time_major_clip", "UNIDIRECTIONAL_SEQUENCE_LSTM",
+     [f(5, 2, 3), *lstm_operands(scale=3.0)],
+     {"fused_activation_function": 4, "cell_clip": 0.5, "time_major": True}, {"invokes": 2}),
+    ("lstm_cifg_peephole_proj", "UNIDIRECTIONAL_SEQUENCE_LSTM",
+     [f(2, 4, 3), *lstm_operands(cifg=True, peephole=True, proj=2)],
+     {"fused_activation_function": 4, "proj_clip": 0.3}, {"invokes": 2}),
+    ("lstm_layer_norm_relu", "UNIDIRECTIONAL_SEQUENCE_LSTM",
+     [f(2, 4, 3), *lstm_operands(peephole=True, layer_norm=True)],
+     {"fused_activation_function": 1}, {"invokes": 2}),
+    ("rnn_tanh", "UNIDIRECTIONAL_SEQUENCE_RNN", [f(2, 5, 3), C(f(4, 3)), C(f(4, 4)), C(f(4)),
+                                                 Var((2, 4))],
+     opt("SequenceRNNOptions", fused_activation_function=4), {"invokes": 3}),
+    ("rnn_relu_time_major", "UNIDIRECTIONAL_SEQUENCE_RNN",
+     [f(5, 2, 3), C(f(4, 3)), C(f(4, 4) / 2), C(f(4)), Var((2, 4))],
+     opt("SequenceRNNOptions", time_major=True, fused_activation_function=1), {"invokes": 2}),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("op_type, inputs, options, extra", [
+    pytest.param(*c[1:], id=c[0]) for c in CASES
+])  # fmt: skip
+def test_op_matches_litert(op_type, inputs, options, extra):
+    extra = dict(extra)
+    invokes = extra.pop("invokes", 1)
+    model, feeds = single_op(op_type, inputs, options, **extra)
+    check_against_litert(model, feeds, invokes)
+
+
+def test_every_kernel_is_tested():
+    tested = {c[1] for c in CASES} | {"WHILE"}
+    assert set(KERNELS) - tested == set()
+
+
+def counting_loop(steps: int = 4) -> Model:
+    """main: WHILE(i=0, acc=x) with cond i < steps and body (i + 1, tanh(acc * w + i))."""
+    model = Model()
+    main, cond, body = (model.add_subgraph(n) for n in ("main", "cond", "body"))
+    x = main.new_tensor("x", (2, 3))
+    main.inputs = [x]
+    i_out, acc_out = main.new_tensor("i_out", (), "int32"), main.new_tensor("acc_out", (2, 3))
+    main.add_op("WHILE", [main.new_constant(np.int32(0), "zero"), x], [i_out, acc_out],
+                {"cond_subgraph_index": cond, "body_subgraph_index": body})  # fmt: skip
+    main.outputs = [acc_out, i_out]
+    ci, cacc = cond.new_tensor("ci", (), "int32"), cond.new_tensor("cacc", (2, 3))
+    flag = cond.new_tensor("flag", (), "bool")
+    cond.add_op("LESS", [ci, cond.new_constant(np.int32(steps), "steps")], [flag])
+    cond.inputs, cond.outputs = [ci, cacc], [flag]
+    bi, bacc = body.new_tensor("bi", (), "int32"), body.new_tensor("bacc", (2, 3))
+    bi1, fi = body.new_tensor("bi1", (), "int32"), body.new_tensor("fi", ())
+    prod, s, new = (body.new_tensor(n, (2, 3)) for n in ("prod", "sum", "new"))
+    body.add_op("ADD", [bi, body.new_constant(np.int32(1), "one")], [bi1], {})
+    body.add_op("CAST", [bi], [fi])
+    body.add_op("MUL", [bacc, body.new_constant(f(3), "w")], [prod], {})
+    body.add_op("ADD", [prod, fi], [s], {})
+    body.add_op("TANH", [s], [new])
+    body.inputs, body.outputs = [bi, bacc], [bi1, new]
+    return model
+
+
+def test_while_matches_litert():
+    model = counting_loop()
+    model.check()
+    x = f(2, 3)
+    check_against_litert(model, [x])
+    acc, i = evaluate(model, [x])
+    assert int(i) == 4
+
+
+def _skip_reason(model: Model) -> str | None:
+    sgs = model.reachable_subgraphs()
+    ops = {op.type for sg in sgs for op in sg.operators}
+    tensors = [t for sg in sgs for t in sg.tensors]
+    if any(t.startswith("CUSTOM") or t == "DELEGATE" for t in ops):
+        return "custom or flex op: no reference semantics"
+    if ops & {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE", "HASHTABLE"}:
+        return "resource variables / hash tables are not modelled"
+    if any(t.sparsity is not None for t in tensors):
+        return "sparse weights (DENSIFY) are not decoded"
+    if any(t.quantization and len(t.quantization.get("scale", ())) for t in tensors):
+        return "quantized tensors: LiteRT numerics are not float numerics"
+    return None
+
+
+FIXTURES = all_fixtures()
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_fixture_matches_litert(path):
+    model = tflgraph.load(path)
+    reason = _skip_reason(model)
+    if reason:
+        feeds = [np.zeros(t.shape, t.dtype or np.bytes_) for t in model.main.inputs]
+        with pytest.raises(UnsupportedOp):  # the interpreter refuses, it does not guess
+            evaluate(model, feeds)
+        pytest.skip(reason)
+    session = runtimes.Session(path.read_bytes(), "litert")
+    rng, state = np.random.default_rng(0), {}
+    for k in range(3):  # in a row, without reset: variable tensors keep state
+        feeds = runtimes.random_inputs(session.inputs, rng)
+        assert_close(session.invoke(feeds), evaluate(model, feeds, state), f"invoke {k}")
+
+
+def test_evaluate_tensors_runs_only_what_is_needed():
+    model = counting_loop()
+    main = model.main
+    x = f(2, 3)
+    want = evaluate(model, [x])[0]
+    unknown = main.new_tensor("unfed", (2, 3))
+    main.add_op("LOG", [unknown], [main.new_tensor("dead", (2, 3))])  # neither fed nor needed
+    (acc,) = evaluate_tensors(main, {main.inputs[0]: x}, [main.outputs[0]])
+    assert np.array_equal(acc, want)
+    with pytest.raises(ValueError, match="unfed"):
+        evaluate_subgraph(main, [x])  # runs every op
+    with pytest.raises(ValueError, match="unfed"):
+        evaluate_tensors(main, {main.inputs[0]: x}, [main.operators[-1].outputs[0]])
+
+
+def test_unknown_op_is_named():
+    model, feeds = single_op("FULLY_CONNECTED", [f(2, 3), C(f(4, 3)), None])
+    model.main.operators[0].opcode = tflgraph.schema.OP_CODES["BATCH_MATMUL"]
+    with pytest.raises(UnsupportedOp, match="BATCH_MATMUL"):
+        evaluate(model, feeds)
+
+
+@pytest.mark.parametrize("op_type, code", [("ADD", 4), ("MUL", 5), ("CONCATENATION", 1)])
+def test_activation_litert_ignores_is_refused(op_type, code):
+    with pytest.raises(UnsupportedOp, match=op_type):
+        single_op(op_type, [f(2), f(2)], {"fused_activation_function": code})
