@@ -24,10 +24,11 @@ from .targets import check_target
 # name -> module under tflgraph.passes
 BUILTIN_PASSES: dict[str, str] = {
     "cleanup": "cleanup",
+    "strip-dead-channels": "strip_dead_channels",
 }
 
 PIPELINES: dict[str, list[str]] = {
-    "default": ["cleanup"],
+    "default": ["strip-dead-channels", "cleanup"],
 }
 
 _REGISTRY: dict[str, type[Pass]] = {}
