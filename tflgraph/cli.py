@@ -16,7 +16,7 @@ from .dot import dot_after, to_dot
 from .dot import write as write_dot
 from .errors import TflgraphError
 from .passdoc import passes_markdown
-from .pipeline import all_passes, load_pass_file, resolve, run_passes
+from .pipeline import all_passes, get_pass, load_pass_file, resolve, run_passes
 from .reader import load
 from .summary import describe, format_description, format_summary_table, summary
 from .verify import verify
@@ -177,6 +177,11 @@ def cmd_optimize(args) -> int:
             f"passes: {', '.join(names) or 'none'}; changed the model: "
             f"{', '.join(dict.fromkeys(changed)) or 'none'}"
         )
+        for r in records:  # passes may describe their stats (e.g. channels removed per layer)
+            fmt = getattr(get_pass(r.name), "format_stats", None)
+            if r.changed and r.stats and fmt is not None:
+                for line in fmt(r.stats):
+                    print(f"[{r.name}] {line}")
     if args.explain:
         for r in records:
             for line in r.explanations:
