@@ -40,6 +40,8 @@ __all__ = [
     "batch_major_source",
     "const_value",
     "is_last_step_slice",
+    "replace_result",
+    "scalar_value",
     "swaps_time_batch",
     "while_loops",
 ]
@@ -98,6 +100,11 @@ class RnnLoop:
     invariants: list[Operand] = field(default_factory=list)
 
     @property
+    def name(self) -> str:
+        """How --explain names the loop: WHILE 'first output name'."""
+        return f"WHILE {_name(self.op)}"
+
+    @property
     def seq(self) -> Operand:
         """The (first) input sequence."""
         return self.sequences[0]
@@ -123,7 +130,8 @@ def const_value(t: Tensor | None) -> np.ndarray | None:
     return None if t is None else t.data
 
 
-def _scalar(t: Tensor | None):
+def scalar_value(t: Tensor | None):
+    """The value of a constant one-element tensor as a Python scalar, else None."""
     v = const_value(t)
     return None if v is None or v.size != 1 else v.reshape(()).item()
 
@@ -195,7 +203,7 @@ def analyze_loop(sg: Subgraph, op: Operator, explain: Explain = None) -> RnnLoop
         steps.append(gathers[0].outputs[0])
     if not sequences:
         return no("no sequence read as GATHER(seq, counter)")
-    if _scalar(time.init) != 0:
+    if scalar_value(time.init) != 0:
         return no("the time counter does not start at 0")
     for s in sequences:
         if not s.init.shape or s.init.shape[0] < trip:
@@ -231,14 +239,14 @@ def _name(op: Operator) -> str:
 
 
 def _is_counter(body: Subgraph, o: Operand) -> bool:
-    if o.init.type != 2 or o.init.shape != () or _scalar(o.init) is None:  # 2 = INT32
+    if o.init.type != 2 or o.init.shape != () or scalar_value(o.init) is None:  # 2 = INT32
         return False
     step = body.producer(o.next)
     return (
         step is not None
         and step.type == "ADD"
         and _other(step, o.arg) is not None
-        and _scalar(_other(step, o.arg)) == 1
+        and scalar_value(_other(step, o.arg)) == 1
     )
 
 
@@ -255,8 +263,10 @@ def _trip_count(cond: Subgraph, counters: list[Operand]) -> int | None:
             return False
         if p.type == "LOGICAL_AND":
             return all(walk(x) for x in p.inputs)
-        if p.type == "LESS" and id(p.inputs[0]) in by_arg and _scalar(p.inputs[1]) is not None:
-            bounds.append(int(_scalar(p.inputs[1])) - int(_scalar(by_arg[id(p.inputs[0])].init)))
+        if p.type == "LESS" and id(p.inputs[0]) in by_arg and scalar_value(p.inputs[1]) is not None:
+            bounds.append(
+                int(scalar_value(p.inputs[1])) - int(scalar_value(by_arg[id(p.inputs[0])].init))
+            )
             return True
         return False
 
@@ -427,9 +437,22 @@ def step_feeds(loop: RnnLoop, t: int, rng: np.random.Generator) -> dict:
     for o in loop.operands:
         dtype = o.arg.dtype or np.float32
         if any(o is c for c in loop.counters):
-            feeds[o.arg] = np.array(int(_scalar(o.init)) + t, dtype)
+            feeds[o.arg] = np.array(int(scalar_value(o.init)) + t, dtype)
         elif np.dtype(dtype).kind == "f":
             feeds[o.arg] = rng.uniform(-1, 1, o.arg.shape).astype(dtype)
         else:
             feeds[o.arg] = np.zeros(o.arg.shape, dtype)
     return feeds
+
+
+def replace_result(sg: Subgraph, old: Tensor, new: Tensor) -> None:
+    """Every reader of `old` reads `new`: ops, subgraph outputs and signature defs. A subgraph
+    output keeps its name (the two tensors swap names), so callers see the same outputs."""
+    was_output = any(t is old for t in sg.outputs)
+    sg.replace_all_uses(old, new)
+    for sd in sg.model.signature_defs if sg.model is not None else ():
+        if sd.subgraph is sg:
+            sd.inputs = [(n, new if t is old else t) for n, t in sd.inputs]
+            sd.outputs = [(n, new if t is old else t) for n, t in sd.outputs]
+    if was_output:
+        old.name, new.name = new.name, old.name

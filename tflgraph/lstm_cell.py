@@ -1,0 +1,229 @@
+"""Recognise and prove one LSTM step inside a recurrent loop body (see tflgraph.loops).
+
+The converter writes a Keras LSTM step (gate order i|f|c|o, recurrent activation sigmoid,
+activation `act` = tanh or relu) as
+
+    z  = FC(x_t, W[4u, F]) + FC(h, U[4u, u]) + b      # ADDs in any order; the FCs may carry
+    i, f, g, o = SPLIT(z, 4, axis=-1)                 # the bias, a RESHAPE may squeeze [1, 4u]
+    c' = LOGISTIC(f) * c + LOGISTIC(i) * act(g)
+    h' = LOGISTIC(o) * act(c')
+
+`match_lstm_cell(loop)` finds that structure and extracts W, U, b and the activation;
+`prove_lstm_cell(loop, cell)` evaluates the body's h' and c' with the reference interpreter on
+random inputs and states and compares them with `lstm_step`, the LSTM equations in numpy.
+A structural match that the numbers do not confirm is not an LSTM step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .interpreter import UnsupportedOp, evaluate_tensors
+from .ir import Operator, Subgraph, Tensor
+from .loops import Operand, RnnLoop, scalar_value
+from .pattern import Any, Op
+
+ACTIVATIONS = {"TANH": np.tanh, "RELU": lambda v: np.maximum(v, 0)}
+_ACT = tuple(ACTIVATIONS)
+
+# c' = f * c + i * act(g), h' = o * act(c')
+C_NEXT = Op(
+    "ADD",
+    Op("MUL", Op("LOGISTIC", Any("f"), name="sf"), Any("c")),
+    Op("MUL", Op("LOGISTIC", Any("i"), name="si"), Op(_ACT, Any("g"), name="act_g")),
+    activation="NONE",
+)
+H_NEXT = Op(
+    "MUL",
+    Op("LOGISTIC", Any("o"), name="so"),
+    Op(_ACT, Any("c_next"), name="act_c"),
+    activation="NONE",
+)
+
+
+@dataclass(eq=False)
+class LstmCell:
+    """One LSTM step of a loop body: which states are h and c, and the cell's parameters."""
+
+    h: Operand
+    c: Operand
+    W: np.ndarray  # [4u, F], gate blocks i|f|c|o
+    U: np.ndarray  # [4u, u]
+    b: np.ndarray  # [4u]
+    activation: str  # "TANH" or "RELU"
+
+    @property
+    def units(self) -> int:
+        return int(self.U.shape[1])
+
+
+def lstm_step(cell: LstmCell, x, h, c):
+    """The Keras LSTM equations: returns (h', c')."""
+    act = ACTIVATIONS[cell.activation]
+    z = x @ cell.W.T + h @ cell.U.T + cell.b
+    i, f, g, o = np.split(z, 4, axis=-1)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    c_next = sig(f) * c + sig(i) * act(g)
+    return sig(o) * act(c_next), c_next
+
+
+def match_lstm_cell(loop: RnnLoop, explain: Callable[[str], None] | None = None):
+    """The LstmCell of the loop's body, or None (reason sent to `explain`)."""
+
+    def no(reason: str) -> None:
+        if explain is not None:
+            explain(f"{loop.name}: {reason}")
+
+    if len(loop.sequences) != 1 or len(loop.states) != 2:
+        return no(
+            f"not an LSTM step: {len(loop.sequences)} sequence(s) and "
+            f"{len(loop.states)} state(s), want 1 and 2 (masking is not fused)"
+        )
+    body = loop.body
+    reasons = []
+    for h, c in (loop.states, loop.states[::-1]):
+        caps = _match_gates(body, h, c, reasons)
+        if caps is not None:
+            break
+    else:
+        return no(f"not an LSTM step: {reasons[0]}")
+    if caps["act_g"].type != caps["act_c"].type:
+        return no("the cell and output activations differ")
+    split = body.producer(caps["i"])
+    z = split.inputs[1]
+    units = int(caps["i"].shape[-1])
+    terms = _sum_terms(body, z, loop.x_t, h.arg)
+    if terms is None:
+        return no("the gate pre-activation is not FC(x, W) + FC(h, U) + bias")
+    W, U, bias = terms
+    if W.shape[0] != 4 * units or U.shape != (4 * units, units) or W.shape[1] != loop.x_t.shape[-1]:
+        return no(f"weight shapes {W.shape} and {U.shape} do not fit {units} units")
+    b = np.zeros(4 * units, np.float32)
+    for v in bias:
+        b = b + np.broadcast_to(v, (4 * units,)).astype(np.float32)
+    return LstmCell(h, c, W, U, b, caps["act_g"].type)
+
+
+def _match_gates(body: Subgraph, h: Operand, c: Operand, reasons: list) -> dict | None:
+    caps = {}
+    for pattern, t, what in ((H_NEXT, h.next, "h'"), (C_NEXT, c.next, "c'")):
+        op = body.producer(t)
+        if op is None:
+            reasons.append(f"{what} is not computed in the body")
+            return None
+        got = pattern.match(body, op)
+        if got is None:
+            why = pattern.why_not(body, op)
+            if "LOGISTIC" in why:
+                why = f"recurrent activation is not sigmoid (LOGISTIC) ({why})"
+            reasons.append(f"{what}: {why}")
+            return None
+        caps.update(got)
+    if caps["c_next"] is not c.next or caps["c"] is not c.arg:
+        reasons.append("h' does not read c' or c' does not read c")
+        return None
+    split = body.producer(caps["i"])
+    if (
+        split is None
+        or split.type != "SPLIT"
+        or [caps[k] for k in "ifgo"] != split.outputs
+        or scalar_value(split.inputs[0]) not in (-1, len(split.inputs[1].shape) - 1)
+    ):
+        reasons.append("gates i, f, g, o are not SPLIT(z, 4) along the last axis in that order")
+        return None
+    return caps
+
+
+def _sum_terms(body: Subgraph, z: Tensor, x_t: Tensor, h: Tensor):
+    """z as FC(x_t, W) + FC(h, U) + constants: (W, U, [bias arrays]) or None."""
+    found: dict[str, np.ndarray] = {}
+    bias: list[np.ndarray] = []
+    stack = [z]
+    while stack:
+        t = stack.pop()
+        p = body.producer(t)
+        if _float_const(t):
+            bias.append(t.data)
+        elif p is not None and p.type == "ADD" and _no_activation(p):
+            stack.extend(p.inputs)
+        elif p is not None and p.type == "RESHAPE" and _squeezes(p):
+            stack.append(p.inputs[0])
+        elif p is not None and p.type == "FULLY_CONNECTED" and _plain_fc(p):
+            key = "W" if p.inputs[0] is x_t else "U" if p.inputs[0] is h else None
+            if key is None or key in found:
+                return None
+            found[key] = p.inputs[1].data
+            if len(p.inputs) > 2 and p.inputs[2] is not None:
+                bias.append(p.inputs[2].data)
+        else:
+            return None
+    if set(found) != {"W", "U"}:
+        return None
+    return found["W"], found["U"], bias
+
+
+def _float_const(t: Tensor | None) -> bool:
+    """A plain (not quantized) float32 constant."""
+    q = (t.quantization or {}) if t is not None else {}
+    scale = q.get("scale")
+    return (
+        t is not None
+        and t.is_constant
+        and t.type == 0  # FLOAT32
+        and t.data is not None
+        and (scale is None or not len(scale))
+    )
+
+
+def _no_activation(op: Operator) -> bool:
+    return int((op.options or {}).get("fused_activation_function", 0)) == 0
+
+
+def _squeezes(p: Operator) -> bool:
+    """RESHAPE that only drops size-1 axes ([1, 4u] -> [4u])."""
+    src, out = p.inputs[0].shape, p.outputs[0].shape
+    return [d for d in src if d != 1] == [d for d in out if d != 1]
+
+
+def _plain_fc(p: Operator) -> bool:
+    o = p.options or {}
+    w = p.inputs[1]
+    bias = p.inputs[2] if len(p.inputs) > 2 else None
+    return (
+        _no_activation(p)
+        and not o.get("keep_num_dims", False)
+        and int(o.get("weights_format", 0)) == 0
+        and _float_const(w)
+        and (bias is None or _float_const(bias))
+        and len(p.inputs[0].shape) == 2
+    )
+
+
+def prove_lstm_cell(loop: RnnLoop, cell: LstmCell, trials: int = 3, seed: int = 0) -> str | None:
+    """None if the body's h', c' (and the accumulated output) equal `lstm_step` on random
+    x, h, c; else the reason."""
+    rng = np.random.default_rng(seed)
+    batch = loop.x_t.shape[0]
+    want = [cell.h.next, cell.c.next]
+    if loop.acc is not None:
+        want.append(loop.acc_value)
+    for _ in range(trials):
+        x = rng.uniform(-2, 2, loop.x_t.shape).astype(np.float32)
+        h = rng.uniform(-1, 1, (batch, cell.units)).astype(np.float32)
+        c = rng.uniform(-2, 2, (batch, cell.units)).astype(np.float32)
+        feeds = {loop.x_t: x, cell.h.arg: h, cell.c.arg: c}
+        try:
+            got = evaluate_tensors(loop.body, feeds, want)
+        except (UnsupportedOp, ValueError) as e:
+            return f"the body cannot be evaluated ({e})"
+        h_ref, c_ref = lstm_step(cell, x.astype(np.float64), h, c)
+        refs = [h_ref, c_ref] + ([h_ref] if loop.acc is not None else [])
+        for name, g, r in zip(("h'", "c'", "the accumulated output"), got, refs):
+            g = np.asarray(g, np.float64).reshape(r.shape)
+            err = float(np.max(np.abs(g - r)))
+            if not err <= 1e-4 * max(1.0, float(np.max(np.abs(r)))):
+                return f"{name} differs from the LSTM equations by {err:.3g}"
+    return None
