@@ -10,8 +10,13 @@ from modelbuild import Const, Input, Var, single_op
 
 import tflgraph
 from tflgraph import Model, new_options, runtimes
-from tflgraph.interpreter import UnsupportedOp, evaluate, evaluate_subgraph, evaluate_tensors
-from tflgraph.kernels import KERNELS
+from tflgraph.interpreter import (
+    KERNELS,
+    UnsupportedOp,
+    evaluate,
+    evaluate_subgraph,
+    evaluate_tensors,
+)
 
 pytestmark = pytest.mark.skipif(not runtimes.available("litert"), reason="needs ai-edge-litert")
 
@@ -91,6 +96,8 @@ CASES = [
     ("conv_same_dil2", "CONV_2D", [f(1, 7, 8, 3), C(f(4, 3, 3, 3)), C(f(4))],
      {"padding": 0, "stride_w": 1, "stride_h": 1, "dilation_w_factor": 2,
       "dilation_h_factor": 2}, {}),
+    ("conv_grouped", "CONV_2D", [f(1, 5, 5, 4), C(f(6, 3, 3, 2)), C(f(6))],
+     {"padding": 0, "stride_w": 1, "stride_h": 1}, {}),
     ("dw_same_mult2", "DEPTHWISE_CONV_2D", [f(1, 6, 6, 3), C(f(1, 3, 3, 6)), C(f(6))],
      opt("DepthwiseConv2DOptions", padding=0, stride_w=1, stride_h=1, depth_multiplier=2), {}),
     ("dw_valid_s2_relu6", "DEPTHWISE_CONV_2D", [f(1, 7, 7, 3), C(f(1, 3, 3, 3)), C(f(3))],
@@ -121,6 +128,7 @@ CASES = [
     ("mul_int32", "MUL", [i32(3, -4), C(i32(5))], {}, {}),
     ("div", "DIV", [f(2, 3), f(2, 3, lo=0.5)], {}, {}),
     ("div_bcast_relu", "DIV", [f(2, 3), C(f(3, lo=0.5))], {"fused_activation_function": 1}, {}),
+    ("div_int32", "DIV", [i32(7, -7, 9, -9), C(i32(2, 2, -4, -4))], {}, {}),
     ("maximum", "MAXIMUM", [f(2, 3), C(f(3))], None, {}),
     ("minimum", "MINIMUM", [f(2, 3), f(2, 1)], None, {}),
     ("squared_difference", "SQUARED_DIFFERENCE", [f(2, 3), f(3)], None, {}),
@@ -191,6 +199,8 @@ CASES = [
     ("mean", "MEAN", [f(2, 3, 4), C(i32(1))], opt("ReducerOptions", keep_dims=False), {}),
     ("mean_keep", "MEAN", [f(2, 3, 4), C(i32(0, -1))], opt("ReducerOptions", keep_dims=True),
      {}),
+    ("mean_int32", "MEAN", [np.array([[1, 2], [-1, -2], [3, 4], [-5, 0]], np.int32), C(i32(1))],
+     opt("ReducerOptions"), {}),
     ("sum", "SUM", [f(2, 3, 4), C(i32(2, 0))], opt("ReducerOptions", keep_dims=False), {}),
     ("sum_int32", "SUM", [i32(1, 2, 3), C(i32(0))], opt("ReducerOptions", keep_dims=True), {}),
     ("reduce_max", "REDUCE_MAX", [f(2, 3, 4), C(i32(1))], opt("ReducerOptions"), {}),
@@ -210,6 +220,10 @@ CASES = [
      [Input(np.array([-128, -3, 0, 7, 127], np.int8), {"scale": np.array([0.05], np.float32),
                                                     "zero_point": np.array([3], np.int64)})],
      None, {"out_dtype": "float32"}),
+    ("dequantize_per_channel", "DEQUANTIZE",
+     [Input(np.array([[1, -2], [3, 4], [-128, 127]], np.int8),
+            {"scale": np.array([0.1, 0.2, 0.3], np.float32), "zero_point": np.zeros(3, np.int64),
+             "quantized_dimension": 0})], None, {"out_dtype": "float32"}),
     ("dequantize_fp16", "DEQUANTIZE", [f(2, 3).astype(np.float16)], None,
      {"out_dtype": "float32"}),
     ("less", "LESS", [f(2, 3), C(f(3))], None, {"out_dtype": "bool"}),

@@ -3,9 +3,9 @@
 Passes use it to prove a structural match numerically before rewriting (evaluate a loop body
 and its fused replacement on the same random states) and to fold constant subexpressions
 (`evaluate_tensors` runs only the ops a wanted tensor depends on). The kernels, one small
-function per op, live in `kernels.KERNELS`; this module walks the graph, feeds constants and
-variable tensors, runs WHILE loops through their cond/body subgraphs, and keeps the state of
-variable tensors across calls when the caller passes a `state` dict.
+function per op, live in kernels.py and kernels_nn.py; this module walks the graph, feeds
+constants and variable tensors, runs WHILE loops through their cond/body subgraphs, and keeps
+the state of variable tensors across calls when the caller passes a `state` dict.
 
 Float32 semantics, as LiteRT computes them (agreement within 1e-5 relative is tested op by op).
 Quantized operands (int8 weights of dynamic-range models, int8/uint8 activations) are refused:
@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels, kernels_nn
 from .ir import Model, Operator, Subgraph, Tensor
-from .kernels import KERNELS, STATE_OPERANDS, UnsupportedOp, opts
+from .kernels import UnsupportedOp, opts
 
-__all__ = ["UnsupportedOp", "evaluate", "evaluate_subgraph", "evaluate_tensors"]
+__all__ = ["KERNELS", "UnsupportedOp", "evaluate", "evaluate_subgraph", "evaluate_tensors"]
+
+KERNELS = {**kernels.KERNELS, **kernels_nn.NN_KERNELS}  # op type -> fn(op, *inputs)
+STATE_OPERANDS = kernels_nn.STATE_OPERANDS
 
 
 def evaluate(model: Model, inputs: list[np.ndarray], state: dict | None = None) -> list:

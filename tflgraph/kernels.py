@@ -2,11 +2,10 @@
 
 A kernel is `fn(op, *inputs) -> array | tuple[array, ...]`: `op` gives the options and the
 output tensors, `inputs` are numpy arrays in operand order (`None` for an optional -1). Kernels
-never write into their inputs (constants are read-only views of the file). Stateful recurrent
-kernels return their final states after their outputs; `STATE_OPERANDS` says which operands
-those states belong to, so the evaluator can keep them across invokes.
+never write into their inputs (constants are read-only views of the file).
 
-Control flow (WHILE) lives in interpreter.py, which calls back into subgraph evaluation.
+Dense, convolution, pooling and recurrent kernels live in kernels_nn.py; control flow (WHILE)
+lives in interpreter.py, which calls back into subgraph evaluation.
 """
 
 from __future__ import annotations
@@ -64,89 +63,6 @@ def _ints(x) -> list[int]:
 def _axis(x, rank: int) -> int:
     a = int(np.asarray(x).reshape(-1)[0])
     return a + rank if a < 0 else a
-
-
-# ---------------------------------------------------------------- dense, conv, pool
-
-
-def fully_connected(op, x, w, b=None):
-    o = opts(op)
-    if o.get("weights_format", 0) != 0:
-        raise UnsupportedOp(f"{op.type} with shuffled weights")
-    y = x.reshape(-1, w.shape[1]) @ w.T
-    if b is not None:
-        y = y + b
-    y = act(op, y)
-    return y.reshape(x.shape[:-1] + (w.shape[0],)) if o.get("keep_num_dims") else y
-
-
-def _pads(size: int, k: int, stride: int, dil: int, padding: int) -> tuple[int, int, int]:
-    """(output size, pad before, pad after) for TFLite's SAME (0) / VALID (1) padding."""
-    eff = (k - 1) * dil + 1
-    if padding == 1:
-        return (size - eff) // stride + 1, 0, 0
-    out = -(-size // stride)
-    total = max((out - 1) * stride + eff - size, 0)
-    return out, total // 2, total - total // 2
-
-
-def _windows(x, kh, kw, o, pad_value=0.0):
-    """Padded input and, per kernel tap (i, j), the strided window view [N, OH, OW, C]."""
-    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
-    dh, dw = o.get("dilation_h_factor", 1), o.get("dilation_w_factor", 1)
-    oh, ph0, ph1 = _pads(x.shape[1], kh, sh, dh, o.get("padding", 0))
-    ow, pw0, pw1 = _pads(x.shape[2], kw, sw, dw, o.get("padding", 0))
-    xp = np.pad(x, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)), constant_values=pad_value)
-    for i in range(kh):
-        for j in range(kw):
-            h0, w0 = i * dh, j * dw
-            yield i, j, xp[:, h0 : h0 + (oh - 1) * sh + 1 : sh, w0 : w0 + (ow - 1) * sw + 1 : sw]
-
-
-def conv_2d(op, x, w, b=None):
-    cout, kh, kw, cin = w.shape
-    groups = x.shape[3] // cin
-    y = None
-    for i, j, win in _windows(x, kh, kw, opts(op)):
-        parts = (
-            [win[..., g * cin : (g + 1) * cin] @ w[g::groups][:, i, j, :].T for g in range(groups)]
-            if groups > 1
-            else [win @ w[:, i, j, :].T]
-        )
-        term = parts[0] if groups == 1 else _ungroup(parts, cout, groups)
-        y = term if y is None else y + term
-    if b is not None:
-        y = y + b
-    return act(op, y.astype(x.dtype))
-
-
-def _ungroup(parts, cout, groups):
-    out = np.empty(parts[0].shape[:-1] + (cout,), parts[0].dtype)
-    per = cout // groups
-    for g, p in enumerate(parts):
-        out[..., g * per : (g + 1) * per] = p
-    return out
-
-
-def depthwise_conv_2d(op, x, w, b=None):
-    _, kh, kw, cout = w.shape
-    xr = np.repeat(x, cout // x.shape[3], axis=3)
-    y = sum(win * w[0, i, j] for i, j, win in _windows(xr, kh, kw, opts(op)))
-    if b is not None:
-        y = y + b
-    return act(op, y.astype(x.dtype))
-
-
-def _pool(op, x, reduce):
-    o = opts(op)
-    kh, kw = o["filter_height"], o["filter_width"]
-    fill = -np.inf if reduce is np.maximum else 0.0
-    wins = [win for _, _, win in _windows(x, kh, kw, o, fill)]
-    if reduce is np.maximum:
-        return act(op, np.maximum.reduce(wins))
-    ones = np.ones(x.shape[:3] + (1,), x.dtype)
-    counts = sum(win for _, _, win in _windows(ones, kh, kw, o))
-    return act(op, (sum(wins) / counts).astype(x.dtype))
 
 
 # ---------------------------------------------------------------- shapes and slicing
@@ -239,8 +155,10 @@ def _reduce(fn, typed=False):
 
 
 def _reduce_mean(x, axis, keepdims, dtype):
-    if np.issubdtype(dtype, np.integer):  # TFLite rounds integer means to nearest
-        return np.round(np.mean(x, axis=axis, keepdims=keepdims)).astype(dtype)
+    if np.issubdtype(dtype, np.integer):  # LiteRT: integer sum / count, truncated
+        total = np.sum(x, axis=axis, keepdims=keepdims, dtype=np.int64)
+        n = x.size // max(total.size, 1)
+        return (np.sign(total) * (np.abs(total) // n)).astype(dtype)
     return np.mean(x, axis=axis, keepdims=keepdims, dtype=dtype)
 
 
@@ -300,72 +218,9 @@ def _unary(fn):
     return lambda op, x: np.asarray(fn(x)).astype(x.dtype)
 
 
-# ---------------------------------------------------------------- recurrent
-
-
-def _time_major(op, x):
-    return x if opts(op).get("time_major") else np.swapaxes(x, 0, 1)
-
-
-def _layer_norm(x, coeff):
-    if coeff is None:
-        return x
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + np.float32(1e-8)) * coeff
-
-
-def sequence_lstm(op, x, *w):
-    """UNIDIRECTIONAL_SEQUENCE_LSTM as LiteRT's lstm_eval computes it (float path): optional
-    CIFG, peepholes, layer norm and projection; gates i, f, c, o; returns (out, h, c)."""
-    wx, wh, peep, bias = w[0:4], w[4:8], w[8:11], w[11:15]
-    proj_w, proj_b, h, c, ln = w[15], w[16], w[17], w[18], w[19:23]
-    o = opts(op)
-    fn = ACTIVATIONS[o.get("fused_activation_function", 0)]
-    clip, pclip = o.get("cell_clip", 0.0), o.get("proj_clip", 0.0)
-    outs = []
-
-    def gate(k, xt, h, cell=None):
-        z = xt @ wx[k].T + h @ wh[k].T
-        p = (peep[0], peep[1], None, peep[2])[k]
-        if p is not None:
-            z = z + cell * p
-        z = _layer_norm(z, ln[k])
-        return z + bias[k] if bias[k] is not None else z
-
-    for xt in _time_major(op, x):
-        f = sigmoid(gate(1, xt, h, c))
-        i = 1 - f if wx[0] is None else sigmoid(gate(0, xt, h, c))
-        c = f * c + i * fn(gate(2, xt, h))
-        if clip > 0:
-            c = np.clip(c, -clip, clip)
-        h = sigmoid(gate(3, xt, h, c)) * fn(c)
-        if proj_w is not None:
-            h = h @ proj_w.T + (proj_b if proj_b is not None else 0)
-            if pclip > 0:
-                h = np.clip(h, -pclip, pclip)
-        outs.append(h.astype(x.dtype))
-    out = _time_major(op, np.stack(outs))
-    return out, h.astype(x.dtype), c.astype(x.dtype)
-
-
-def sequence_rnn(op, x, w, r, b, h):
-    """UNIDIRECTIONAL_SEQUENCE_RNN: h = act(x W^T + h R^T + b) per step; returns (out, h)."""
-    outs = []
-    for xt in _time_major(op, x):
-        h = ACTIVATIONS[opts(op).get("fused_activation_function", 0)](xt @ w.T + h @ r.T + b)
-        outs.append(h)
-    return _time_major(op, np.stack(outs)), h
-
-
 # ---------------------------------------------------------------- the table
 
 KERNELS = {
-    "FULLY_CONNECTED": fully_connected,
-    "CONV_2D": conv_2d,
-    "DEPTHWISE_CONV_2D": depthwise_conv_2d,
-    "MAX_POOL_2D": lambda op, x: _pool(op, x, np.maximum),
-    "AVERAGE_POOL_2D": lambda op, x: _pool(op, x, np.add),
     "ADD": _binary(np.add),
     "SUB": _binary(np.subtract),
     "MUL": _binary(np.multiply),
@@ -432,12 +287,4 @@ KERNELS = {
     "SELECT": select,
     "SELECT_V2": select,
     "DYNAMIC_UPDATE_SLICE": dynamic_update_slice,
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": sequence_lstm,
-    "UNIDIRECTIONAL_SEQUENCE_RNN": sequence_rnn,
-}
-
-# Stateful ops: operand indices whose final values the kernel returns after its outputs.
-STATE_OPERANDS = {
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": (18, 19),
-    "UNIDIRECTIONAL_SEQUENCE_RNN": (4,),
 }
