@@ -456,3 +456,45 @@ def replace_result(sg: Subgraph, old: Tensor, new: Tensor) -> None:
             sd.outputs = [(n, new if t is old else t) for n, t in sd.outputs]
     if was_output:
         old.name, new.name = new.name, old.name
+
+
+# --------------------------------------------------------------------------- loop rewrites (2)
+# (issue-5 loop passes, continued: change which operands a WHILE loop carries)
+
+
+def _like(sg: Subgraph, t: Tensor, name: str | None = None) -> Tensor:
+    """A fresh tensor of `sg` with t's type, shape and quantization."""
+    new = sg.new_tensor(name or t.name, t.shape, t.dtype, quantization=t.quantization)
+    new.type, new.shape_signature = t.type, t.shape_signature
+    return new
+
+
+def rebuild_while(loop: RnnLoop, drop=(), add=()) -> tuple[Operator, list[Tensor]]:
+    """Replace the loop's WHILE by one that no longer carries the operands at indices `drop`
+    and carries the caller tensors `add` as new pass-through operands (appended last).
+    Returns the new op and the body inputs of the added operands. The caller has checked that
+    nothing reads the dropped operands (results, cond/body args) except their own next value.
+    Kept results are the same values under the same names; `loop` is stale afterwards."""
+    import dataclasses
+
+    sg, op, cond, body = loop.sg, loop.op, loop.cond, loop.body
+    drop = set(drop)
+    keep = [i for i in range(len(op.inputs)) if i not in drop]
+    cond.inputs = [cond.inputs[i] for i in keep]
+    body.inputs = [body.inputs[i] for i in keep]
+    body.outputs = [body.outputs[i] for i in keep]
+    args = []
+    for t in add:
+        cond.inputs.append(_like(cond, t, f"{cond.name}/arg_{t.name}"))
+        arg = _like(body, t, f"{body.name}/arg_{t.name}")
+        body.inputs.append(arg)
+        body.outputs.append(arg)
+        args.append(arg)
+    old_results = [op.outputs[i] for i in keep]
+    new_results = [_like(sg, t) for t in old_results] + [_like(sg, t) for t in add]
+    inputs = [op.inputs[i] for i in keep] + list(add)
+    new = sg.add_op(dataclasses.replace(op, inputs=inputs, outputs=new_results))
+    for old_t, new_t in zip(old_results, new_results):
+        replace_result(sg, old_t, new_t)
+    sg.remove_op(op)
+    return new, args
