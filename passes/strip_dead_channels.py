@@ -74,10 +74,12 @@ class StripDeadChannels(Pass):
     @staticmethod
     def format_stats(stats: dict) -> list[str]:
         """Readable lines for the optimize summary."""
-        lines = [
-            f"{name} ({s['op']}): -{s['out_channels']} out, -{s['in_channels']} in channels"
-            for name, s in stats.get("layers", {}).items()
-        ]
+        lines = []
+        for name, s in stats.get("layers", {}).items():
+            parts = [
+                f"{s[k]} {k.split('_')[0]}put" for k in ("out_channels", "in_channels") if s[k]
+            ]
+            lines.append(f"{name} ({s['op']}): removed {' and '.join(parts)} channels")
         return lines + [f"weight bytes saved: {stats.get('bytes_saved', 0):,}"]
 
 

@@ -1,0 +1,276 @@
+"""Channel dependency analysis (tflgraph/channels.py) on small graphs built through the IR.
+
+Each case states which channels the analysis may remove and which it must keep; the cases that
+remove something are also run through the pass and compared on the reference interpreter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tflgraph.passes.strip_dead_channels import StripDeadChannels
+
+from tflgraph import Model, new_options
+from tflgraph.channels import ChannelGraph
+from tflgraph.interpreter import evaluate_subgraph
+from tflgraph.pipeline import remove_dead_code
+
+RNG = np.random.default_rng(7)
+SAME, VALID = 0, 1
+
+
+class G:
+    """A tiny graph builder: float tensors with explicit shapes."""
+
+    def __init__(self, *input_shapes):
+        self.m = Model()
+        self.sg = self.m.add_subgraph("main")
+        self.inputs = [self.sg.new_tensor(f"x{i}", s) for i, s in enumerate(input_shapes)]
+        self.sg.inputs = list(self.inputs)
+
+    def const(self, a, dtype=np.float32):
+        return self.sg.new_constant(np.asarray(a, dtype), "w")
+
+    def op(self, kind, inputs, shape, options=None):
+        y = self.sg.new_tensor(kind.lower(), shape)
+        self.sg.add_op(kind, inputs, [y], options)
+        return y
+
+    def fc(self, x, w, b=None, act=0):
+        w = np.asarray(w, np.float32)
+        ins = [x, self.const(w), None if b is None else self.const(b)]
+        opts = {"fused_activation_function": act}
+        return self.op("FULLY_CONNECTED", ins, (x.shape[0], w.shape[0]), opts)
+
+    def conv(self, x, w, b, padding=SAME, act=0):
+        k = w.shape[1]
+        h = x.shape[1] if padding == SAME else x.shape[1] - k + 1
+        opts = {"padding": padding, "stride_w": 1, "stride_h": 1, "fused_activation_function": act}
+        shape = (1, h, h, w.shape[0])
+        return self.op("CONV_2D", [x, self.const(w), self.const(b)], shape, opts)
+
+    def done(self, *outs):
+        self.sg.outputs = list(outs)
+        self.m.check()
+        return self.m
+
+
+def weights(o, i):
+    return RNG.uniform(-1, 1, (o, i)).astype(np.float32)
+
+
+def removable(model, t):
+    """Channels of tensor `t` the analysis removes (sorted list)."""
+    keep = ChannelGraph(model.main).removal().keep.get(t)
+    return [] if keep is None else [int(c) for c in np.flatnonzero(~keep)]
+
+
+def strip_and_compare(model, invokes=3):
+    """Run the pass; the interpreter gives the same outputs before and after."""
+    sg = model.main
+    rng = np.random.default_rng(1)
+    feeds = [
+        [rng.uniform(-1, 1, t.shape).astype(np.float32) for t in sg.inputs] for _ in range(invokes)
+    ]
+    want = [evaluate_subgraph(sg, f) for f in feeds]
+    assert StripDeadChannels().run(model)
+    remove_dead_code(model)
+    model.check()
+    for f, w in zip(feeds, want):
+        for a, b in zip(w, evaluate_subgraph(sg, f)):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    assert not StripDeadChannels().run(model), "a second run changed the model again"
+
+
+def mlp(w1, b1, w2, act=1):
+    g = G((1, w1.shape[1]))
+    h = g.fc(g.inputs[0], w1, b1, act)
+    return g, h, g.done(g.fc(h, w2, np.zeros(w2.shape[0], np.float32)))
+
+
+def test_unread_and_zero_channels_are_removed():
+    w1, w2 = weights(6, 4), weights(3, 6)
+    w1[1] = 0.0
+    w2[:, 4] = -0.0  # -0.0 is zero
+    b1 = np.full(6, 0.1, np.float32)
+    b1[1] = 0.0
+    g, h, model = mlp(w1, b1, w2)
+    assert removable(model, h) == [1, 4]
+    strip_and_compare(model)
+    fcs = model.main.ops_of_type("FULLY_CONNECTED")
+    assert [op.inputs[1].shape for op in fcs] == [(4, 4), (3, 4)]
+    assert h.shape == (1, 4)
+
+
+def test_live_channels_stay():
+    g, h, model = mlp(weights(6, 4), np.zeros(6, np.float32), weights(3, 6))
+    assert removable(model, h) == []
+    assert not StripDeadChannels().run(model)
+
+
+def test_constant_channel_is_folded_into_the_next_bias():
+    w1, w2 = weights(5, 4), weights(3, 5)
+    w1[2] = 0.0
+    b1 = np.array([0.1, 0.2, 0.7, -0.3, 0.0], np.float32)  # channel 2 is relu(0.7) = 0.7
+    g, h, model = mlp(w1, b1, w2)
+    assert removable(model, h) == [2]
+    strip_and_compare(model)
+    bias = model.main.ops_of_type("FULLY_CONNECTED")[1].inputs[2].data
+    np.testing.assert_allclose(bias, w2[:, 2] * 0.7, rtol=1e-6)
+
+
+def test_constant_negative_through_relu_is_zero():
+    w1 = weights(5, 4)
+    w1[3] = 0.0
+    b1 = np.array([0.1, 0.2, 0.7, -0.3, 0.0], np.float32)
+    g, h, model = mlp(w1, b1, weights(3, 5), act=1)
+    assert removable(model, h) == [3]
+
+
+@pytest.mark.parametrize("padding, k, folds", [(SAME, 3, False), (VALID, 3, True), (SAME, 1, True)])
+def test_constant_channel_into_conv_only_where_exact(padding, k, folds):
+    g = G((1, 6, 6, 2))
+    w1 = RNG.uniform(-1, 1, (4, 3, 3, 2)).astype(np.float32)
+    w1[1] = 0.0
+    h = g.conv(g.inputs[0], w1, np.array([0, 0.5, 0, 0], np.float32), SAME, act=1)
+    w2 = RNG.uniform(-1, 1, (3, k, k, 4)).astype(np.float32)
+    model = g.done(g.conv(h, w2, np.zeros(3, np.float32), padding))
+    assert removable(model, h) == ([1] if folds else [])
+    if folds:
+        strip_and_compare(model)
+
+
+def test_zero_channel_through_same_conv_is_removed():
+    g = G((1, 6, 6, 2))
+    w1 = RNG.uniform(-1, 1, (4, 3, 3, 2)).astype(np.float32)
+    w1[1] = 0.0
+    h = g.conv(g.inputs[0], w1, np.array([0, -0.5, 0, 0], np.float32), SAME, act=1)
+    w2 = RNG.uniform(-1, 1, (3, 3, 3, 4)).astype(np.float32)
+    model = g.done(g.conv(h, w2, np.zeros(3, np.float32), SAME))
+    assert removable(model, h) == [1]
+    strip_and_compare(model)
+
+
+def flatten_model(zero_positions):
+    g = G((1, 4, 4, 2))
+    w1 = RNG.uniform(-1, 1, (3, 3, 3, 2)).astype(np.float32)
+    h = g.conv(g.inputs[0], w1, np.full(3, 0.1, np.float32), VALID, act=1)  # [1, 2, 2, 3]
+    flat = g.op("RESHAPE", [h, g.const([1, 12], np.int32)], (1, 12))
+    w2 = weights(5, 12)
+    w2[:, zero_positions] = 0.0
+    return g, h, flat, g.done(g.fc(flat, w2, np.zeros(5, np.float32)))
+
+
+def test_flatten_maps_channel_c_to_positions_c_plus_kC():
+    g, h, flat, model = flatten_model([1, 4, 7, 10])  # channel 1 at all 4 positions
+    assert removable(model, h) == [1]
+    assert removable(model, flat) == [1, 4, 7, 10]
+    strip_and_compare(model)
+    reshape = model.main.ops_of_type("RESHAPE")[0]
+    assert list(reshape.inputs[1].data) == [1, 8] and flat.shape == (1, 8)
+
+
+def test_flatten_partly_read_channel_stays():
+    g, h, flat, model = flatten_model([1, 4, 7])  # position 10 still reads channel 1
+    assert removable(model, h) == []
+
+
+def residual(dead_a, dead_b):
+    g = G((1, 4))
+    wa, wb = weights(5, 4), weights(5, 4)
+    wa[dead_a], wb[dead_b] = 0.0, 0.0
+    a = g.fc(g.inputs[0], wa, np.zeros(5, np.float32))
+    b = g.fc(g.inputs[0], wb, np.zeros(5, np.float32))
+    s = g.op("ADD", [a, b], (1, 5), {"fused_activation_function": 1})
+    return g, a, s, g.done(g.fc(s, weights(3, 5), np.zeros(3, np.float32)))
+
+
+def test_add_couples_its_operands():
+    g, a, s, model = residual([2, 4], [2])
+    assert removable(model, a) == [2] and removable(model, s) == [2]
+    strip_and_compare(model)
+    assert [op.inputs[1].shape for op in model.main.ops_of_type("FULLY_CONNECTED")] == [
+        (4, 4),
+        (4, 4),
+        (3, 4),
+    ]
+
+
+def test_add_with_a_per_channel_constant_is_sliced():
+    g = G((1, 4))
+    w = weights(5, 4)
+    w[3] = 0.0
+    a = g.fc(g.inputs[0], w, np.zeros(5, np.float32))
+    s = g.op(
+        "ADD",
+        [a, g.const(np.array([0.1, 0.2, 0.3, 0.0, 0.5]))],
+        (1, 5),
+        {"fused_activation_function": 0},
+    )
+    model = g.done(g.fc(s, weights(3, 5), np.zeros(3, np.float32)))
+    assert removable(model, s) == [3]
+    strip_and_compare(model)
+    add = model.main.ops_of_type("ADD")[0]
+    np.testing.assert_array_equal(add.inputs[1].data, np.float32([0.1, 0.2, 0.3, 0.5]))
+
+
+def test_concat_maps_channel_ranges():
+    g = G((1, 4))
+    wa, wb = weights(3, 4), weights(2, 4)
+    wa[1], wb[0] = 0.0, 0.0
+    a = g.fc(g.inputs[0], wa, np.zeros(3, np.float32))
+    b = g.fc(g.inputs[0], wb, np.zeros(2, np.float32))
+    c = g.op("CONCATENATION", [a, b], (1, 5), {"axis": -1})
+    model = g.done(g.fc(c, weights(3, 5), np.zeros(3, np.float32)))
+    assert removable(model, c) == [1, 3]
+    strip_and_compare(model)
+    assert c.shape == (1, 3)
+
+
+def test_graph_outputs_and_unknown_ops_block():
+    w = weights(5, 4)
+    w[0] = 0.0
+    g = G((1, 4))
+    h = g.fc(g.inputs[0], w, np.zeros(5, np.float32))
+    model = g.done(h)  # the dead channel is a graph output: its shape stays
+    assert removable(model, h) == []
+    g = G((1, 4))
+    h = g.fc(g.inputs[0], w, np.zeros(5, np.float32))
+    s = g.op("SOFTMAX", [h], (1, 5), {"beta": 1.0})  # mixes channels
+    model = g.done(g.fc(s, weights(3, 5), np.zeros(3, np.float32)))
+    assert removable(model, h) == []
+
+
+def test_mean_over_the_channel_axis_blocks():
+    g = G((1, 3, 3, 2))
+    w1 = RNG.uniform(-1, 1, (4, 1, 1, 2)).astype(np.float32)
+    w1[2] = 0.0
+    h = g.conv(g.inputs[0], w1, np.zeros(4, np.float32), VALID)
+    opts = new_options("ReducerOptions", keep_dims=False)
+    over_c = g.op("MEAN", [h, g.const([3], np.int32)], (1, 3, 3), opts)
+    model = g.done(
+        g.fc(g.op("RESHAPE", [over_c, g.const([1, 9], np.int32)], (1, 9)), weights(2, 9))
+    )
+    assert removable(model, h) == []
+
+
+def test_a_tensor_never_loses_every_channel():
+    w1 = np.zeros((3, 4), np.float32)
+    g, h, model = mlp(w1, np.zeros(3, np.float32), weights(2, 3))
+    assert removable(model, h) == [1, 2]
+    strip_and_compare(model)
+
+
+def test_failed_proof_leaves_the_graph_as_it_was(monkeypatch):
+    import tflgraph.passes.strip_dead_channels as sdc
+
+    w1, w2 = weights(6, 4), weights(3, 6)
+    w1[1] = 0.0
+    g, h, model = mlp(w1, np.zeros(6, np.float32), w2)
+    before = [(list(op.inputs), [t.shape for t in op.outputs]) for op in model.main.operators]
+    monkeypatch.setattr(sdc, "_matches", lambda want, got: False)
+    p = StripDeadChannels()
+    p.explanations = []
+    assert not p.run(model)
+    after = [(list(op.inputs), [t.shape for t in op.outputs]) for op in model.main.operators]
+    assert before == after and h.shape == (1, 6) and p.explanations
