@@ -35,7 +35,7 @@ class Var:
     dtype: str = "float32"
 
 
-def single_op(op_type: str, inputs, options=None, n_outputs=1, out_dtype=None):
+def single_op(op_type: str, inputs, options=None, n_outputs=1, out_dtype=None, version=1):
     """A model whose main subgraph is one op. `inputs` holds arrays (fed as model inputs),
     `Input` (a quantized model input), `Const`, `Var` or None (an omitted optional operand).
     Output shapes come from the reference interpreter (the runtimes resize outputs anyway);
@@ -59,7 +59,7 @@ def single_op(op_type: str, inputs, options=None, n_outputs=1, out_dtype=None):
             operands.append(t)
     dtype = np.dtype(out_dtype or _dtype(next(x for x in inputs if x is not None)))
     outs = [sg.new_tensor(f"output{k}", (), dtype) for k in range(n_outputs)]
-    sg.add_op(op_type, operands, outs, options)
+    sg.add_op(op_type, operands, outs, options, version=version)
     sg.outputs = list(outs)
     for t, v in zip(outs, evaluate_subgraph(sg, feeds)):
         t.shape = tuple(v.shape)

@@ -151,6 +151,23 @@ CASES = [
     ("ceil", "CEIL", [f(3, 5, lo=-4, hi=4)], None, {}),
     ("softmax", "SOFTMAX", [f(2, 5)], {"beta": 1.0}, {}),
     ("softmax_beta_3d", "SOFTMAX", [f(2, 3, 4, hi=6)], {"beta": 0.5}, {}),
+    ("log_softmax", "LOG_SOFTMAX", [f(2, 5, hi=6)], None, {}),
+    ("gelu", "GELU", [f(3, 5, lo=-4, hi=4)], {"approximate": False}, {}),
+    ("gelu_approximate", "GELU", [f(3, 5, lo=-4, hi=4)], {"approximate": True}, {}),
+    ("leaky_relu", "LEAKY_RELU", [f(3, 5)], {"alpha": 0.2}, {}),
+    ("prelu", "PRELU", [f(2, 3, 4), C(f(4, lo=0, hi=1))], None, {}),
+    ("pow", "POW", [f(2, 3, lo=0.1, hi=3), f(2, 3)], None, {}),
+    ("floor_div", "FLOOR_DIV", [f(2, 3, lo=-5, hi=5), C(f(3, lo=0.5, hi=2))], None, {}),
+    ("floor_div_int32", "FLOOR_DIV", [i32(7, -7, 9, -9), C(i32(2, 2, -4, -4))], None, {}),
+    ("floor_mod", "FLOOR_MOD", [f(2, 3, lo=-5, hi=5), C(f(3, lo=-2, hi=2))], None, {}),
+    ("floor_mod_int32", "FLOOR_MOD", [i32(7, -7, 9, -9), C(i32(2, 2, -4, -4))], None, {}),
+    ("arg_max", "ARG_MAX", [f(2, 5, 3), C(i32(1))], opt("ArgMaxOptions", output_type=2),
+     {"out_dtype": "int32"}),
+    ("arg_min_int64", "ARG_MIN", [f(2, 5, 3), C(np.int32(-1))], opt("ArgMinOptions", output_type=4),
+     {"out_dtype": "int64"}),
+    ("batch_matmul", "BATCH_MATMUL", [f(2, 3, 4), f(2, 4, 5)], {}, {}),
+    ("batch_matmul_adj_bcast", "BATCH_MATMUL", [f(2, 1, 4, 3), C(f(3, 5, 4))],
+     {"adj_x": True, "adj_y": True}, {}),
     ("reshape_options", "RESHAPE", [f(2, 3, 4)], {"new_shape": [4, 6]}, {}),
     ("reshape_const", "RESHAPE", [f(2, 3, 4), C(i32(-1, 4))], None, {}),
     ("reshape_input", "RESHAPE", [f(2, 3, 4), i32(3, -1, 2)], None, {}),
@@ -210,6 +227,14 @@ CASES = [
     ("pad", "PAD", [f(2, 3, 2), C(np.array([[0, 0], [1, 2], [2, 0]], np.int32))], None, {}),
     ("padv2", "PADV2", [f(2, 3), C(np.array([[1, 0], [0, 2]], np.int32)),
                         C(np.float32(-3.5))], None, {}),
+    ("mirror_pad_reflect", "MIRROR_PAD", [f(3, 4), C(np.array([[1, 2], [2, 1]], np.int32))],
+     {"mode": 0}, {}),
+    ("mirror_pad_symmetric", "MIRROR_PAD", [f(3, 4), C(np.array([[0, 3], [1, 0]], np.int32))],
+     {"mode": 1}, {}),
+    ("tile", "TILE", [f(2, 3), C(i32(2, 3))], None, {}),
+    ("broadcast_to", "BROADCAST_TO", [f(3, 1), C(i32(2, 3, 4))], None, {"version": 2}),
+    ("range", "RANGE", [C(np.int32(2)), C(np.int32(11)), C(np.int32(3))], None, {}),
+    ("range_float", "RANGE", [C(np.float32(-1)), C(np.float32(2)), C(np.float32(0.5))], None, {}),
     ("fill", "FILL", [C(i32(2, 3)), C(np.float32(1.5))], None, {}),
     ("fill_input_dims", "FILL", [i32(3, 1), C(np.float32(-2.0))], None, {"out_dtype": "float32"}),
     ("zeros_like", "ZEROS_LIKE", [f(2, 3)], None, {}),
@@ -259,6 +284,8 @@ CASES = [
     ("rnn_relu_time_major", "UNIDIRECTIONAL_SEQUENCE_RNN",
      [f(5, 2, 3), C(f(4, 3)), C(f(4, 4) / 2), C(f(4)), Var((2, 4))],
      opt("SequenceRNNOptions", time_major=True, fused_activation_function=1), {"invokes": 2}),
+    ("rnn_step", "RNN", [f(2, 3), C(f(4, 3)), C(f(4, 4)), C(f(4)), Var((2, 4))],
+     opt("RNNOptions", fused_activation_function=4), {"invokes": 3}),
 ]
 # fmt: on
 
@@ -364,8 +391,8 @@ def test_evaluate_tensors_runs_only_what_is_needed():
 
 def test_unknown_op_is_named():
     model, feeds = single_op("FULLY_CONNECTED", [f(2, 3), C(f(4, 3)), None])
-    model.main.operators[0].opcode = tflgraph.schema.OP_CODES["BATCH_MATMUL"]
-    with pytest.raises(UnsupportedOp, match="BATCH_MATMUL"):
+    model.main.operators[0].opcode = tflgraph.schema.OP_CODES["RESIZE_BILINEAR"]
+    with pytest.raises(UnsupportedOp, match="RESIZE_BILINEAR"):
         evaluate(model, feeds)
 
 

@@ -10,6 +10,8 @@ lives in interpreter.py, which calls back into subgraph evaluation.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import TflgraphError
@@ -192,6 +194,23 @@ def softmax(op, x):
     return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype)
 
 
+def log_softmax(op, x):
+    z = x - x.max(axis=-1, keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=-1, keepdims=True))).astype(x.dtype)
+
+
+def gelu(op, x):
+    if opts(op).get("approximate"):
+        inner = np.float32(np.sqrt(2 / np.pi)) * (x + np.float32(0.044715) * x**3)
+        return (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype)
+    erf = np.frompyfunc(math.erf, 1, 1)
+    return (0.5 * x * (1 + erf(x.astype(np.float64) / math.sqrt(2)))).astype(x.dtype)
+
+
+def arg_reduce(fn):
+    return lambda op, x, axis: fn(x, axis=_axis(axis, x.ndim)).astype(op.outputs[0].dtype)
+
+
 def dequantize(op, x):
     if x.dtype == np.float16:
         return x.astype(np.float32)
@@ -246,6 +265,15 @@ KERNELS = {
     "SQRT": _unary(np.sqrt),
     "RSQRT": _unary(lambda x: 1 / np.sqrt(x)),
     "SOFTMAX": softmax,
+    "LOG_SOFTMAX": log_softmax,
+    "GELU": gelu,
+    "LEAKY_RELU": lambda op, x: np.where(x > 0, x, x * opts(op).get("alpha", 0.0)).astype(x.dtype),
+    "PRELU": lambda op, x, alpha: np.where(x >= 0, x, x * alpha).astype(x.dtype),
+    "POW": lambda op, a, b: np.power(a, b),
+    "FLOOR_DIV": lambda op, a, b: np.floor_divide(a, b),
+    "FLOOR_MOD": lambda op, a, b: np.mod(a, b),
+    "ARG_MAX": arg_reduce(np.argmax),
+    "ARG_MIN": arg_reduce(np.argmin),
     "RESHAPE": reshape,
     "SQUEEZE": squeeze,
     "EXPAND_DIMS": lambda op, x, axis: np.expand_dims(x, _axis(axis, x.ndim + 1)),
@@ -269,6 +297,14 @@ KERNELS = {
     "REDUCE_MIN": _reduce(np.min),
     "REDUCE_ANY": _reduce(np.any),
     "PAD": pad,
+    "MIRROR_PAD": lambda op, x, paddings: np.pad(
+        x,
+        np.asarray(paddings).reshape(-1, 2).tolist(),
+        mode=("reflect", "symmetric")[opts(op).get("mode", 0)],
+    ),
+    "TILE": lambda op, x, multiples: np.tile(x, _ints(multiples)),
+    "BROADCAST_TO": lambda op, x, shape: np.array(np.broadcast_to(x, _ints(shape))),
+    "RANGE": lambda op, start, limit, delta: np.arange(start, limit, delta, dtype=start.dtype),
     "PADV2": pad,
     "FILL": lambda op, dims, value: np.full(_ints(dims), value.reshape(-1)[0], value.dtype),
     "ZEROS_LIKE": lambda op, x: np.zeros_like(x),

@@ -25,6 +25,13 @@ def fully_connected(op, x, w, b=None):
     return y.reshape(x.shape[:-1] + (w.shape[0],)) if o.get("keep_num_dims") else y
 
 
+def batch_matmul(op, x, y):
+    o = opts(op)
+    x = np.swapaxes(x, -1, -2) if o.get("adj_x") else x
+    y = np.swapaxes(y, -1, -2) if o.get("adj_y") else y
+    return np.matmul(x, y)
+
+
 def _pads(size: int, k: int, stride: int, dil: int, padding: int) -> tuple[int, int, int]:
     """(output size, pad before, pad after) for TFLite's SAME (0) / VALID (1) padding."""
     eff = (k - 1) * dil + 1
@@ -146,18 +153,27 @@ def sequence_rnn(op, x, w, r, b, h):
     return _time_major(op, np.stack(outs)), h
 
 
+def rnn(op, x, w, r, b, h):
+    """RNN, one step: h = act(x W^T + h R^T + b); returns (h, h) (output, new state)."""
+    h = ACTIVATIONS[opts(op).get("fused_activation_function", 0)](x @ w.T + h @ r.T + b)
+    return h, h
+
+
 NN_KERNELS = {
     "FULLY_CONNECTED": fully_connected,
+    "BATCH_MATMUL": batch_matmul,
     "CONV_2D": conv_2d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
     "MAX_POOL_2D": lambda op, x: _pool(op, x, np.maximum),
     "AVERAGE_POOL_2D": lambda op, x: _pool(op, x, np.add),
     "UNIDIRECTIONAL_SEQUENCE_LSTM": sequence_lstm,
     "UNIDIRECTIONAL_SEQUENCE_RNN": sequence_rnn,
+    "RNN": rnn,
 }
 
 # Stateful ops: operand indices whose final values the kernel returns after its outputs.
 STATE_OPERANDS = {
     "UNIDIRECTIONAL_SEQUENCE_LSTM": (18, 19),
     "UNIDIRECTIONAL_SEQUENCE_RNN": (4,),
+    "RNN": (4,),
 }
