@@ -6,11 +6,14 @@ samples one after another into one interpreter ("no-reset"), once resetting betw
 ("reset"), so a model that keeps (or stops keeping) state across invokes shows up as a
 difference. A is compared with B within each runtime, never one runtime with the other.
 
-Tolerance, per output and invoke: |B - A| <= max(atol, rtol * max|A|). Defaults: floats
-atol = rtol = 1e-5 (1e-5 x max(1, max|A|)); integers atol = 1 (one quantization step), rtol = 0;
-booleans and strings must be equal. Giving --atol or --rtol replaces both defaults (the other
-becomes 0). Quantized outputs whose scale or zero point differ between A and B are compared as
-real values, within one step of A's scale.
+Tolerance, per output and invoke: max|B - A| <= max(atol, rtol * max|A|). Defaults: floats
+atol = rtol = 1e-5, i.e. 1e-5 x max(1, max|A|); quantized integers atol = 1 (one quantization
+step); plain integers (indices, counts), booleans and strings must be equal. Giving atol or
+rtol replaces both defaults (the other becomes 0). Quantized outputs whose scale or zero point
+differ between A and B are compared as real values, within one step of A's scale. The report's
+relative error is max|B - A| / max|A| (norm-wise, so zeros in A do not blow it up).
+
+Only the main subgraph (subgraph 0) is run, as both runtimes do by default.
 """
 
 from __future__ import annotations
@@ -278,50 +281,49 @@ def load_inputs(source, inputs: list[Port]) -> list[list[np.ndarray]]:
 # --------------------------------------------------------------------------- comparison
 
 
+def _tolerance(pa: Port, pb: Port, atol, rtol) -> tuple[float, float, bool]:
+    """(atol, rtol, as_real) for one output; as_real: quantized differently in A and B."""
+    quantized = pa.dtype.kind in "iu" and pa.scale != 0
+    as_real = quantized and (pa.scale, pa.zero_point) != (pb.scale, pb.zero_point)
+    if pa.dtype.kind not in "fiu":  # booleans, strings
+        return 0.0, 0.0, False
+    if atol is not None or rtol is not None:
+        return atol or 0.0, rtol or 0.0, as_real
+    if as_real:
+        return pa.scale, 0.0, True
+    if pa.dtype.kind == "f":
+        return FLOAT_TOLERANCE, FLOAT_TOLERANCE, False
+    return (1.0 if quantized else 0.0), 0.0, False  # one step; plain integers are exact
+
+
 def _compare(
     ref: list[np.ndarray], got: list[np.ndarray], pa: Port, pb: Port, atol, rtol
 ) -> tuple[float, float, float, bool, str]:
     """Worst case over the invokes: (max abs, max rel, tolerance, equal, note)."""
-    kind = pa.dtype.kind
-    requant = kind in "iu" and pa.scale and (pa.scale, pa.zero_point) != (pb.scale, pb.zero_point)
-    if kind in "SUOb":
-        atol_, rtol_ = 0.0, 0.0
-    elif atol is not None or rtol is not None:
-        atol_, rtol_ = atol or 0.0, rtol or 0.0
-    elif requant:
-        atol_, rtol_ = pa.scale, 0.0
-    elif kind == "f":
-        atol_, rtol_ = FLOAT_TOLERANCE, FLOAT_TOLERANCE
-    else:
-        atol_, rtol_ = 1.0, 0.0
+    atol, rtol, as_real = _tolerance(pa, pb, atol, rtol)
     worst_abs = worst_rel = worst_tol = 0.0
-    ok, note = True, ""
+    ok = True
     for a, b in zip(ref, got):
         if a.shape != b.shape:
             return np.inf, np.inf, 0.0, False, f"shape {list(b.shape)} vs {list(a.shape)}"
-        if kind in "SUO":
-            err = float(np.count_nonzero(a != b))
-            mag = 1.0
+        if a.dtype.kind in "SUO":
+            err, mag = float(np.count_nonzero(a != b)), 1.0
         else:
-            if requant:
+            if as_real:
                 a = (a.astype(np.float64) - pa.zero_point) * pa.scale
                 b = (b.astype(np.float64) - pb.zero_point) * pb.scale
             a, b = a.astype(np.float64), b.astype(np.float64)
-            nan = np.isnan(a) != np.isnan(b)
-            diff = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
-            err = float(np.inf if nan.any() else np.max(diff, initial=0.0))
+            same = (a == b) | (np.isnan(a) & np.isnan(b))
+            with np.errstate(invalid="ignore"):  # inf - inf where both are inf
+                diff = np.where(same, 0.0, np.abs(a - b))
+            err = float(np.max(np.nan_to_num(diff, nan=np.inf, posinf=np.inf), initial=0.0))
             mag = float(np.max(np.abs(np.nan_to_num(a)), initial=0.0))
-        rel = err / mag if mag else (np.inf if err else 0.0)
-        tol = max(atol_, rtol_ * mag)
-        worst_abs, worst_rel, worst_tol = (
-            max(worst_abs, err),
-            max(worst_rel, rel),
-            max(worst_tol, tol),
-        )
-        if not err <= tol:
-            ok = False
-    if requant:
-        note = "" if ok else "quantization differs; compared as real values"
+        worst_abs = max(worst_abs, err)
+        worst_rel = max(worst_rel, err / mag if mag else (np.inf if err else 0.0))
+        tol = max(atol, rtol * mag)
+        worst_tol = max(worst_tol, tol)
+        ok = ok and err <= tol
+    note = "" if ok or not as_real else "quantized differently; compared as real values"
     return worst_abs, worst_rel, worst_tol, ok, note
 
 
