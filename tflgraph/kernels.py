@@ -49,7 +49,8 @@ def act(op, x: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(x):
-    return (1 / (1 + np.exp(-x))).astype(x.dtype)
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88 gives the right 0
+        return (1 / (1 + np.exp(-x))).astype(x.dtype)
 
 
 def _vector(op, name: str) -> list[int] | None:

@@ -43,7 +43,8 @@ def _pads(size: int, k: int, stride: int, dil: int, padding: int) -> tuple[int, 
 
 
 def _windows(x, kh, kw, o, pad_value=0.0):
-    """Padded input and, per kernel tap (i, j), the strided window view [N, OH, OW, C]."""
+    """Per kernel tap (i, j) of a conv/pool: the strided view [N, OH, OW, C] of the padded
+    input that the tap multiplies."""
     sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
     dh, dw = o.get("dilation_h_factor", 1), o.get("dilation_w_factor", 1)
     oh, ph0, ph1 = _pads(x.shape[1], kh, sh, dh, o.get("padding", 0))
@@ -144,19 +145,19 @@ def sequence_lstm(op, x, *w):
     return out, h.astype(x.dtype), c.astype(x.dtype)
 
 
-def sequence_rnn(op, x, w, r, b, h):
-    """UNIDIRECTIONAL_SEQUENCE_RNN: h = act(x W^T + h R^T + b) per step; returns (out, h)."""
-    outs = []
-    for xt in _time_major(op, x):
-        h = ACTIVATIONS[opts(op).get("fused_activation_function", 0)](xt @ w.T + h @ r.T + b)
-        outs.append(h)
-    return _time_major(op, np.stack(outs)), h
-
-
 def rnn(op, x, w, r, b, h):
     """RNN, one step: h = act(x W^T + h R^T + b); returns (h, h) (output, new state)."""
     h = ACTIVATIONS[opts(op).get("fused_activation_function", 0)](x @ w.T + h @ r.T + b)
     return h, h
+
+
+def sequence_rnn(op, x, w, r, b, h):
+    """UNIDIRECTIONAL_SEQUENCE_RNN: one RNN step per time step; returns (out, h)."""
+    outs = []
+    for xt in _time_major(op, x):
+        h = rnn(op, xt, w, r, b, h)[0]
+        outs.append(h)
+    return _time_major(op, np.stack(outs)), h
 
 
 NN_KERNELS = {
