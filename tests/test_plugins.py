@@ -15,6 +15,7 @@ from helpers import ROOT, assert_same_outputs, fixture
 from test_pattern import fc_mul_model
 
 import tflgraph
+from tflgraph.pipeline import BUILTIN_PASSES
 
 
 def readme_example() -> str:
@@ -179,3 +180,19 @@ def test_bad_pass_files_are_one_line_errors(content, message, tmp_path):
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.tflite").exists()
+
+
+def test_docs_passes_md_lists_the_builtin_passes_as_generated():
+    r = tflgraph_cli("passes", "--markdown")
+    assert r.returncode == 0, r.stderr
+    for name in BUILTIN_PASSES:
+        assert f"\n## `{name}`\n" in r.stdout
+    assert (ROOT / "docs" / "passes.md").read_text() == r.stdout, (
+        "docs/passes.md is stale: run `tflgraph passes --markdown > docs/passes.md`"
+    )
+
+
+def test_markdown_includes_loaded_passes(readme_pass):
+    r = tflgraph_cli("passes", "--markdown", "--load", readme_pass)
+    assert r.returncode == 0, r.stderr
+    assert "\n## `fold-mul-into-fc`\n\nMUL(FC(x, W, b), s) -> FC(x, W * s[:, None]" in r.stdout
