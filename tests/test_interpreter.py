@@ -305,6 +305,17 @@ def test_every_kernel_is_tested():
     assert set(KERNELS) - tested == set()
 
 
+def test_lstm_state_fed_as_inputs():
+    """Variable state tensors 18/19 that are also model inputs: the feed sets the state."""
+    model, feeds = single_op(
+        "UNIDIRECTIONAL_SEQUENCE_LSTM", [f(2, 5, 3), *lstm_operands()],
+        {"fused_activation_function": 4},
+    )  # fmt: skip
+    op = model.main.operators[0]
+    model.main.inputs += [op.inputs[18], op.inputs[19]]
+    check_against_litert(model, feeds + [f(2, 4), f(2, 4)], invokes=2)
+
+
 def counting_loop(steps: int = 4) -> Model:
     """main: WHILE(i=0, acc=x) with cond i < steps and body (i + 1, tanh(acc * w + i))."""
     model = Model()
