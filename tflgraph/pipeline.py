@@ -25,10 +25,11 @@ from .targets import check_target
 BUILTIN_PASSES: dict[str, str] = {
     "cleanup": "cleanup",
     "strip-dead-channels": "strip_dead_channels",
+    "fuse-lstm": "fuse_lstm",
 }
 
 PIPELINES: dict[str, list[str]] = {
-    "default": ["strip-dead-channels", "cleanup"],
+    "default": ["strip-dead-channels", "fuse-lstm", "cleanup"],
 }
 
 _REGISTRY: dict[str, type[Pass]] = {}
@@ -213,11 +214,13 @@ def run_passes(
     explain: bool = False,
     after_pass: Callable[[str, Model], None] | None = None,
     target: str = "any",
+    options: dict[str, dict] | None = None,
 ) -> list[PassRecord]:
     """Run the passes in order (repeating the list until nothing changes, when fixed_point),
     removing dead code after each. With check_each, a broken graph raises PassError naming
     the pass and the ones that ran before it. `target` (tflm, litert, any) is given to every
-    pass as `Pass.target`."""
+    pass as `Pass.target`. `options` maps a pass name to settings that override class
+    attributes the pass declares, e.g. {"fuse-lstm": {"stateful_streaming": True}}."""
     check_target(target)
     records: list[PassRecord] = []
     history: list[str] = []
@@ -226,6 +229,10 @@ def run_passes(
         for name in names:
             p = get_pass(name)()
             p.target = target
+            for key, value in (options or {}).get(name, {}).items():
+                if key.startswith("_") or not hasattr(type(p), key):
+                    raise PassError(f"pass {name!r} has no option {key!r}")
+                setattr(p, key, value)
             if explain:
                 p.explanations = []
             start = time.perf_counter()

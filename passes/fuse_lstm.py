@@ -1,0 +1,240 @@
+"""Fuse every WHILE loop that computes one LSTM step into one UNIDIRECTIONAL_SEQUENCE_LSTM.
+
+Pattern:   a recurrent WHILE loop (tflgraph.loops: counters, GATHER(seq, t), accumulator,
+           states h and c) whose body is one Keras LSTM step (tflgraph.lstm_cell: sigmoid
+           gates i|f|c|o, tanh or relu activation, no mask).
+Rewrite:   h0v, c0v = ZEROS_LIKE(h0), ZEROS_LIKE(c0)   # or RESHAPE(h0) for a non-zero state
+           y = UNIDIRECTIONAL_SEQUENCE_LSTM(x, W_i..W_o, U_i..U_o, b_i..b_o, h0v, c0v,
+                                            cell_clip=0, time_major=x is time-major)
+           acc[-1] and the final h -> STRIDED_SLICE(y)[last step]; the whole sequence -> y
+           (the RESHAPE/TRANSPOSE to and from time-major fold away); the final c -> c0v,
+           which the fused op updates in place.
+Proof:     W, U and b are read from the body's FULLY_CONNECTED, ADD and SPLIT ops; the body's
+           h' and c' are evaluated with the reference interpreter on random x, h, c and
+           compared with the LSTM equations (lstm_cell.prove_lstm_cell). Any mismatch, and any
+           use of the loop that the rewrite cannot reproduce, leaves the loop alone.
+Invariant: every model output equals the loop's, invoke after invoke without reset: h0v and
+           c0v are variable tensors that an op re-writes at the start of every invoke, so the
+           fused op starts from the loop's initial state each time (LiteRT and TFLM both keep
+           variable tensors across invokes otherwise). `stateful_streaming = True` drops those
+           ops for loops starting from zeros: the state then carries over between invokes
+           (chunked streaming), which changes outputs on purpose and is never the default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.loops import (
+    RnnLoop,
+    analyze_loop,
+    batch_major_source,
+    is_last_step_slice,
+    replace_result,
+    swaps_time_batch,
+    while_loops,
+)
+from tflgraph.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
+from tflgraph.pipeline import Pass, register
+from tflgraph.schema import new_options
+
+FUSED_ACTIVATION = {"TANH": 4, "RELU": 1}  # ActivationFunctionType codes
+
+
+@register("fuse-lstm")
+class FuseLstm(Pass):
+    """Fuse WHILE-loop LSTMs (Keras 3, tf_keras RNN(LSTMCell)) into UNIDIRECTIONAL_SEQUENCE_LSTM."""
+
+    stateful_streaming = False
+
+    def run(self, model: Model) -> bool:
+        fused = 0
+        for sg in list(model.subgraphs):
+            for op in while_loops(sg):
+                fused += self._fuse(sg, op)
+        self.stats = {"loops_fused": fused}
+        return bool(fused)
+
+    def _fuse(self, sg: Subgraph, op: Operator) -> bool:
+        loop = analyze_loop(sg, op, self.explain)
+        cell = match_lstm_cell(loop, self.explain) if loop is not None else None
+        if cell is None:
+            return False
+        why = self._unsupported_use(loop, cell) or prove_lstm_cell(loop, cell)
+        if why is not None:
+            self.explain(f"{loop.name}: left alone: {why}")
+            return False
+        _Rewrite(loop, cell, self.stateful_streaming).apply()
+        return True
+
+    def _unsupported_use(self, loop: RnnLoop, cell: LstmCell) -> str | None:
+        """Why the loop's results or inputs cannot be reproduced by the fused op, or None."""
+        sg = loop.sg
+        if cell.activation != "TANH" and self.target != "litert":
+            return (
+                f"activation {cell.activation.lower()}: TFLM's fused LSTM computes tanh whatever "
+                "the activation option (measured); fused for --target litert only"
+            )
+        if any(sg.is_used(c.result) for c in loop.counters):
+            return "a loop counter is read after the loop"
+        if loop.seq.init.type != 0 or cell.h.init.type != 0 or cell.c.init.type != 0:
+            return "not float32"
+        if loop.seq.init.shape[0] != loop.trip_count or loop.seq.init.is_dynamic:
+            return "the loop does not run over the whole (static) sequence"
+        if loop.acc is not None and loop.acc_kind == "last":
+            readers = sg.consumers(loop.acc.result)
+            if sg._is_io(loop.acc.result) or not all(is_last_step_slice(p, 1) for p in readers):
+                return "the last-step accumulator is read other than as acc[-1]"
+        for state in (cell.h, cell.c):
+            if state.init.is_variable and _state_source(sg, state.init, loop.op) is None:
+                return "an initial state is a variable tensor that another op also updates"
+        if sg.is_used(cell.c.result):
+            after = _reachable(sg, [cell.h.result] + ([loop.acc.result] if loop.acc else []))
+            if any(p not in after for p in sg.consumers(cell.c.result)):
+                return (
+                    "the final cell state c feeds an op that does not also depend on the "
+                    "loop's output, so it cannot read the fused op's in-place c"
+                )
+        return None
+
+
+class _Rewrite:
+    """Build the fused op for one proven loop and move every reader of the loop onto it."""
+
+    def __init__(self, loop: RnnLoop, cell: LstmCell, streaming: bool):
+        self.loop, self.cell, self.streaming, self.sg = loop, cell, streaming, loop.sg
+        self.base = loop.op.outputs[0].name.rsplit(":", 1)[0]
+
+    def apply(self) -> None:
+        loop, cell, sg = self.loop, self.cell, self.sg
+        src = batch_major_source(sg, loop.seq.init)
+        self.time_major = src is None or src[1] or src[0].shape[1] != loop.trip_count
+        x = loop.seq.init if self.time_major else src[0]
+        units, batch, steps = cell.units, loop.batch, loop.trip_count
+        shape = (steps, batch, units) if self.time_major else (batch, steps, units)
+        self.y = sg.new_tensor(f"{self.base}/lstm", shape)
+        w = [self._const(cell.W[k * units : (k + 1) * units], f"W{g}") for k, g in _GATES]
+        u = [self._const(cell.U[k * units : (k + 1) * units], f"U{g}") for k, g in _GATES]
+        b = [self._const(cell.b[k * units : (k + 1) * units], f"b{g}") for k, g in _GATES]
+        self.h_var = self._state(cell.h.init, "h")
+        self.c_var = self._state(cell.c.init, "c")
+        inputs = [x, *w, *u, None, None, None, *b, None, None, self.h_var, self.c_var]
+        options = new_options(
+            "UnidirectionalSequenceLSTMOptions",
+            fused_activation_function=FUSED_ACTIVATION[cell.activation],
+            cell_clip=0.0,
+            proj_clip=0.0,
+            time_major=self.time_major,
+        )
+        sg.add_op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs + [None] * 4, [self.y], options)
+        self._move_readers()
+        _drop_dead(sg, loop.op)  # now, as a WHILE reading a variable tensor counts as stateful
+
+    def _move_readers(self) -> None:
+        loop, cell, sg = self.loop, self.cell, self.sg
+        if loop.acc is not None and loop.acc_kind == "last":
+            for p in sg.consumers(loop.acc.result):
+                replace_result(sg, p.outputs[0], self._last_step())
+        elif loop.acc is not None:
+            for p in sg.consumers(loop.acc.result):
+                if (
+                    not self.time_major
+                    and swaps_time_batch(p)
+                    and p.outputs[0].shape == self.y.shape
+                ):
+                    replace_result(sg, p.outputs[0], self.y)
+            if sg.is_used(loop.acc.result):
+                replace_result(sg, loop.acc.result, self._time_major_y())
+        if sg.is_used(cell.h.result):
+            replace_result(sg, cell.h.result, self._last_step())
+        if sg.is_used(cell.c.result):
+            replace_result(sg, cell.c.result, self.c_var)
+        for o in loop.sequences + loop.invariants:
+            if sg.is_used(o.result):
+                replace_result(sg, o.result, o.init)
+
+    def _const(self, array: np.ndarray, name: str) -> Tensor:
+        return self.sg.new_constant(np.ascontiguousarray(array, np.float32), f"{self.base}/{name}")
+
+    def _state(self, init: Tensor, name: str) -> Tensor:
+        """The variable tensor the fused op keeps state `name` in, (re)set from `init`."""
+        sg = self.sg
+        shared = _state_source(sg, init, self.loop.op) if init.is_variable else None
+        if shared is not None:
+            return shared
+        var = sg.new_tensor(f"{self.base}/{name}_state", init.shape, is_variable=True)
+        zeros = init.is_constant and init.data is not None and not np.any(init.data)
+        if zeros and self.streaming:
+            return var
+        if zeros:
+            sg.add_op("ZEROS_LIKE", [init], [var])
+        else:
+            sg.add_op("RESHAPE", [init], [var], {"new_shape": list(init.shape)})
+        return var
+
+    def _last_step(self) -> Tensor:
+        """STRIDED_SLICE(y) at the last step, time axis shrunk: [B, u]."""
+        sg, y = self.sg, self.y
+        axis = 0 if self.time_major else 1
+        begin = np.zeros(3, np.int32)
+        begin[axis] = -1
+        out = sg.new_tensor(f"{self.base}/last", (y.shape[1 - axis], y.shape[2]))
+        mask = 0b111 & ~(1 << axis)
+        sg.add_op(
+            "STRIDED_SLICE",
+            [
+                y,
+                sg.new_constant(begin, f"{self.base}/begin"),
+                sg.new_constant(np.zeros(3, np.int32), f"{self.base}/end"),
+                sg.new_constant(np.ones(3, np.int32), f"{self.base}/strides"),
+            ],
+            [out],
+            {"begin_mask": mask, "end_mask": mask, "shrink_axis_mask": 1 << axis},
+        )
+        return out
+
+    def _time_major_y(self) -> Tensor:
+        """y as [T, B, u] (TRANSPOSE when y is batch-major)."""
+        sg, y = self.sg, self.y
+        if self.time_major:
+            return y
+        out = sg.new_tensor(f"{self.base}/time_major", (y.shape[1], y.shape[0], y.shape[2]))
+        perm = sg.new_constant(np.array([1, 0, 2], np.int32), f"{self.base}/perm")
+        sg.add_op("TRANSPOSE", [y, perm], [out])
+        return out
+
+
+_GATES = list(enumerate("ifco"))
+
+
+def _state_source(sg: Subgraph, var: Tensor, loop_op: Operator) -> Tensor | None:
+    """`var` if it is the in-place state of one fused op whose output the loop depends on and
+    that nothing else reads: the loop can then continue from it (an encoder's final c)."""
+    readers = [p for p in sg.consumers(var) if p is not loop_op]
+    if len(readers) != 1 or sg._is_io(var) or readers[0].type != "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        return None
+    if loop_op not in _reachable(sg, [readers[0].outputs[0]]):
+        return None
+    return var
+
+
+def _drop_dead(sg: Subgraph, op: Operator) -> None:
+    """Remove `op` and the readers of its outputs, if nothing reads their outputs."""
+    for t in op.outputs:
+        for p in sg.consumers(t) if t is not None else ():
+            _drop_dead(sg, p)
+    if not any(t is not None and sg.is_used(t) for t in op.outputs):
+        sg.remove_op(op)
+
+
+def _reachable(sg: Subgraph, tensors: list[Tensor]) -> set[Operator]:
+    """Every op that depends on one of `tensors`."""
+    seen: set[Operator] = set()
+    stack = list(tensors)
+    while stack:
+        for p in sg.consumers(stack.pop()):
+            if p not in seen:
+                seen.add(p)
+                stack.extend(t for t in p.outputs if t is not None)
+    return seen
