@@ -469,15 +469,15 @@ def _like(sg: Subgraph, t: Tensor, name: str | None = None) -> Tensor:
     return new
 
 
-def rebuild_while(loop: RnnLoop, drop=(), add=()) -> tuple[Operator, list[Tensor]]:
-    """Replace the loop's WHILE by one that no longer carries the operands at indices `drop`
+def rebuild_while(sg: Subgraph, op: Operator, drop=(), add=()) -> tuple[Operator, list[Tensor]]:
+    """Replace WHILE `op` of `sg` by one that no longer carries the operands at indices `drop`
     and carries the caller tensors `add` as new pass-through operands (appended last).
     Returns the new op and the body inputs of the added operands. The caller has checked that
     nothing reads the dropped operands (results, cond/body args) except their own next value.
-    Kept results are the same values under the same names; `loop` is stale afterwards."""
+    Kept results are the same values under the same names; an RnnLoop of `op` is stale."""
     import dataclasses
 
-    sg, op, cond, body = loop.sg, loop.op, loop.cond, loop.body
+    cond, body = op.options["cond_subgraph_index"], op.options["body_subgraph_index"]
     drop = set(drop)
     keep = [i for i in range(len(op.inputs)) if i not in drop]
     cond.inputs = [cond.inputs[i] for i in keep]
