@@ -36,7 +36,8 @@ def evaluate_subgraph(sg: Subgraph, inputs: list[np.ndarray], state: dict | None
 
     `state` maps variable tensors to their current values (absent ones start at zeros); the
     final values of stateful ops are written back into it, so passing the same dict to
-    successive calls emulates invokes without reset."""
+    successive calls emulates invokes without reset. It also holds resource variables and
+    which CALL_ONCE inits have run, under tuple keys."""
     if len(inputs) != len(sg.inputs):
         raise ValueError(f"subgraph {sg.name!r} takes {len(sg.inputs)} inputs, got {len(inputs)}")
     values = _feed(sg.inputs, inputs)
@@ -106,8 +107,8 @@ def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
 
 
 def _call(op: Operator, xs: list, state: dict):
-    if op.type == "WHILE":
-        return _while(op, xs, state)
+    if op.type in STATEFUL:
+        return STATEFUL[op.type](op, xs, state)
     fn = KERNELS.get(op.type)
     if fn is None:
         raise UnsupportedOp(f"no reference kernel for {op.type}")
@@ -123,9 +124,59 @@ def _is_quantized(t: Tensor) -> bool:
     return bool(q) and q.get("scale") is not None and len(q["scale"]) > 0
 
 
+def _truth(x) -> bool:
+    return bool(np.asarray(x).reshape(-1)[0])
+
+
 def _while(op: Operator, xs: list, state: dict) -> list:
     o = opts(op)
     cond, body = o["cond_subgraph_index"], o["body_subgraph_index"]
-    while bool(np.asarray(evaluate_subgraph(cond, xs, state)[0]).reshape(-1)[0]):
+    while _truth(evaluate_subgraph(cond, xs, state)[0]):
         xs = evaluate_subgraph(body, xs, state)
     return xs
+
+
+def _if(op: Operator, xs: list, state: dict) -> list:
+    o = opts(op)
+    branch = o["then_subgraph_index"] if _truth(xs[0]) else o["else_subgraph_index"]
+    return evaluate_subgraph(branch, xs[1:], state)
+
+
+def _call_once(op: Operator, xs: list, state: dict) -> list:
+    """Runs its init subgraph on the first invoke of a `state` (as the runtimes do)."""
+    init = opts(op)["init_subgraph_index"]
+    if ("CALL_ONCE", init) not in state:
+        state["CALL_ONCE", init] = True
+        evaluate_subgraph(init, [], state)
+    return []
+
+
+def _var_handle(op: Operator, xs: list, state: dict) -> np.ndarray:
+    """A resource handle: the variable's key in `state`, as a 0-d object array."""
+    o = opts(op)
+    handle = np.empty((), object)
+    handle[()] = ("VARIABLE", o.get("container") or "", o.get("shared_name") or "")
+    return handle
+
+
+def _read_variable(op: Operator, xs: list, state: dict) -> np.ndarray:
+    key = xs[0][()]
+    if key not in state:
+        raise ValueError(f"{op.type}: resource variable {key[2]!r} read before assignment")
+    return state[key]
+
+
+def _assign_variable(op: Operator, xs: list, state: dict) -> list:
+    state[xs[0][()]] = np.array(xs[1])
+    return []
+
+
+# Ops that run subgraphs or touch state; they get the state dict besides their inputs.
+STATEFUL = {
+    "WHILE": _while,
+    "IF": _if,
+    "CALL_ONCE": _call_once,
+    "VAR_HANDLE": _var_handle,
+    "READ_VARIABLE": _read_variable,
+    "ASSIGN_VARIABLE": _assign_variable,
+}
