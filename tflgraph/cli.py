@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--explain", action="store_true", help="print why passes left candidates alone")
     o.add_argument(
+        "--stateful-streaming",
+        action="store_true",
+        help="fuse-lstm: keep LSTM state across invokes (chunked streaming; changes outputs)",
+    )
+    o.add_argument(
         "--dot-after",
         action="append",
         default=[],
@@ -159,8 +164,14 @@ def cmd_optimize(args) -> int:
     model = load(args.input)
     before = summary(model, os.path.getsize(args.input))
     after_pass = dot_after(args.dot_after, names, output)
+    options = {"fuse-lstm": {"stateful_streaming": True}} if args.stateful_streaming else None
     records = run_passes(
-        model, names, check_each=args.check_each, explain=args.explain, after_pass=after_pass
+        model,
+        names,
+        check_each=args.check_each,
+        explain=args.explain,
+        after_pass=after_pass,
+        options=options,
     )
     refused = _verify_before_writing(args, model, names, records, output)
     if refused:
@@ -215,6 +226,9 @@ def _verify_before_writing(args, model, names, records, output) -> int:
     import importlib.util
 
     enabled = args.verify
+    if enabled is None and args.stateful_streaming:
+        print("tflgraph: note: --stateful-streaming: not verified (state carries on purpose)")
+        return 0
     if enabled is None:
         enabled = importlib.util.find_spec("ai_edge_litert") is not None
     if not enabled:

@@ -1,0 +1,187 @@
+"""fuse-lstm: WHILE-loop LSTMs become UNIDIRECTIONAL_SEQUENCE_LSTM with the same outputs,
+invoke after invoke without reset, in LiteRT and TFLM; near-misses are left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_same_outputs, fixture, outputs_in
+
+import tflgraph
+from tflgraph import cli
+from tflgraph.pipeline import run_passes
+from tflgraph.schema import OP_CODES
+
+# fixture -> fused ops expected
+FUSED = {
+    "k3_lstm": 1,
+    "k3_lstm_seq": 1,
+    "k3_rnn_lstmcell": 1,
+    "k3_lstm_b4": 1,
+    "k3_lstm_t1": 1,
+    "k3_lstm_state_in": 1,
+    "k3_seq2seq": 2,
+    "k3_lstm_return_state": 1,
+    "k3_lstm_stacked": 2,
+    "k3_bilstm": 2,
+    "k3_lstm_backwards": 1,
+    "k3_conv1d_lstm": 1,
+    "k3_dense_lstm": 1,
+    "tfk_rnn_lstmcell": 1,
+    "tfk_lstm_nobias": 1,
+    "tfk_lstm_return_state": 1,
+    "k3_lstm_big": 1,
+}
+# inputs with a whole-sequence (dynamic-shape) accumulator, which TFLM computes wrongly
+SEQUENCE_OUTPUT = {
+    "k3_lstm_seq",
+    "k3_seq2seq",
+    "k3_lstm_return_state",
+    "k3_lstm_stacked",
+    "tfk_lstm_return_state",
+}
+
+
+def fuse(name_or_model, target="any", **options):
+    model = name_or_model
+    if not isinstance(model, tflgraph.Model):
+        model = tflgraph.load(fixture(name_or_model))
+    records = run_passes(
+        model,
+        ["fuse-lstm", "cleanup"],
+        check_each=True,
+        explain=True,
+        target=target,
+        options={"fuse-lstm": options},
+    )
+    return model, [e for r in records for e in r.explanations]
+
+
+def assert_equals_litert_reference(original, rewritten):
+    """The rewritten model in both runtimes gives the original's LiteRT outputs (the input
+    model's TFLM outputs are wrong for dynamic-shape accumulators)."""
+    want = outputs_in(original, "litert")
+    for rt in ("litert", "tflm"):
+        got = outputs_in(rewritten, rt)
+        for k, (w, g) in enumerate(zip(want, got)):
+            for j, (a, b) in enumerate(zip(w, g)):
+                assert a.shape == b.shape
+                err = float(np.max(np.abs(a - b)))
+                assert err <= 1e-5 * max(1.0, float(np.max(np.abs(a)))), (rt, k, j, err)
+
+
+@pytest.mark.parametrize("name", sorted(FUSED))
+def test_fixture_is_fused_and_equal(name):
+    model, _ = fuse(name)
+    ops = model.op_counts()
+    assert "WHILE" not in ops and ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == FUSED[name]
+    assert len(model.subgraphs) == 1  # cond and body are gone, with their buffers
+    model.check()
+    for op in model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
+        assert op.options["cell_clip"] == 0.0 and op.options["fused_activation_function"] == 4
+        assert op.inputs[18].is_variable and op.inputs[19].is_variable
+    data = model.to_bytes()
+    assert_same_outputs(fixture(name), data, ("litert",))
+    assert_equals_litert_reference(fixture(name), data)
+    if name not in SEQUENCE_OUTPUT:
+        assert_same_outputs(fixture(name), data, ("tflm",))
+    again, _ = fuse(tflgraph.load(data))
+    assert again.op_counts() == ops  # a second run changes nothing
+
+
+def test_folds_the_transposes_and_keeps_output_names():
+    original = tflgraph.load(fixture("k3_lstm_b4"))
+    names = [t.name for t in original.main.outputs]
+    model, _ = fuse("k3_lstm_b4")
+    assert set(model.op_counts()) == {"UNIDIRECTIONAL_SEQUENCE_LSTM", "ZEROS_LIKE", "STRIDED_SLICE"}
+    (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    assert op.inputs[0] is model.main.inputs[0] and not op.options["time_major"]
+    assert [t.name for t in model.main.outputs] == names
+    assert [t.name for _, t in model.signature_defs[0].outputs] == names
+
+
+def test_weights_are_split_in_keras_gate_order():
+    from tflgraph.loops import analyze_loop, while_loops
+    from tflgraph.lstm_cell import match_lstm_cell
+
+    original = tflgraph.load(fixture("k3_lstm"))
+    cell = match_lstm_cell(analyze_loop(original.main, while_loops(original.main)[0]))
+    model, _ = fuse("k3_lstm")
+    (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    np.testing.assert_array_equal(np.concatenate([t.data for t in op.inputs[1:5]]), cell.W)
+    np.testing.assert_array_equal(np.concatenate([t.data for t in op.inputs[5:9]]), cell.U)
+    np.testing.assert_array_equal(np.concatenate([t.data for t in op.inputs[12:16]]), cell.b)
+    assert op.inputs[9:12] == [None] * 3 and op.inputs[16:18] == [None] * 2
+    assert op.inputs[20:24] == [None] * 4
+
+
+def test_stateful_streaming_keeps_state_across_invokes_only_when_asked():
+    model, _ = fuse("k3_lstm", stateful_streaming=True)
+    assert "ZEROS_LIKE" not in model.op_counts()
+    data = model.to_bytes()
+    for rt in ("litert", "tflm"):
+        want = outputs_in(fixture("k3_lstm"), rt)
+        carried = outputs_in(data, rt)
+        assert np.allclose(want[0][0], carried[0][0], atol=1e-5)  # first invoke from zeros
+        assert not np.allclose(want[1][0], carried[1][0], atol=1e-4)  # then the state carries
+        reset = outputs_in(data, rt, reset=True)
+        assert all(np.allclose(w[0], r[0], atol=1e-5) for w, r in zip(want, reset))
+
+
+def test_relu_activation_is_fused_for_litert_only():
+    model, why = fuse("k3_lstm_relu")
+    assert "WHILE" in model.op_counts()
+    assert any("TFLM's fused LSTM computes tanh" in w for w in why)
+    model, _ = fuse("tfk_lstm_relu", target="litert")
+    (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    assert op.options["fused_activation_function"] == 1  # RELU
+    assert_same_outputs(fixture("tfk_lstm_relu"), model, ("litert",))
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("k3_lstm_hardsig", "recurrent activation is not sigmoid"),
+        ("k3_lstm_masked", "masking is not fused"),
+        ("k3_gru", "not an LSTM step"),
+    ],
+)
+def test_near_misses_are_left_alone_with_a_reason(name, reason):
+    before = tflgraph.load(fixture(name)).op_counts()
+    model, why = fuse(name)
+    assert model.op_counts() == before
+    assert any(reason in w for w in why), why
+
+
+def test_proof_catches_what_the_structure_misses():
+    model = tflgraph.load(fixture("k3_lstm"))
+    body = model.main.ops_of_type("WHILE")[0].options["body_subgraph_index"]
+    (f_times_c,) = [
+        op for op in body.ops_of_type("MUL") if any(t in body.inputs for t in op.inputs)
+    ]
+    f_times_c.options["fused_activation_function"] = 1  # RELU(f * c): not an LSTM any more
+    model, why = fuse(model)
+    assert "WHILE" in model.op_counts()
+    assert any("differs from the LSTM equations" in w for w in why), why
+
+
+def test_counter_read_after_the_loop_is_left_alone():
+    model = tflgraph.load(fixture("k3_lstm"))
+    sg = model.main
+    (loop,) = sg.ops_of_type("WHILE")
+    sg.outputs.append(loop.outputs[1])
+    model, why = fuse(model)
+    assert "WHILE" in model.op_counts()
+    assert any("loop counter is read after the loop" in w for w in why)
+
+
+def test_cli_explains_and_streams(tmp_path, capsys):
+    out = tmp_path / "o.tflite"
+    args = ["optimize", str(fixture("k3_lstm_hardsig")), "-o", str(out), "--explain"]
+    assert cli.main(args + ["--no-verify"]) == 0
+    assert "[fuse-lstm]" in capsys.readouterr().out
+    args = ["optimize", str(fixture("k3_lstm")), "-o", str(out), "--stateful-streaming"]
+    assert cli.main(args + ["--no-verify"]) == 0
+    fused = tflgraph.load(out)
+    assert fused.op_counts() == {"STRIDED_SLICE": 1, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1}
+    assert OP_CODES["WHILE"] not in [op.opcode for op in fused.main.operators]
