@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -275,3 +277,39 @@ def test_rule_pass_with_several_rows_and_fresh_constants():
     assert new_mul.options is not m.main.ops_of_type("MUL")[0].options
     assert calls == ["MUL"]
     m.check()
+
+
+# --------------------------------------------------------------------------- proofs
+
+
+@tflgraph.rule("test-wrong-drop-mul", Op("MUL", Any("x"), Const("s")))
+def wrong_drop_mul(m):
+    """MUL(x, s) -> x, proved first (so it declines unless s is one)."""
+    if why := m.prove(m.out, m["x"]):
+        return why
+    m.replace(m.out, m["x"])
+
+
+def test_prove_accepts_exact_rewrites_and_refutes_wrong_ones():
+    lines = run_passes(fc_mul_model(scale=1.0), ["test-wrong-drop-mul"], explain=True)
+    assert lines[0].changed and lines[0].stats == {"matched": 1, "rewritten": 1}
+    m = fc_mul_model(scale=1.5)
+    before = m.op_counts()
+    records = run_passes(m, ["test-wrong-drop-mul"], explain=True, check_each=True)
+    assert not records[0].changed and m.op_counts() == before
+    (line,) = records[0].explanations
+    assert re.fullmatch(r"main: MUL -> 'y': declined: proof failed: max error \S+ > \S+", line)
+
+
+def test_prove_refuses_what_it_cannot_evaluate():
+    m = Model()
+    sg = m.add_subgraph("main")
+    i = sg.new_tensor("i", (3,), "int32")
+    s = sg.new_constant(np.ones(3, np.int32), "s")
+    y = sg.new_tensor("y", (3,), "int32")
+    sg.add_op("MUL", [i, s], [y], options={})
+    sg.inputs, sg.outputs = [i], [y]
+    lines = run_passes(m, ["test-wrong-drop-mul"], explain=True)[0].explanations
+    assert lines == [
+        "main: MUL -> 'y': declined: cannot prove: no random values for INT32 tensor 'i'"
+    ]

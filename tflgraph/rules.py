@@ -18,10 +18,10 @@ with the pattern's first failed constraint under `tflgraph optimize --explain`.
 Several rules can share one pass as rows of a table: subclass RulePass and set
 `rules = [(PATTERN_A, rewrite_a), (PATTERN_B, rewrite_b)]`.
 
-Numerical proof: a rule whose algebra is not exact by construction should evaluate the old and
-the new tensor before `m.replace` with the reference interpreter
-(`tflgraph.interpreter.evaluate_tensors(sg, feeds, [old, new])` on seeded random feeds for the
-subgraph inputs) and decline when they differ beyond tolerance.
+Numerical proof: before `m.replace(old, new)`, `why = m.prove(old, new)` evaluates both tensors
+with the reference interpreter (tflgraph/interpreter.py) on seeded random values of the
+region's inputs and returns None when they agree, else the reason to decline with. The new ops
+that a declined rule made are dead and removed by the pipeline.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .errors import TflgraphError
 from .ir import Model, Operator, Subgraph, Tensor
 from .pattern import Op
 from .pipeline import Pass, PassError, register
@@ -45,6 +46,7 @@ class Match(dict):
         super().__init__(captures)
         self.sg, self.op = sg, op
         self.changed = False
+        self.new_ops: list[Operator] = []
 
     @property
     def model(self) -> Model | None:
@@ -71,7 +73,7 @@ class Match(dict):
         outs = [self._tensor_like(t, name) for t in likes]
         if isinstance(options, Options):
             options = Options(options.kind, options)
-        self.sg.add_op(op_type, inputs, outs, options=options)
+        self.new_ops.append(self.sg.add_op(op_type, inputs, outs, options=options))
         return outs if isinstance(like, (list, tuple)) else outs[0]
 
     def _tensor_like(self, t: Tensor, name: str | None) -> Tensor:
@@ -107,6 +109,42 @@ class Match(dict):
                     sd.outputs = [(n, new if t is old else t) for n, t in sd.outputs]
                     sd.inputs = [(n, new if t is old else t) for n, t in sd.inputs]
         self.changed = True
+
+    def prove(self, old: Tensor, new: Tensor, trials: int = 3, atol: float = 1e-5) -> str | None:
+        """None if `old` and `new` agree on the reference interpreter, else why not.
+
+        The region is the matched ops plus the ops made by `new_op`; its other non-constant
+        inputs get seeded random values (float in [-1, 1), bool), `trials` times. Agreement
+        is |a - b| <= atol * max(1, max |a|). Integer inputs, ops the interpreter lacks and
+        quantized tensors make the proof fail (a rule then declines)."""
+        from .interpreter import evaluate_tensors
+
+        region = {self.op, *self.new_ops, *(v for v in self.values() if isinstance(v, Operator))}
+        frontier: dict[int, Tensor] = {}
+        for op in region:
+            for t in op.inputs:
+                if t is not None and not t.is_constant and self.sg.producer(t) not in region:
+                    frontier[id(t)] = t
+        rng = np.random.default_rng(0)
+        for _ in range(trials):
+            feeds = {}
+            for t in frontier.values():
+                if t.dtype is None or t.dtype.kind not in "fb":
+                    return f"cannot prove: no random values for {t.type_name} tensor {t.name!r}"
+                x = rng.uniform(-1, 1, t.shape) if t.dtype.kind == "f" else rng.random(t.shape)
+                feeds[t] = (x if t.dtype.kind == "f" else x < 0.5).astype(t.dtype)
+            try:
+                a, b = evaluate_tensors(self.sg, feeds, [old, new])
+            except (TflgraphError, ValueError) as e:
+                return f"cannot prove: {e}"
+            if a.shape != b.shape:
+                return f"proof failed: shape {list(a.shape)} became {list(b.shape)}"
+            a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            err = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
+            tol = atol * max(1.0, float(np.max(np.abs(a64))) if a.size else 1.0)
+            if not err <= tol:
+                return f"proof failed: max error {err:.3g} > {tol:.3g}"
+        return None
 
 
 class RulePass(Pass):
