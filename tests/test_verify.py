@@ -265,6 +265,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     text.write_text("not a model")
     bad_npz = tmp_path / "bad.npz"
     np.savez(bad_npz, y=np.zeros((1, 16), np.float32))
+    ints = tmp_path / "ints.npz"
+    np.savez(ints, x=np.zeros((1, 16), np.int64))
     mlp, cnn = fixture("mlp"), fixture("cnn")
     cases = [
         ((tmp_path / "missing.tflite", mlp), "no such file"),
@@ -272,6 +274,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         ((mlp, cnn), "shape"),
         ((mlp, mlp, "--inputs", bad_npz), "no data for input"),
         ((mlp, mlp, "--inputs", text), "cannot read inputs"),
+        ((mlp, mlp, "--inputs", ints), "is int64"),
+        ((fixture("cnn_int8"), fixture("cnn_int8"), "--inputs", ints), "needs [1, 16, 16, 3]"),
         ((mlp, mlp, "--samples", 0), "samples"),
         ((mlp, mlp, "--atol", -1), "atol"),
         ((mlp, mlp, "--runtime", "cpu"), "invalid choice"),

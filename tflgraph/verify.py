@@ -265,8 +265,12 @@ def load_inputs(source, inputs: list[Port]) -> list[list[np.ndarray]]:
                 f"inputs: {keys[0]!r} has shape {list(x.shape)}, input {p.name!r} needs "
                 f"{list(p.shape)} (or [N, ...] for N samples)"
             )
-        if x.dtype != p.dtype and (x.dtype.kind != p.dtype.kind or x.dtype.kind in "SUO"):
+        if x.dtype.kind != p.dtype.kind:
             raise VerifyError(f"inputs: {keys[0]!r} is {x.dtype}, input {p.name!r} is {p.dtype}")
+        if p.dtype.kind in "iu" and x.size:
+            info = np.iinfo(p.dtype)
+            if x.min() < info.min or x.max() > info.max:
+                raise VerifyError(f"inputs: {keys[0]!r} has values outside the {p.dtype} range")
         columns.append(x.astype(p.dtype))
     extra = sorted(set(given) - used)
     if extra:
@@ -372,17 +376,13 @@ def verify(
 
     report = VerifyReport(name_a, name_b, len(feeds_a), None if inputs is not None else seed)
     for rt in names:
-        blocker = _tflm_blocker(model_a) if rt == "tflm" else None
-        if blocker:
-            report.runtimes.append(RuntimeStatus(rt, False, f"cannot run A: {blocker}"))
-            continue
         try:
-            got_a = runtimes.run_isolated(data_a, feeds_a, rt, timeout)
+            got_a = _run(model_a, data_a, feeds_a, rt, timeout)
         except RuntimeUnavailable as e:
             report.runtimes.append(RuntimeStatus(rt, False, f"cannot run A: {_strip(e, rt)}"))
             continue
         try:
-            got_b = runtimes.run_isolated(data_b, feeds_b, rt, timeout)
+            got_b = _run(model_b, data_b, feeds_b, rt, timeout)
         except RuntimeUnavailable as e:
             msg = f"cannot run B: {_strip(e, rt)} (A runs)"
             report.runtimes.append(RuntimeStatus(rt, False, msg, different=True))
@@ -396,6 +396,13 @@ def verify(
                     Row(rt, mode, pa.name, *_compare(ref, new, pa, out_b[j], atol, rtol))
                 )
     return report
+
+
+def _run(model: Model, data: bytes, feeds, rt: str, timeout: float) -> dict[str, list]:
+    blocker = _tflm_blocker(model) if rt == "tflm" else None
+    if blocker:
+        raise RuntimeUnavailable(blocker)
+    return runtimes.run_isolated(data, feeds, rt, timeout)
 
 
 def _tflm_blocker(model: Model) -> str | None:
