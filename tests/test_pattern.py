@@ -184,6 +184,11 @@ def test_output_index_of_multi_output_producers():
     assert Op("RELU", Op("SPLIT", out=1)).match(sg, relu) == {}
     assert Op("RELU", Op("SPLIT", out=None)).match(sg, relu) == {}
     assert "is not output 0 of SPLIT" in Op("RELU", Op("SPLIT")).why_not(sg, relu)
+    # single_use looks at the output that is read (parts[0] has no reader at all)
+    once = Op("RELU", Op("SPLIT", out=None, single_use=True))
+    assert once.match(sg, relu) == {}
+    sg.add_op("TANH", [parts[1]], [sg.new_tensor("t", (2, 2))])
+    assert "SPLIT: output has 2 reader(s)" in once.why_not(sg, relu)
 
 
 # --------------------------------------------------------------------------- rule passes

@@ -202,9 +202,10 @@ class Op(Pattern):
             len(producer.outputs) <= self.out or producer.outputs[self.out] is not t
         ):
             _fail(f"{_show(t)} is not output {self.out} of {producer.type}")
-        self.bind_op(sg, producer, caps)
+        self.bind_op(sg, producer, caps, t)
 
-    def bind_op(self, sg: Subgraph, op: Operator, caps: dict) -> None:
+    def bind_op(self, sg: Subgraph, op: Operator, caps: dict, read: Tensor | None = None) -> None:
+        """Match `op` itself; `read` is the output the enclosing pattern reads (if nested)."""
         if op.type not in self.types:
             _fail(f"op is {op.type}, want {self._types()}")
         if self.activation is not None:
@@ -220,7 +221,7 @@ class Op(Pattern):
         if self.where is not None and not self.where(op):
             _fail(f"{op.type}: fails {_fn_name(self.where)}")
         if self.single_use:
-            t = op.outputs[self.out or 0] if op.outputs else None
+            t = read if read is not None else op.outputs[self.out or 0] if op.outputs else None
             if t is None or len(sg.consumers(t)) != 1 or any(t is o for o in sg.outputs):
                 users = len(sg.consumers(t)) if t is not None else 0
                 extra = " and is a subgraph output" if any(t is o for o in sg.outputs) else ""
