@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflgraph import Model
+from tflgraph import Model, new_options
 from tflgraph.interpreter import evaluate_subgraph
 from tflgraph.schema import tensor_type_of
 
@@ -74,3 +74,28 @@ def _dtype(x) -> np.dtype:
     if isinstance(x, Var):
         return np.dtype(x.dtype)
     return np.asarray(x).dtype
+
+
+def block_sparse(dense: np.ndarray, block: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    """(stored values, SparsityParameters) of a 2-D matrix in block-CSR form: dims
+    [rows/bh dense, cols/bw CSR, bh dense, bw dense], block_map [0, 1]; all-zero blocks dropped."""
+    (bh, bw), (h, w) = block, dense.shape
+    blocks = dense.reshape(h // bh, bh, w // bw, bw).transpose(0, 2, 1, 3)
+    segments, indices, values = [0], [], []
+    for r in range(h // bh):
+        for c in range(w // bw):
+            if np.any(blocks[r, c]):
+                indices.append(c)
+                values.append(blocks[r, c].reshape(-1))
+        segments.append(len(indices))
+
+    def vec(v):
+        return new_options("Int32Vector", values=np.array(v, np.int32))
+
+    csr = {"format": 1, "array_segments_type": 1, "array_segments": vec(segments)}
+    csr.update(array_indices_type=1, array_indices=vec(indices))
+    meta = [{"format": 0, "dense_size": h // bh}, csr]
+    meta += [{"format": 0, "dense_size": bh}, {"format": 0, "dense_size": bw}]
+    sparsity = {"traversal_order": np.arange(4, dtype=np.int32), "dim_metadata": meta}
+    sparsity["block_map"] = np.array([0, 1], np.int32)
+    return np.concatenate(values).astype(dense.dtype), sparsity

@@ -79,8 +79,10 @@ def _value(t: Tensor, values: dict, state: dict | None) -> np.ndarray:
     if v is not None:
         return v
     if t.is_constant:
+        if t.sparsity is not None and t.dtype is not None:
+            return kernels.sparse_to_dense(t.buffer.data.view(t.dtype), t.shape, t.sparsity)
         if t.data is None:
-            raise UnsupportedOp(f"constant {t.name!r} of type {t.type_name} (sparse or no dtype)")
+            raise UnsupportedOp(f"constant {t.name!r} of type {t.type_name} has no numpy dtype")
         return t.data
     if t.is_variable:
         if state is not None and t in state:

@@ -224,6 +224,34 @@ def dequantize(op, x):
     return ((x.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
+def sparse_to_dense(values: np.ndarray, shape, sparsity: dict) -> np.ndarray:
+    """Decode a TFLite sparse tensor (SparsityParameters: traversal order, block map,
+    DENSE / SPARSE_CSR dim metadata) into a dense array of `shape`."""
+    order, block_map = _ints(sparsity["traversal_order"]), _ints(sparsity.get("block_map", []))
+    pos, idx = np.zeros(1, np.int64), []  # per stored entry: position at this level, indices
+    for meta in sparsity["dim_metadata"]:
+        if meta.get("format", 0) == 0:  # DENSE
+            n = meta["dense_size"]
+            idx = [np.repeat(i, n) for i in idx] + [np.tile(np.arange(n), len(pos))]
+            pos = (pos[:, None] * n + np.arange(n)).reshape(-1)
+        else:  # SPARSE_CSR: children of parent p are entries segments[p]..segments[p+1]
+            seg = np.asarray(meta["array_segments"]["values"], np.int64)
+            ind = np.asarray(meta["array_indices"]["values"], np.int64)
+            counts = seg[pos + 1] - seg[pos]
+            pos = np.concatenate([np.arange(seg[p], seg[p + 1]) for p in pos] or [pos[:0]])
+            idx = [np.repeat(i, counts) for i in idx] + [ind[pos]]
+    expanded = dict(zip(order, idx))
+    coords = [expanded[d] for d in range(len(shape))]
+    for k, d in enumerate(block_map):  # blocked dim d: block index * block size + offset
+        offset = expanded[len(shape) + k]
+        coords[d] = (
+            coords[d] * sparsity["dim_metadata"][order.index(len(shape) + k)]["dense_size"] + offset
+        )
+    dense = np.zeros(shape, values.dtype)
+    dense[tuple(coords)] = values[: len(coords[0])]
+    return dense
+
+
 def _binary(fn):
     return lambda op, a, b: act(op, np.asarray(fn(a, b)))
 
@@ -312,6 +340,7 @@ KERNELS = {
     "SHAPE": lambda op, x: np.array(x.shape, op.outputs[0].dtype or np.int32),
     "CAST": lambda op, x: x.astype(op.outputs[0].dtype),
     "DEQUANTIZE": dequantize,
+    "DENSIFY": lambda op, x: x,  # the evaluator decodes the sparse constant
     "LESS": lambda op, a, b: np.less(a, b),
     "LESS_EQUAL": lambda op, a, b: np.less_equal(a, b),
     "GREATER": lambda op, a, b: np.greater(a, b),
