@@ -233,7 +233,9 @@ def _verify_before_writing(args, model, names, records, output) -> int:
         enabled = importlib.util.find_spec("ai_edge_litert") is not None
     if not enabled:
         return 0
-    report = verify(args.input, model)
+    # a model optimized for LiteRT alone may use ops TFLM lacks: judge it in LiteRT only
+    target = getattr(args, "target", "any")
+    report = verify(args.input, model, runtime="litert" if target == "litert" else "both")
     ran = f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
     if report.verdict == "unverified":
         if args.verify:
