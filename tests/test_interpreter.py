@@ -14,6 +14,7 @@ from tflgraph import Model, new_options, runtimes
 from tflgraph.interpreter import (
     KERNELS,
     STATEFUL,
+    EvaluationError,
     UnsupportedOp,
     evaluate,
     evaluate_subgraph,
@@ -441,10 +442,18 @@ def test_evaluate_tensors_runs_only_what_is_needed():
     main.add_op("LOG", [unknown], [main.new_tensor("dead", (2, 3))])  # neither fed nor needed
     (acc,) = evaluate_tensors(main, {main.inputs[0]: x}, [main.outputs[0]])
     assert np.array_equal(acc, want)
-    with pytest.raises(ValueError, match="unfed"):
+    with pytest.raises(EvaluationError, match="unfed"):
         evaluate_subgraph(main, [x])  # runs every op
-    with pytest.raises(ValueError, match="unfed"):
+    with pytest.raises(EvaluationError, match="unfed"):
         evaluate_tensors(main, {main.inputs[0]: x}, [main.operators[-1].outputs[0]])
+
+
+def test_bad_operands_raise_evaluation_error():
+    model, _ = single_op("GATHER", [f(5, 3), i32(4, 0)], {"axis": 0})
+    with pytest.raises(EvaluationError, match="GATHER"):
+        evaluate(model, [f(5, 3), i32(4, 9)])
+    with pytest.raises(EvaluationError, match="takes 2 inputs"):
+        evaluate(model, [f(5, 3)])
 
 
 def test_unknown_op_is_named():

@@ -17,10 +17,24 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels, kernels_nn
+from .errors import TflgraphError
 from .ir import Model, Operator, Subgraph, Tensor
 from .kernels import UnsupportedOp, opts
 
-__all__ = ["KERNELS", "UnsupportedOp", "evaluate", "evaluate_subgraph", "evaluate_tensors"]
+__all__ = [
+    "KERNELS",
+    "EvaluationError",
+    "UnsupportedOp",
+    "evaluate",
+    "evaluate_subgraph",
+    "evaluate_tensors",
+]
+
+
+class EvaluationError(TflgraphError, ValueError):
+    """The graph cannot be evaluated on these values: a tensor without a value, or an op whose
+    operands do not fit (index out of range, shapes that do not broadcast, ...)."""
+
 
 KERNELS = {**kernels.KERNELS, **kernels_nn.NN_KERNELS}  # op type -> fn(op, *inputs)
 STATE_OPERANDS = kernels_nn.STATE_OPERANDS
@@ -39,7 +53,9 @@ def evaluate_subgraph(sg: Subgraph, inputs: list[np.ndarray], state: dict | None
     successive calls emulates invokes without reset. It also holds resource variables and
     which CALL_ONCE inits have run, under tuple keys."""
     if len(inputs) != len(sg.inputs):
-        raise ValueError(f"subgraph {sg.name!r} takes {len(sg.inputs)} inputs, got {len(inputs)}")
+        raise EvaluationError(
+            f"subgraph {sg.name!r} takes {len(sg.inputs)} inputs, got {len(inputs)}"
+        )
     values = _feed(sg.inputs, inputs)
     _run(sg, sg.operators, values, state if state is not None else {})
     return [_value(t, values, state) for t in sg.outputs]
@@ -49,7 +65,7 @@ def evaluate_tensors(
     sg: Subgraph, feeds: dict[Tensor, np.ndarray], wanted: list[Tensor], state: dict | None = None
 ) -> list:
     """Values of `wanted`, running only the ops they depend on. Tensors that are neither fed,
-    produced, constant nor variable raise ValueError (they would need a feed)."""
+    produced, constant nor variable raise EvaluationError (they would need a feed)."""
     values = _feed(list(feeds), list(feeds.values()))
     needed, stack, seen = set(), [t for t in wanted], set()
     while stack:
@@ -88,13 +104,21 @@ def _value(t: Tensor, values: dict, state: dict | None) -> np.ndarray:
         if state is not None and t in state:
             return state[t]
         return np.zeros(t.shape, t.dtype)
-    raise ValueError(f"tensor {t.name!r} has no value (not fed, produced, constant or variable)")
+    raise EvaluationError(
+        f"tensor {t.name!r} has no value (not fed, produced, constant or variable)"
+    )
 
 
 def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
     for op in ops:
         xs = [None if t is None else _value(t, values, state) for t in op.inputs]
-        results = _call(op, xs, state)
+        try:
+            results = _call(op, xs, state)
+        except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as e:
+            if isinstance(e, TflgraphError):
+                raise
+            name = next((t.name for t in op.outputs if t is not None), "")
+            raise EvaluationError(f"{op.type} -> {name!r}: {e}") from e
         if isinstance(results, np.ndarray) or not isinstance(results, (tuple, list)):
             results = (results,)
         n = len(op.outputs)
@@ -164,7 +188,7 @@ def _var_handle(op: Operator, xs: list, state: dict) -> np.ndarray:
 def _read_variable(op: Operator, xs: list, state: dict) -> np.ndarray:
     key = xs[0][()]
     if key not in state:
-        raise ValueError(f"{op.type}: resource variable {key[2]!r} read before assignment")
+        raise EvaluationError(f"{op.type}: resource variable {key[2]!r} read before assignment")
     return state[key]
 
 
