@@ -45,25 +45,24 @@ class StripDeadChannels(Pass):
         before = weight_bytes(model)
         layers: dict[str, dict] = {}
         changed = False
-        for sg in list(model.subgraphs):
-            for _ in range(MAX_ROUNDS):
-                if not self._round(sg, layers):
-                    break
-                changed = True
+        for _ in range(MAX_ROUNDS):
+            if not self._round(model, layers):
+                break
+            changed = True
         if changed:
             self.stats = {"layers": layers, "bytes_saved": before - weight_bytes(model)}
         return changed
 
-    def _round(self, sg: Subgraph, layers: dict) -> bool:
-        plan = ChannelGraph(sg).removal()
+    def _round(self, model: Model, layers: dict) -> bool:
+        plan = ChannelGraph(model).removal()
         if not plan.keep:
             return False
-        reference = _reference(sg)
-        undo = _Journal(sg, plan)
-        counts = apply(sg, plan)
-        if reference is not None and not _matches(reference, _reference(sg)):
+        reference = _reference(model)
+        undo = _Journal(model, plan)
+        counts = apply(plan)
+        if reference is not None and not _matches(reference, _reference(model)):
             undo.restore()
-            self.explain(f"{sg.name}: channel removal changed the outputs; left as it was")
+            self.explain("channel removal changed the outputs on the interpreter; left as it was")
             return False
         for name, (kind, n_out, n_in) in counts.items():
             entry = layers.setdefault(name, {"op": kind, "out_channels": 0, "in_channels": 0})
@@ -83,7 +82,7 @@ class StripDeadChannels(Pass):
         return lines + [f"weight bytes saved: {stats.get('bytes_saved', 0):,}"]
 
 
-def apply(sg: Subgraph, plan: Removal) -> dict:
+def apply(plan: Removal) -> dict:
     """Carry out the plan; returns {layer name: (op type, outputs removed, inputs removed)}."""
     counts = {}
     for layer in plan.layers:
@@ -92,14 +91,14 @@ def apply(sg: Subgraph, plan: Removal) -> dict:
         fold = plan.folds.get(layer)
         if keep_in is None and keep_out is None and fold is None:
             continue
-        layer.rewrite(sg, keep_in, keep_out, layer.fold_delta(*fold) if fold else None)
+        layer.rewrite(keep_in, keep_out, layer.fold_delta(*fold) if fold else None)
         for state in layer.states():
             if keep_out is not None:
                 _shrink(state, keep_out)
         n_out = 0 if keep_out is None else int((~keep_out).sum())
         n_in = 0 if keep_in is None or layer.kind == "DEPTHWISE_CONV_2D" else int((~keep_in).sum())
         counts[layer.y.name.split(";")[0]] = (layer.kind, n_out, n_in)
-    for op, kind in plan.edits:
+    for sg, op, kind in plan.edits:
         y = op.outputs[0]
         keep = plan.mask(y)
         if keep is None:
@@ -112,8 +111,13 @@ def apply(sg: Subgraph, plan: Removal) -> dict:
             _new_shape(sg, op, len(keep) - int(keep.sum()), y.shape[-1])
         elif kind == "strided_slice":
             _clamp_end(sg, op, int(keep.sum()))
+    for sg, op, i in plan.constants:  # constant loop operands (initial states)
+        t = op.inputs[i]
+        if plan.mask(t) is not None:
+            sg.set_input(op, i, slice_constant(sg, t, {len(t.shape) - 1: plan.mask(t)}))
     for t, keep in plan.keep.items():
-        _shrink(t, keep)
+        if not t.is_constant:
+            _shrink(t, keep)
     return counts
 
 
@@ -153,20 +157,21 @@ def _clamp_end(sg: Subgraph, op, channels: int) -> None:
 
 
 class _Journal:
-    """Enough of the subgraph's state to undo one round: operand lists, shapes, options."""
+    """Enough of the model's state to undo one round: operand lists, shapes, options."""
 
-    def __init__(self, sg: Subgraph, plan: Removal):
-        self.sg = sg
-        self.inputs = {op: list(op.inputs) for op in sg.operators}
-        self.options = {op: dict(op.options) for op, _ in plan.edits if hasattr(op.options, "get")}
+    def __init__(self, model: Model, plan: Removal):
+        self.inputs = {op: (sg, list(op.inputs)) for sg in model.subgraphs for op in sg.operators}
+        self.options = {
+            op: dict(op.options) for _, op, _ in plan.edits if hasattr(op.options, "get")
+        }
         tensors = list(plan.keep) + [s for layer in plan.layers for s in layer.states()]
         self.shapes = {t: (t.shape, t.shape_signature) for t in tensors}
 
     def restore(self) -> None:
-        for op, old in self.inputs.items():
+        for op, (sg, old) in self.inputs.items():
             for i in range(len(op.inputs)):
                 if op.inputs[i] is not (old[i] if i < len(old) else None):
-                    self.sg.set_input(op, i, old[i] if i < len(old) else None)
+                    sg.set_input(op, i, old[i] if i < len(old) else None)
             del op.inputs[len(old) :]
         for op, saved in self.options.items():
             op.options.clear()
@@ -175,16 +180,18 @@ class _Journal:
             t.shape, t.shape_signature = shape, sig
 
 
-def _reference(sg: Subgraph, invokes: int = 3) -> list | None:
-    """Outputs of `sg` on seeded random inputs, invoked in a row; None if not evaluable."""
-    rng = np.random.default_rng(0)
-    state: dict = {}
+def _reference(model: Model, invokes: int = 3) -> list | None:
+    """Outputs of the entry subgraphs (main and signature subgraphs) on seeded random inputs,
+    invoked in a row; None if the interpreter cannot evaluate them."""
+    entries = list(dict.fromkeys([model.subgraphs[0]] + [s.subgraph for s in model.signature_defs]))
     outs = []
     try:
-        for _ in range(invokes):
-            feeds = [_random(t, rng) for t in sg.inputs]
-            outs.append(evaluate_subgraph(sg, feeds, state))
-    except (UnsupportedOp, ValueError, TypeError):
+        for sg in entries:
+            rng, state = np.random.default_rng(0), {}
+            for _ in range(invokes):
+                feeds = [_random(t, rng) for t in sg.inputs]
+                outs.append(evaluate_subgraph(sg, feeds, state))
+    except (UnsupportedOp, ValueError, TypeError, IndexError):
         return None
     return outs
 

@@ -61,7 +61,7 @@ def weights(o, i):
 
 def removable(model, t):
     """Channels of tensor `t` the analysis removes (sorted list)."""
-    keep = ChannelGraph(model.main).removal().keep.get(t)
+    keep = ChannelGraph(model).removal().keep.get(t)
     return [] if keep is None else [int(c) for c in np.flatnonzero(~keep)]
 
 

@@ -94,8 +94,8 @@ def slice_constant(sg: Subgraph, t: Tensor, keeps: dict, add: np.ndarray | None 
 class Layer:
     """One weighted op: data input `x`, output `y`, and its weight tensors."""
 
-    def __init__(self, op: Operator):
-        self.op = op
+    def __init__(self, op: Operator, sg: Subgraph):
+        self.op, self.sg = op, sg
         self.kind = op.type
         self.x, self.y = op.inputs[0], op.outputs[0]
 
@@ -122,7 +122,7 @@ class Layer:
         else:
             ok = w.data.ndim == 4 and w.shape[3] == cin == y.shape[-1]
         ok = ok and y.shape[-1] == w.shape[0 if op.type != "DEPTHWISE_CONV_2D" else 3]
-        return cls(op) if ok else None
+        return cls(op, sg) if ok else None
 
     @classmethod
     def _lstm(cls, sg: Subgraph, op: Operator) -> Layer | None:
@@ -143,7 +143,7 @@ class Layer:
         shapes_ok &= all(t.shape == (u,) for t in consts[8:])
         if not shapes_ok or op.outputs[0].shape[-1] != u:
             return None
-        return cls(op)
+        return cls(op, sg)
 
     # ---- weights as real values
     def weights(self) -> list[np.ndarray]:
@@ -218,9 +218,9 @@ class Layer:
         ]
 
     # ---- rewrite
-    def rewrite(self, sg: Subgraph, keep_in, keep_out, delta=None) -> None:
+    def rewrite(self, keep_in, keep_out, delta=None) -> None:
         """Slice the weights to the kept input/output channels, adding the folded `delta`."""
-        op = self.op
+        op, sg = self.op, self.sg
         if self.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             for g in range(4):
                 sg.set_input(

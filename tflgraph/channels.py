@@ -1,24 +1,31 @@
-"""Channel dependency analysis: which channels of a subgraph can be removed together.
+"""Channel dependency analysis: which channels of a model can be removed together.
 
 Every non-constant tensor that a channel-aware op touches gets one *slot* per channel of its
 last axis. Ops tie slots together in a union-find (as Torch-Pruning's DepGraph groups
 coupled channels); each resulting *class* is removed from every tensor in it, or not at all.
 
-- identity ties (channel c <-> channel c): RELU-like activations, MAX/AVERAGE_POOL_2D, MEAN
-  over non-channel axes, PAD without padding on the channel axis, STRIDED_SLICE keeping the
-  whole channel axis, DEPTHWISE_CONV_2D (multiplier 1), and ADD/SUB/MUL/MAXIMUM, which couple
-  both operands with the output (a per-channel constant operand is sliced along);
-- mappings: CONCATENATION on the channel axis maps ranges; a RESHAPE whose output's last
-  dimension is a multiple M*C of its input's C (a flatten [B,H,W,C] -> [B,H*W*C]) maps input
-  channel c to output positions c, c+C, ..., c+(M-1)C, because NHWC flattening keeps the
+- identity ties (channel c <-> channel c): RELU-like activations, LOGISTIC, TANH,
+  MAX/AVERAGE_POOL_2D, MEAN over non-channel axes, PAD without padding on the channel axis,
+  STRIDED_SLICE keeping the whole channel axis, DEPTHWISE_CONV_2D (multiplier 1), and
+  ADD/SUB/MUL/MAXIMUM, which couple both operands with the output (a per-channel constant
+  operand is sliced along);
+- mappings: CONCATENATION on the channel axis maps ranges; SPLIT on the channel axis maps
+  ranges and ties position m of every part (so the parts stay equal); a RESHAPE whose output's
+  last dimension is a multiple M*C of its input's C (a flatten [B,H,W,C] -> [B,H*W*C]) maps
+  input channel c to output positions c, c+C, ..., c+(M-1)C, because NHWC flattening keeps the
   channel as the fastest-varying index;
+- WHILE (tflgraph/channel_loops.py) ties each loop-carried operand's initial value, cond and
+  body argument, body result and loop result, so a recurrent state's unit is one class with
+  everything the body computes for it;
 - boundaries: FULLY_CONNECTED, CONV_2D and UNIDIRECTIONAL_SEQUENCE_LSTM read channels with
   their weights (consumer side) and write them with their weight rows (producer side);
-- every other op, subgraph inputs and outputs and variable tensors *block* their slots.
+- every other op, the inputs and outputs of top-level subgraphs and variable tensors *block*
+  their slots.
 
 Values: in execution order, each tensor gets per channel the constant it is known to hold
-(NaN = not known): a layer's channel whose weights are all zero holds act(bias), and
-identity ops map constants through (quantized tensors only keep an exact 0).
+(NaN = not known): a layer's channel whose weights are all zero holds act(bias), and the ops
+above map constants through (quantized tensors only keep an exact 0; loop-carried values are
+the fixed point of the body started from the initial values).
 
 A class is removable when none of its slots is blocked and at every consumer boundary the
 channel is either not read (the weights for it are all zero) or holds a known constant that
@@ -29,12 +36,14 @@ windows never cross a padding border (VALID or 1x1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import channel_loops
 from .channel_layers import Layer, activation, is_quantized, option, real
-from .ir import Operator, Subgraph, Tensor
+from .ir import Model, Operator, Subgraph, Tensor
 
 UNARY = {  # channel-wise activations and what they do to a known constant
     "RELU": lambda v: activation(1, v),
@@ -43,13 +52,9 @@ UNARY = {  # channel-wise activations and what they do to a known constant
     "TANH": np.tanh,
     "LOGISTIC": lambda v: 1.0 / (1.0 + np.exp(-v)),
 }
-BINARY = {
-    "ADD": np.add,
-    "SUB": np.subtract,
-    "MUL": np.multiply,
-    "MAXIMUM": np.maximum,
-}
+BINARY = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "MAXIMUM": np.maximum}
 POOLS = ("MAX_POOL_2D", "AVERAGE_POOL_2D")
+ValueFn = Callable[[], None]
 
 
 @dataclass
@@ -58,26 +63,38 @@ class Removal:
 
     keep: dict = field(default_factory=dict)  # Tensor -> bool mask over its channels
     folds: dict = field(default_factory=dict)  # Layer -> (channels, values)
-    layers: list = field(default_factory=list)  # every Layer of the subgraph
-    edits: list = field(default_factory=list)  # (op, kind) of identity/mapping ops
+    layers: list = field(default_factory=list)  # every Layer of the model
+    edits: list = field(default_factory=list)  # (subgraph, op, kind) of ops to adjust
+    constants: list = field(default_factory=list)  # (subgraph, op, index): sliced operands
 
     def mask(self, t: Tensor) -> np.ndarray | None:
         return self.keep.get(t)
 
 
 class ChannelGraph:
-    def __init__(self, sg: Subgraph):
-        self.sg = sg
+    def __init__(self, model: Model):
         self.base: dict[Tensor, int] = {}
         self.parent: list[int] = []
-        self.blocked: set[Tensor] = set(sg.inputs) | set(sg.outputs)
+        self.blocked: set[Tensor] = set()
         self.values: dict[Tensor, np.ndarray] = {}
+        self.fns: dict[Operator, ValueFn] = {}
         self.layers: list[Layer] = []
         self.boundaries: list[tuple[Layer, Tensor, np.ndarray]] = []  # (layer, input, reads)
-        self.edits: list[tuple[Operator, str]] = []
-        for op in sg.operators:
-            if not self._visit(op):
-                self.blocked.update(t for t in op.inputs + op.outputs if t is not None)
+        self.edits: list[tuple[Subgraph, Operator, str]] = []
+        self.constants: list[tuple[Subgraph, Operator, int]] = []
+        self.inner = channel_loops.loop_subgraphs(model)
+        self.top = [sg for sg in model.subgraphs if sg not in self.inner]
+        for sg in self.top:
+            self.blocked.update(sg.inputs + sg.outputs)
+        for sg in model.subgraphs:
+            for op in sg.operators:
+                fn = self._visit(sg, op)
+                if fn is None:
+                    self.blocked.update(t for t in op.inputs + op.outputs if t is not None)
+                else:
+                    self.fns[op] = fn
+        for sg in self.top:
+            self.run_values(sg)
 
     # ---- slots
     def slots(self, t: Tensor) -> int | None:
@@ -86,6 +103,13 @@ class ChannelGraph:
             return self.base[t]
         if not t.shape or t.is_dynamic or t.is_variable or t.dtype is None or t.is_constant:
             return None
+        return self._allocate(t)
+
+    def const_slots(self, t: Tensor) -> int:
+        """Slots for a constant operand that is part of a class (sliced, or blocked)."""
+        return self.base[t] if t in self.base else self._allocate(t)
+
+    def _allocate(self, t: Tensor) -> int:
         self.base[t] = len(self.parent)
         self.parent.extend(range(len(self.parent), len(self.parent) + t.shape[-1]))
         return self.base[t]
@@ -97,63 +121,75 @@ class ChannelGraph:
             i = p[i]
         return i
 
-    def union(self, a: int, b: int, n: int = 1, step_b: int = 1) -> None:
+    def union(self, a: int, b: int, n: int) -> None:
         for k in range(n):
-            ra, rb = self.find(a + k), self.find(b + k * step_b)
+            ra, rb = self.find(a + k), self.find(b + k)
             if ra != rb:
                 self.parent[max(ra, rb)] = min(ra, rb)
 
+    # ---- values
     def value(self, t: Tensor) -> np.ndarray:
         v = self.values.get(t)
+        if v is None and t.is_constant:
+            return uniform_channels(t)
         return v if v is not None else np.full(t.shape[-1], np.nan)
 
-    def _set_value(self, t: Tensor, v: np.ndarray) -> None:
+    def set_value(self, t: Tensor, v: np.ndarray) -> None:
         if is_quantized(t):  # quantized activations: only an exact zero is exact
             v = np.where(v == 0, 0.0, np.nan)
         self.values[t] = v
 
-    # ---- ops
-    def _visit(self, op: Operator) -> bool:
-        """Tie the op's slots and compute its output values; False = the op blocks."""
+    def run_values(self, sg: Subgraph) -> None:
+        for op in sg.operators:
+            fn = self.fns.get(op)
+            if fn is not None:
+                fn()
+
+    # ---- ops: tie slots, return the function computing the output values (None = block)
+    def _visit(self, sg: Subgraph, op: Operator) -> ValueFn | None:
+        if op.type == "WHILE":
+            return channel_loops.visit_while(self, sg, op)
+        if op.type == "SPLIT":
+            return self._split(op)
         if len(op.outputs) != 1 or op.outputs[0] is None or op.subgraphs():
-            return False
+            return None
         y = op.outputs[0]
-        layer = Layer.of(self.sg, op)
+        layer = Layer.of(sg, op)
         if layer is not None:
             return self._layer(layer)
         xs = [t for t in op.inputs if t is not None]
         if not xs or self.slots(y) is None:
-            return False
+            return None
         if op.type == "CONCATENATION":
             return self._concat(op, xs, y)
         if op.type == "RESHAPE":
-            return self._reshape(xs[0], y, op)
+            return self._reshape(sg, op, xs[0], y)
         if op.type in BINARY:
-            return self._binary(op, xs, y)
+            return self._binary(sg, op, xs, y)
         x = xs[0]
         if self.slots(x) is None or x.shape[-1] != y.shape[-1]:
-            return False
+            return None
         act = option(op, "fused_activation_function")
         if op.type in UNARY and len(xs) == 1:
-            v = UNARY[op.type](self.value(x))
-            if is_quantized(x) and op.type not in ("RELU", "RELU6", "RELU_N1_TO_1"):
-                v = np.full_like(v, np.nan)  # quantized curves: no exactness claimed
+            exact = not is_quantized(x) or op.type in ("RELU", "RELU6", "RELU_N1_TO_1")
+            f = UNARY[op.type] if exact else (lambda v: np.full_like(v, np.nan))
         elif op.type in POOLS:
-            v = activation(act, self.value(x))
-        elif op.type in ("MEAN", "PAD", "STRIDED_SLICE") and self._keeps_channels(op, x):
-            v = self.value(x) if op.type != "PAD" else np.where(self.value(x) == 0, 0.0, np.nan)
+            f = lambda v: activation(act, v)  # noqa: E731 - a constant field pools to itself
+        elif op.type in ("MEAN", "STRIDED_SLICE") and self._keeps_channels(op, x):
+            f = lambda v: v  # noqa: E731
+        elif op.type == "PAD" and self._keeps_channels(op, x):
+            f = lambda v: np.where(v == 0, 0.0, np.nan)  # noqa: E731 - pads with zeros
         else:
-            return False
+            return None
         self.union(self.slots(x), self.slots(y), x.shape[-1])
-        self._set_value(y, v)
         if op.type == "STRIDED_SLICE":
-            self.edits.append((op, "strided_slice"))
-        return True
+            self.edits.append((sg, op, "strided_slice"))
+        return lambda: self.set_value(y, f(self.value(x)))
 
-    def _layer(self, layer: Layer) -> bool:
+    def _layer(self, layer: Layer) -> ValueFn | None:
         x, y = layer.x, layer.y
         if self.slots(x) is None or self.slots(y) is None:
-            return False
+            return None
         self.layers.append(layer)
         if layer.kind == "DEPTHWISE_CONV_2D":
             self.union(self.slots(x), self.slots(y), x.shape[-1])
@@ -161,67 +197,80 @@ class ChannelGraph:
             self.boundaries.append((layer, x, layer.reads()))
         if layer.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             self.boundaries.append((layer, y, layer.recurrent_reads()))
-        self._set_value(y, layer.out_value(self.value(x)))
-        return True
+        return lambda: self.set_value(y, layer.out_value(self.value(x)))
 
-    def _binary(self, op: Operator, xs: list[Tensor], y: Tensor) -> bool:
+    def _binary(self, sg: Subgraph, op: Operator, xs: list[Tensor], y: Tensor) -> ValueFn | None:
         c = y.shape[-1]
         if len(xs) != 2:
-            return False
-        vals = []
+            return None
         for t in xs:
             if t.is_constant:  # a scalar, or a constant along the channel axis: sliced along
-                r = real(t)
-                if r is None or (r.size != 1 and (not t.shape or t.shape[-1] != c)):
-                    return False
-                flat = r.reshape(-1, r.shape[-1]) if r.ndim else r.reshape(1, 1)
-                uniform = (flat == flat[:1]).all(axis=0)
-                vals.append(np.where(uniform, flat[0], np.nan) * np.ones(c))
+                if real(t) is None or (t.data.size != 1 and (not t.shape or t.shape[-1] != c)):
+                    return None
             elif self.slots(t) is None or t.shape[-1] != c:
-                return False
-            else:
-                vals.append(self.value(t))
+                return None
         for t in xs:
             if not t.is_constant:
                 self.union(self.slots(t), self.slots(y), c)
-        with np.errstate(invalid="ignore"):
-            v = BINARY[op.type](vals[0], vals[1])
-        self._set_value(y, activation(option(op, "fused_activation_function"), v))
         if any(t.is_constant and t.shape and t.shape[-1] > 1 for t in xs):
-            self.edits.append((op, "binary"))
-        return True
+            self.edits.append((sg, op, "binary"))
+        a, b, act = xs[0], xs[1], option(op, "fused_activation_function")
 
-    def _concat(self, op: Operator, xs: list[Tensor], y: Tensor) -> bool:
+        def fn():
+            with np.errstate(invalid="ignore", over="ignore"):
+                v = BINARY[op.type](self.value(a), self.value(b)) * np.ones(c)
+            self.set_value(y, activation(act, v))
+
+        return fn
+
+    def _concat(self, op: Operator, xs: list[Tensor], y: Tensor) -> ValueFn | None:
         rank = len(y.shape)
         if option(op, "axis") % rank != rank - 1 or option(op, "fused_activation_function"):
-            return False
+            return None
         if any(len(t.shape) != rank or t.is_dynamic for t in xs):
-            return False
+            return None
         if sum(t.shape[-1] for t in xs) != y.shape[-1]:
-            return False
-        offset, vals = 0, []
+            return None
+        offset = 0
         for t in xs:
-            if self.slots(t) is None:  # a constant part: its channels stay
+            if t.is_constant:  # a constant part: its channels stay
                 self.blocked.add(t)
-                self.base[t] = len(self.parent)
-                self.parent.extend(range(len(self.parent), len(self.parent) + t.shape[-1]))
-            self.union(self.slots(t), self.slots(y) + offset, t.shape[-1])
-            vals.append(self.value(t) if not t.is_constant else np.full(t.shape[-1], np.nan))
+            base = self.const_slots(t) if t.is_constant else self.slots(t)
+            self.union(base, self.slots(y) + offset, t.shape[-1])
             offset += t.shape[-1]
-        self._set_value(y, np.concatenate(vals))
-        return True
+        return lambda: self.set_value(y, np.concatenate([self.value(t) for t in xs]))
 
-    def _reshape(self, x: Tensor, y: Tensor, op: Operator) -> bool:
+    def _split(self, op: Operator) -> ValueFn | None:
+        axis, x = op.inputs[0], op.inputs[1]
+        ys = op.outputs
+        if axis is None or axis.data is None or x is None or self.slots(x) is None:
+            return None
+        rank, c = len(x.shape), x.shape[-1]
+        if int(axis.data.reshape(-1)[0]) % rank != rank - 1 or c % len(ys):
+            return None
+        if any(t is None or self.slots(t) is None or t.shape[-1] != c // len(ys) for t in ys):
+            return None
+        part = c // len(ys)
+        for j, t in enumerate(ys):
+            self.union(self.slots(x) + j * part, self.slots(t), part)
+            self.union(self.slots(ys[0]), self.slots(t), part)  # parts stay equal in size
+
+        def fn():
+            for j, t in enumerate(ys):
+                self.set_value(t, self.value(x)[j * part : (j + 1) * part])
+
+        return fn
+
+    def _reshape(self, sg: Subgraph, op: Operator, x: Tensor, y: Tensor) -> ValueFn | None:
         if self.slots(x) is None:
-            return False
+            return None
         c, n = x.shape[-1], y.shape[-1]
         if c == 0 or n % c or int(np.prod(x.shape)) != int(np.prod(y.shape)):
-            return False
+            return None
         for m in range(n // c):
             self.union(self.slots(x), self.slots(y) + m * c, c)
-        self._set_value(y, np.tile(self.value(x), n // c))
-        self.edits.append((op, "reshape"))
-        return True
+        self.edits.append((sg, op, "reshape"))
+        return lambda: self.set_value(y, np.tile(self.value(x), n // c))
 
     def _keeps_channels(self, op: Operator, x: Tensor) -> bool:
         """MEAN/PAD/STRIDED_SLICE leave the channel axis whole and in place."""
@@ -258,14 +307,10 @@ class ChannelGraph:
             ok[self.base[t] : self.base[t] + t.shape[-1]] &= fine
         roots = np.array([self.find(i) for i in range(n)], dtype=np.int64)
         removable = ~np.isin(roots, roots[~ok])
-        changed = True
-        while changed:  # never empty a tensor: keep its first class
-            changed = False
-            for t, b in self.base.items():
-                if t.shape[-1] and removable[b : b + t.shape[-1]].all():
-                    removable[roots == roots[b]] = False
-                    changed = True
-        out = Removal(layers=self.layers, edits=self.edits)
+        for t, b in self.base.items():  # never empty a tensor: keep its first class
+            if t.shape[-1] and removable[b : b + t.shape[-1]].all():
+                removable[roots == roots[b]] = False
+        out = Removal(layers=self.layers, edits=self.edits, constants=self.constants)
         for t, b in self.base.items():
             gone = removable[b : b + t.shape[-1]]
             if gone.any():
@@ -277,3 +322,13 @@ class ChannelGraph:
                 if chans.size:
                     out.folds[layer] = (chans, v[chans])
         return out
+
+
+def uniform_channels(t: Tensor) -> np.ndarray:
+    """Per channel of a constant, its value where it is the same everywhere (else NaN)."""
+    r = real(t)
+    if r is None:
+        return np.full(t.shape[-1] if t.shape else 1, np.nan)
+    flat = r.reshape(-1, r.shape[-1]) if r.ndim else r.reshape(1, 1)
+    same = (flat == flat[:1]).all(axis=0)
+    return np.where(same, flat[0], np.nan)

@@ -169,3 +169,38 @@ def test_default_pipeline_and_report(tmp_path):
     stats = next(r["stats"] for r in records if r["pass"] == "strip-dead-channels")
     assert stats["bytes_saved"] == 1200
     assert stats["layers"]["functional_1/c_1/BiasAdd"]["in_channels"] == 3
+
+
+def loop_shapes(model):
+    """Weight shapes in the WHILE body and the shapes of the loop's carried operands."""
+    (loop,) = model.main.ops_of_type("WHILE")
+    body = loop.options["body_subgraph_index"]
+    fcs = [op.inputs[1].shape for op in body.ops_of_type("FULLY_CONNECTED")]
+    return fcs, [t.shape for t in loop.inputs[2:5]]
+
+
+def test_keras3_lstm_loop_units_are_removed():
+    model = tflgraph.load(fixture("dead_k3_lstm"))
+    changed, stats = strip(model)
+    assert changed
+    assert loop_shapes(model) == ([(48, 12), (48, 8)], [(1, 1, 12), (1, 12), (1, 12)])
+    assert weight_shapes(model) == [("FULL", (10, 12))]
+    (loop,) = model.main.ops_of_type("WHILE")
+    for sub in loop.subgraphs():
+        assert [t.shape for t in sub.inputs][2:5] == [(1, 1, 12), (1, 12), (1, 12)]
+    assert_same_outputs(fixture("dead_k3_lstm"), model)
+    assert not strip(model)[0]
+
+
+def test_loop_unit_with_a_nonzero_initial_state_stays():
+    model = tflgraph.load(fixture("dead_k3_lstm"))
+    (loop,) = model.main.ops_of_type("WHILE")
+    c0 = np.zeros((1, 16), np.float32)
+    c0[0, 2] = 1.0  # unit 2's cell state starts at 1: h != 0 although its gates are dead
+    loop_c0 = model.main.new_constant(c0, "c0")
+    model.main.set_input(loop, 4, loop_c0)
+    remove_dead_code(model)
+    original = model.to_bytes()
+    assert strip(model)[0]
+    assert loop_shapes(model) == ([(52, 13), (52, 8)], [(1, 1, 13), (1, 13), (1, 13)])
+    assert_same_outputs(original, model)
