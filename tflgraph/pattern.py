@@ -9,7 +9,7 @@
                      activation="NONE")
 
     captures = FC_THEN_MUL.match(sg, op)   # {"x": Tensor, "w": ..., "fc": Operator} or None
-    FC_THEN_MUL.why_not(sg, op)            # None, or e.g. "operand 0 <- FULLY_CONNECTED:
+    FC_THEN_MUL.why_not(sg, op)            # None, or e.g. "MUL operand 0 <- FULLY_CONNECTED:
                                            #   fused activation is RELU, want NONE"
 
 Patterns:
@@ -18,7 +18,8 @@ Patterns:
       Nested in another pattern it matches the tensor's producer. `name` captures the Operator.
       `activation` is a fused-activation name or a set of names, `options` maps option fields
       to values or predicates, `where(op) -> bool` is any other check, `single_use` asks that
-      the output be read by one op and not be a subgraph output, `out` the output index.
+      the output be read by one op and not be a subgraph output, `out` the output index
+      that the enclosing pattern reads (None: any).
       Two-operand ADD, MUL, MAXIMUM, MINIMUM, ... try both operand orders (commutative=False
       turns that off).
   Any(name)            any present tensor (captured under `name` if given)
@@ -27,8 +28,9 @@ Patterns:
   Rest(name, each=)    as the last operand: the remaining operands (a list), each matching `each`
 
 A name used twice must bind the same object both times (`Op("MUL", Any("x"), Any("x"))` is a
-square). Matching never raises for a mismatch: `match` returns None and `why_not` says which
-constraint failed first, which `optimize --explain` prints for every candidate left alone.
+square). Matching never raises for a mismatch (every `bind` returns None or the reason):
+`match` returns None and `why_not` says which constraint failed first, which
+`optimize --explain` prints for every candidate a rule pass leaves alone.
 """
 
 from __future__ import annotations
@@ -49,20 +51,13 @@ COMMUTATIVE = {
 }  # fmt: skip
 
 
-class NoMatch(Exception):
-    """Internal: unwinds a failed match to the nearest choice point with the reason."""
-
-
-def _fail(reason: str):
-    raise NoMatch(reason)
-
-
-def _bind(caps: dict, name: str | None, value) -> None:
+def _bind(caps: dict, name: str | None, value) -> str | None:
     if name is None:
-        return
+        return None
     if name in caps and caps[name] is not value:
-        _fail(f"{name!r} is already bound to {_show(caps[name])}, not {_show(value)}")
+        return f"{name!r} is already bound to {_show(caps[name])}, not {_show(value)}"
     caps[name] = value
+    return None
 
 
 def _show(x) -> str:
@@ -74,11 +69,12 @@ def _show(x) -> str:
 
 
 class Pattern:
-    """Base of every pattern: match a tensor (operand position) and fill captures."""
+    """Base of every pattern. `bind(sg, t, caps)` matches the tensor `t` (an operand), adds
+    to `caps`, and returns None on success or the reason it failed (never raises for that)."""
 
     name: str | None = None
 
-    def bind(self, sg: Subgraph, t: Tensor | None, caps: dict) -> None:  # raises NoMatch
+    def bind(self, sg: Subgraph, t: Tensor | None, caps: dict) -> str | None:
         raise NotImplementedError
 
 
@@ -90,8 +86,8 @@ class Any(Pattern):
 
     def bind(self, sg, t, caps):
         if t is None:
-            _fail("operand is absent")
-        _bind(caps, self.name, t)
+            return "operand is absent"
+        return _bind(caps, self.name, t)
 
     def __repr__(self):
         return f"Any({self.name!r})" if self.name else "Any()"
@@ -105,12 +101,12 @@ class Const(Pattern):
 
     def bind(self, sg, t, caps):
         if t is None:
-            _fail("operand is absent")
+            return "operand is absent"
         if not t.is_constant or t.data is None:
-            _fail(f"{_show(t)} is not a constant")
+            return f"{_show(t)} is not a constant"
         if self.where is not None and not self.where(t.data):
-            _fail(f"constant {t.name!r} fails {_fn_name(self.where)}")
-        _bind(caps, self.name, t)
+            return f"constant {t.name!r} fails {_fn_name(self.where)}"
+        return _bind(caps, self.name, t)
 
     def __repr__(self):
         return f"Const({self.name!r})" if self.name else "Const()"
@@ -122,13 +118,14 @@ class Rest(Pattern):
     def __init__(self, name: str | None = None, each: Pattern | None = None, min: int = 0):
         self.name, self.each, self.min = name, each, min
 
-    def bind_many(self, sg, ts: list, caps: dict) -> None:
+    def bind_many(self, sg, ts: list, caps: dict) -> str | None:
         if len(ts) < self.min:
-            _fail(f"{len(ts)} remaining operands, want at least {self.min}")
+            return f"{len(ts)} remaining operands, want at least {self.min}"
         if self.each is not None:
             for i, t in enumerate(ts):
-                _at(f"variadic operand {i}", self.each, sg, t, caps)
-        _bind(caps, self.name, list(ts))
+                if why := _at(f"variadic operand {i}", self.each, sg, t, caps):
+                    return why
+        return _bind(caps, self.name, list(ts))
 
 
 class Op(Pattern):
@@ -164,12 +161,12 @@ class Op(Pattern):
     # ---- public API
     def match(self, sg: Subgraph, op: Operator) -> dict | None:
         """The captures (name -> Tensor, Operator or list) if `op` matches, else None."""
-        caps, _ = self._try(sg, op)
-        return caps
+        caps: dict = {}
+        return None if self.bind_op(sg, op, caps) else caps
 
     def why_not(self, sg: Subgraph, op: Operator) -> str | None:
         """None if `op` matches, else the first constraint that failed."""
-        return self._try(sg, op)[1]
+        return self.bind_op(sg, op, {})
 
     def candidates(self, sg: Subgraph) -> list[Operator]:
         """Ops of the root types, in execution order."""
@@ -182,88 +179,73 @@ class Op(Pattern):
             if caps is not None:
                 yield op, caps
 
-    def _try(self, sg, op) -> tuple[dict | None, str | None]:
-        caps: dict = {}
-        try:
-            self.bind_op(sg, op, caps)
-        except NoMatch as e:
-            return None, str(e)
-        return caps, None
-
     # ---- matching
     def bind(self, sg, t, caps):
         if t is None:
-            _fail("operand is absent")
+            return "operand is absent"
         producer = sg.producer(t)
         if producer is None:
             kind = "a constant" if t.is_constant else "a subgraph input or state"
-            _fail(f"{_show(t)} is {kind}, not produced by {self._types()}")
+            return f"{_show(t)} is {kind}, not produced by {self._types()}"
         if self.out is not None and (
             len(producer.outputs) <= self.out or producer.outputs[self.out] is not t
         ):
-            _fail(f"{_show(t)} is not output {self.out} of {producer.type}")
-        self.bind_op(sg, producer, caps, t)
+            return f"{_show(t)} is not output {self.out} of {producer.type}"
+        return self.bind_op(sg, producer, caps, t)
 
-    def bind_op(self, sg: Subgraph, op: Operator, caps: dict, read: Tensor | None = None) -> None:
-        """Match `op` itself; `read` is the output the enclosing pattern reads (if nested)."""
+    def bind_op(self, sg: Subgraph, op: Operator, caps: dict, read: Tensor | None = None):
+        """Match `op` itself (None or the reason it fails); `read` is the output that the
+        enclosing pattern reads, when nested."""
         if op.type not in self.types:
-            _fail(f"op is {op.type}, want {self._types()}")
+            return f"op is {op.type}, want {self._types()}"
         if self.activation is not None:
             act = ACTIVATIONS.get(_option(op, "fused_activation_function", 0), "?")
             if act not in self.activation:
-                _fail(f"{op.type}: fused activation is {act}, want {'|'.join(self._acts())}")
+                return f"{op.type}: fused activation is {act}, want {'|'.join(self._acts())}"
         for field, want in self.options.items():
             have = _option(op, field, _MISSING)
             ok = want(have) if callable(want) else have == want
             if have is _MISSING or not ok:
                 shown = _fn_name(want) if callable(want) else repr(want)
-                _fail(f"{op.type}: option {field}={_show_opt(have)}, want {shown}")
+                return f"{op.type}: option {field}={_show_opt(have)}, want {shown}"
         if self.where is not None and not self.where(op):
-            _fail(f"{op.type}: fails {_fn_name(self.where)}")
+            return f"{op.type}: fails {_fn_name(self.where)}"
         if self.single_use:
             t = read if read is not None else op.outputs[self.out or 0] if op.outputs else None
             if t is None or len(sg.consumers(t)) != 1 or any(t is o for o in sg.outputs):
                 users = len(sg.consumers(t)) if t is not None else 0
                 extra = " and is a subgraph output" if any(t is o for o in sg.outputs) else ""
-                _fail(f"{op.type}: output has {users} reader(s){extra}, want a single use")
-        _bind(caps, self.name, op)
+                return f"{op.type}: output has {users} reader(s){extra}, want a single use"
+        if why := _bind(caps, self.name, op):
+            return why
         if not self.operands:
-            return
-        if self.commutative and len(op.inputs) == 2:
-            self._bind_commutative(sg, op, caps)
-        else:
-            self._bind_operands(sg, op, op.inputs, caps)
+            return None
+        if not (self.commutative and len(op.inputs) == 2):
+            return self._bind_operands(sg, op, op.inputs, caps)
+        # commutative: try both orders, each on a copy of the captures so far
+        first, swapped = dict(caps), dict(caps)
+        why1 = self._bind_operands(sg, op, op.inputs, first)
+        why2 = why1 and self._bind_operands(sg, op, op.inputs[::-1], swapped)
+        if why1 and why2:
+            d1, d2 = why1.count(" <- "), why2.count(" <- ")  # report the deeper failure
+            return why1 if d1 > d2 else why2 if d2 > d1 else f"{why1}; swapped: {why2}"
+        caps.update(swapped if why1 else first)
+        return None
 
-    def _bind_commutative(self, sg, op, caps):
-        first = dict(caps)
-        try:
-            self._bind_operands(sg, op, op.inputs, first)
-        except NoMatch as e1:
-            swapped = dict(caps)
-            try:
-                self._bind_operands(sg, op, op.inputs[::-1], swapped)
-            except NoMatch as e2:
-                d1, d2 = str(e1).count(" <- "), str(e2).count(" <- ")
-                _fail(str(e1) if d1 > d2 else str(e2) if d2 > d1 else f"{e1}; swapped: {e2}")
-            caps.update(swapped)
-            return
-        caps.update(first)
-
-    def _bind_operands(self, sg, op, inputs, caps):
+    def _bind_operands(self, sg, op, inputs, caps) -> str | None:
         pats = self.operands
         rest = pats[-1] if pats and isinstance(pats[-1], Rest) else None
         fixed = pats[:-1] if rest is not None else pats
         if len(inputs) < len(fixed) or (rest is None and len(inputs) != len(fixed)):
             want = f"at least {len(fixed)}" if rest is not None else str(len(fixed))
-            _fail(f"{op.type}: has {len(inputs)} operands, want {want}")
+            return f"{op.type}: has {len(inputs)} operands, want {want}"
         for i, (p, t) in enumerate(zip(fixed, inputs)):
             if p is None:
                 if t is not None:
-                    _fail(f"{op.type} operand {i}: present, want absent")
-            else:
-                _at(f"{op.type} operand {i}", p, sg, t, caps)
-        if rest is not None:
-            rest.bind_many(sg, list(inputs[len(fixed) :]), caps)
+                    return f"{op.type} operand {i}: present, want absent"
+            elif why := _at(f"{op.type} operand {i}", p, sg, t, caps):
+                return why
+        return rest.bind_many(sg, list(inputs[len(fixed) :]), caps) if rest else None
 
     def _types(self) -> str:
         return "|".join(sorted(self.types))
@@ -279,18 +261,16 @@ class Op(Pattern):
 _MISSING = object()
 
 
-def _at(where: str, p: Pattern, sg, t, caps) -> None:
+def _at(where: str, p: Pattern, sg, t, caps) -> str | None:
     """Match a sub-pattern, prefixing a failure with where it happened."""
-    try:
-        p.bind(sg, t, caps)
-    except NoMatch as e:
-        _fail(f"{where} <- {e}")
+    why = p.bind(sg, t, caps)
+    return f"{where} <- {why}" if why else None
 
 
 def _option(op: Operator, field: str, default):
     opts = op.options
     if isinstance(opts, Options):
-        return opts.full().get(field, default) if field not in opts else opts[field]
+        return opts[field] if field in opts else opts.full().get(field, default)
     return default
 
 

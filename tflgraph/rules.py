@@ -162,9 +162,10 @@ class RulePass(Pass):
                         t is not None and sg.is_used(t) for t in op.outputs
                     ):
                         continue  # replaced by an earlier match in this sweep
-                    caps, why = pattern._try(sg, op)
+                    caps: dict = {}
+                    why = pattern.bind_op(sg, op, caps)
                     where = f"{sg.name or 'subgraph'}: {op.type} -> {_out_name(op)}"
-                    if caps is None:
+                    if why:
                         self.explain(f"{where}: no match: {why}")
                         continue
                     matched += 1
