@@ -26,10 +26,30 @@ BUILTIN_PASSES: dict[str, str] = {
     "cleanup": "cleanup",
     "strip-dead-channels": "strip_dead_channels",
     "fuse-lstm": "fuse_lstm",
+    "static-loop-outputs": "static_loop_outputs",
+    "merge-loop-counters": "loop_merge_counters",
+    "constant-trip-count": "loop_trip_count",
+    "hoist-input-projection": "hoist_input_projection",
+    "drop-dead-loop-values": "loop_dead_values",
 }
 
+# WHILE loops that stay loops: static shapes for TFLM, then less work per step
+LOOP_PASSES = [
+    "static-loop-outputs",
+    "merge-loop-counters",
+    "constant-trip-count",
+    "hoist-input-projection",
+    "drop-dead-loop-values",
+]
+
 PIPELINES: dict[str, list[str]] = {
-    "default": ["strip-dead-channels", "fuse-lstm", "cleanup"],
+    "default": [
+        "strip-dead-channels",
+        "fuse-lstm",
+        *LOOP_PASSES,
+        "cleanup",
+    ],
+    "loops": LOOP_PASSES,
 }
 
 _REGISTRY: dict[str, type[Pass]] = {}

@@ -1,0 +1,121 @@
+"""Give WHILE-loop RNNs static shapes, so that TFLM (which has no dynamic tensors) runs them.
+
+Pattern:   (1) a recurrent WHILE loop (tflgraph.loops.analyze_loop) whose body writes its
+           per-step output h' [B, u] into the [T, B, u] accumulator with the converter's
+           dynamic-shape idiom
+               acc' = CONCATENATION(SLICE(acc, [0, 0, 0], [t, -1, -1]),
+                                    RESHAPE(h', [1, B, u]),
+                                    SLICE(acc, [t + 1, 0, 0], [-1, -1, -1]))
+           (the SLICEs have shape_signature -1: TFLM returns wrong values or never stops);
+           (2) SPLIT_V whose size_splits hold -1 (tf_keras GRU reset_after=False splits
+           [16, 16, -1] and leaves a zero-size third output that TFLM cannot allocate).
+Rewrite:   (1) acc' = DYNAMIC_UPDATE_SLICE(acc, RESHAPE(h', [1, B, u]), PACK(t, 0, 0)): the
+           accumulator is preallocated by its [T, B, u] initial value and written in place;
+           (2) explicit sizes, unused zero-size outputs dropped: SPLIT when the remaining
+           parts are equal, else SPLIT_V with constant sizes.
+Proof:     (1) analyze_loop proves t runs 0..T-1 with T = len(acc), where both forms write
+           h' at row t and keep every other row; the old and new acc' are evaluated on the
+           reference interpreter for random body inputs at t = 0, T // 2 and T - 1, and must
+           be identical, else nothing is rewritten. (2) both splits are evaluated on random
+           data; the used outputs must be identical.
+Invariant: the model's outputs are bit-identical; every body tensor the rewrite touches has
+           a static shape; ops emitted (DYNAMIC_UPDATE_SLICE, PACK, SPLIT, SPLIT_V) run in
+           both LiteRT and TFLM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tflgraph import loops
+from tflgraph.interpreter import UnsupportedOp, evaluate_tensors
+from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.pipeline import Pass, register
+from tflgraph.targets import supports
+
+
+@register("static-loop-outputs")
+class StaticLoopOutputs(Pass):
+    """Write RNN loop outputs into a preallocated accumulator; make SPLIT_V sizes static."""
+
+    def run(self, model: Model) -> bool:
+        if not all(supports(self.target, t) for t in ("DYNAMIC_UPDATE_SLICE", "PACK", "SPLIT")):
+            self.explain(f"target {self.target} lacks DYNAMIC_UPDATE_SLICE/PACK/SPLIT")
+            return False
+        rewritten = split_fixed = 0
+        for sg in model.subgraphs:
+            for op in loops.while_loops(sg):
+                loop = loops.analyze_loop(sg, op, self.explain)
+                if loop is not None and loop.acc_kind == "sequence":
+                    rewritten += self._static_accumulator(model, loop)
+        for sg in model.subgraphs:
+            for op in sg.ops_of_type("SPLIT_V"):
+                split_fixed += self._static_split(sg, op)
+        self.stats = {"accumulators": rewritten, "split_v": split_fixed}
+        return bool(rewritten or split_fixed)
+
+    # ------------------------------------------------------------------ accumulator
+    def _static_accumulator(self, model: Model, loop: loops.RnnLoop) -> bool:
+        body, acc = loop.body, loop.acc
+        if loops.subgraph_users(model, body) != 1:
+            self.explain(f"{body.name}: body shared by several WHILE ops")
+            return False
+        step = body.producer(acc.next).inputs[1]  # RESHAPE(h', [1, B, u]) -> acc row
+        rank = len(acc.arg.shape)
+        zero = body.new_constant(np.zeros((), np.int32), f"{body.name}/acc_index_zero")
+        index = body.new_tensor(f"{body.name}/acc_index", (rank,), "int32")
+        body.add_op("PACK", [loop.time.arg] + [zero] * (rank - 1), [index],
+                    {"values_count": rank, "axis": 0})  # fmt: skip
+        new = body.new_tensor(acc.next.name + "/static", acc.arg.shape, acc.arg.dtype)
+        body.add_op("DYNAMIC_UPDATE_SLICE", [acc.arg, step, index], [new])
+        if not self._same_step(loop, acc.next, new):
+            self.explain(f"{body.name}: DYNAMIC_UPDATE_SLICE accumulator not proved equal")
+            return False
+        body.outputs[acc.index] = new
+        return True
+
+    def _same_step(self, loop: loops.RnnLoop, old: Tensor, new: Tensor) -> bool:
+        rng = np.random.default_rng(0)
+        for t in sorted({0, loop.trip_count // 2, loop.trip_count - 1}):
+            feeds = loops.step_feeds(loop, t, rng)
+            try:
+                a, b = evaluate_tensors(loop.body, feeds, [old, new])
+            except UnsupportedOp as e:
+                self.explain(f"{loop.body.name}: cannot evaluate ({e})")
+                return False
+            if a.shape != b.shape or not np.array_equal(a, b):
+                return False
+        return True
+
+    # ------------------------------------------------------------------ SPLIT_V
+    def _static_split(self, sg: Subgraph, op: Operator) -> bool:
+        x, sizes_t, axis_t = op.inputs
+        sizes, axis = loops.const_value(sizes_t), loops.const_value(axis_t)
+        if sizes is None or axis is None or x.is_dynamic or -1 not in sizes.tolist():
+            return False
+        ax = int(axis.reshape(())) % len(x.shape)
+        sizes = sizes.astype(np.int64).reshape(-1)
+        sizes[sizes == -1] = x.shape[ax] - (sizes.sum() + 1)
+        keep = [i for i, n in enumerate(sizes) if n or sg.is_used(op.outputs[i])]
+        if any(op.outputs[i].is_dynamic for i in keep):
+            return False
+        outs, parts = [op.outputs[i] for i in keep], [int(sizes[i]) for i in keep]
+        fresh = [sg.new_tensor(t.name + "/static", t.shape, t.dtype) for t in outs]
+        if len(set(parts)) == 1:
+            sg.add_op("SPLIT", [axis_t, x], fresh, {"num_splits": len(parts)})
+        else:
+            size_c = sg.new_constant(np.array(parts, np.int32), f"{x.name}/split_sizes")
+            sg.add_op("SPLIT_V", [x, size_c, axis_t], fresh, {"num_splits": len(parts)})
+        rng = np.random.default_rng(0)
+        data = rng.standard_normal(x.shape).astype(x.dtype or np.float32)
+        try:
+            got = evaluate_tensors(sg, {x: data}, outs + fresh)
+        except UnsupportedOp:
+            return False
+        n = len(outs)
+        if not all(np.array_equal(a, b) for a, b in zip(got[:n], got[n:])):
+            self.explain(f"SPLIT_V {outs[0].name}: static split not proved equal")
+            return False
+        for t, f in zip(outs, fresh):
+            sg.replace_all_uses(t, f)
+        return True
