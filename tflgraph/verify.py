@@ -158,13 +158,17 @@ def _json_default(v):
 
 def _state_hint(rows: list[Row]) -> str:
     bad = {(r.runtime, r.mode) for r in rows if not r.equal}
-    for rt in dict.fromkeys(r.runtime for r in rows):
-        if (rt, "no-reset") in bad and (rt, "reset") not in bad:
-            return (
-                f"{rt}: outputs differ only when samples follow each other without a reset: "
-                "the models keep different state across invokes"
-            )
-    return ""
+    only = [
+        rt
+        for rt in dict.fromkeys(r.runtime for r in rows)
+        if (rt, "no-reset") in bad and (rt, "reset") not in bad
+    ]
+    if not only:
+        return ""
+    return (
+        f"{', '.join(only)}: outputs differ only when samples follow each other without a "
+        "reset: the models keep different state across invokes"
+    )
 
 
 # --------------------------------------------------------------------------- inputs/outputs
@@ -172,7 +176,7 @@ def _state_hint(rows: list[Row]) -> str:
 
 def _as_model(x, label: str) -> tuple[Model, bytes, str]:
     if isinstance(x, Model):
-        return x, x.to_bytes(), f"<{label}: model>"
+        return x, x.to_bytes(), f"<{label}: Model in memory>"
     if isinstance(x, (bytes, bytearray, memoryview)):
         data = bytes(x)
         return load(data), data, f"<{label}: bytes>"
