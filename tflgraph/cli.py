@@ -19,6 +19,7 @@ from .passdoc import passes_markdown
 from .pipeline import all_passes, get_pass, load_pass_file, resolve, run_passes
 from .reader import load
 from .summary import describe, format_description, format_summary_table, summary
+from .targets import TARGETS, unsupported_ops
 from .verify import verify
 from .writer import save
 
@@ -79,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         "repeats) to PATH (.dot, or .svg/.png through Graphviz), default OUTPUT-stem.PASS.dot "
         "next to the output; repeatable",
     )
+    o.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="any",
+        help="runtime the output must run on: emit only ops it has (default any: LiteRT and "
+        "TFLM both)",
+    )
     o.add_argument("--quiet", "-q", action="store_true")
     o.add_argument(
         "--verify",
@@ -105,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="describe a model")
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument(
+        "--target", choices=TARGETS, help="also list the ops this runtime cannot run (tflm, ...)"
+    )
 
     d = sub.add_parser("dot", help="draw a model as a Graphviz graph")
     d.add_argument("input")
@@ -172,6 +183,7 @@ def cmd_optimize(args) -> int:
         explain=args.explain,
         after_pass=after_pass,
         options=options,
+        target=args.target,
     )
     refused = _verify_before_writing(args, model, names, records, output)
     if refused:
@@ -193,6 +205,10 @@ def cmd_optimize(args) -> int:
             if r.changed and r.stats and fmt is not None:
                 for line in fmt(r.stats):
                     print(f"[{r.name}] {line}")
+    missing = unsupported_ops(model, args.target)
+    if missing and not args.quiet:
+        who = "TFLM or LiteRT" if args.target == "any" else args.target
+        print(f"note: {output} has ops {who} cannot run: {_fmt_counts(missing)}")
     if args.explain:
         for r in records:
             for line in r.explanations:
@@ -296,11 +312,25 @@ def _write_json(path: str, obj) -> None:
 def cmd_inspect(args) -> int:
     model = load(args.input)
     info = describe(model, os.path.getsize(args.input))
+    if args.target:
+        info["target"] = args.target
+        info["unsupported_ops"] = unsupported_ops(model, args.target)
     if args.json:
         print(json.dumps(info, indent=2))
-    else:
-        print(format_description(args.input, info))
+        return 0
+    print(format_description(args.input, info))
+    if args.target:
+        missing = info["unsupported_ops"]
+        print(
+            f"ops {args.target} cannot run: {_fmt_counts(missing)}"
+            if missing
+            else f"every op runs on {args.target}"
+        )
     return 0
+
+
+def _fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in counts.items())
 
 
 def cmd_dot(args) -> int:
