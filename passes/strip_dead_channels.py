@@ -45,16 +45,20 @@ class StripDeadChannels(Pass):
         before = weight_bytes(model)
         layers: dict[str, dict] = {}
         changed = False
+        self._kept: list[str] = []
         for _ in range(MAX_ROUNDS):
             if not self._round(model, layers):
                 break
             changed = True
+        for line in self._kept:  # the last analysis: zero-weight channels that had to stay
+            self.explain(line)
         if changed:
             self.stats = {"layers": layers, "bytes_saved": before - weight_bytes(model)}
         return changed
 
     def _round(self, model: Model, layers: dict) -> bool:
         plan = ChannelGraph(model).removal()
+        self._kept = plan.kept
         if not plan.keep:
             return False
         reference = _reference(model)

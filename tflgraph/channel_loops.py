@@ -77,9 +77,7 @@ def visit_while(g: ChannelGraph, sg: Subgraph, op: Operator) -> ValueFn | None:
         base = g.const_slots(init) if init.is_constant else g.slots(init)
         bases = [g.slots(t) for t in views]
         if base is None or any(b is None for b in bases):
-            g.blocked.update([init, *views])
-            if init.is_constant and base is not None:
-                g.blocked.add(init)
+            g.block([init, *views], "a loop operand without a static channel axis")
             continue
         if init.is_constant:
             g.constants.append((sg, op, i))

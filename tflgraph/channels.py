@@ -66,6 +66,7 @@ class Removal:
     layers: list = field(default_factory=list)  # every Layer of the model
     edits: list = field(default_factory=list)  # (subgraph, op, kind) of ops to adjust
     constants: list = field(default_factory=list)  # (subgraph, op, index): sliced operands
+    kept: list = field(default_factory=list)  # why zero-weight channels stay (for --explain)
 
     def mask(self, t: Tensor) -> np.ndarray | None:
         return self.keep.get(t)
@@ -75,7 +76,7 @@ class ChannelGraph:
     def __init__(self, model: Model):
         self.base: dict[Tensor, int] = {}
         self.parent: list[int] = []
-        self.blocked: set[Tensor] = set()
+        self.blocked: dict[Tensor, str] = {}  # tensor -> why its channels must stay
         self.values: dict[Tensor, np.ndarray] = {}
         self.fns: dict[Operator, ValueFn] = {}
         self.layers: list[Layer] = []
@@ -85,16 +86,21 @@ class ChannelGraph:
         self.inner = channel_loops.loop_subgraphs(model)
         self.top = [sg for sg in model.subgraphs if sg not in self.inner]
         for sg in self.top:
-            self.blocked.update(sg.inputs + sg.outputs)
+            self.block(sg.inputs + sg.outputs, "a subgraph input or output")
         for sg in model.subgraphs:
             for op in sg.operators:
                 fn = self._visit(sg, op)
                 if fn is None:
-                    self.blocked.update(t for t in op.inputs + op.outputs if t is not None)
+                    self.block(op.inputs + op.outputs, f"{op.type} (not channel-wise here)")
                 else:
                     self.fns[op] = fn
         for sg in self.top:
             self.run_values(sg)
+
+    def block(self, tensors, why: str) -> None:
+        for t in tensors:
+            if t is not None:
+                self.blocked.setdefault(t, why)
 
     # ---- slots
     def slots(self, t: Tensor) -> int | None:
@@ -234,7 +240,7 @@ class ChannelGraph:
         offset = 0
         for t in xs:
             if t.is_constant:  # a constant part: its channels stay
-                self.blocked.add(t)
+                self.block([t], "a constant part of a CONCATENATION")
             base = self.const_slots(t) if t.is_constant else self.slots(t)
             self.union(base, self.slots(y) + offset, t.shape[-1])
             offset += t.shape[-1]
@@ -294,25 +300,31 @@ class ChannelGraph:
 
     # ---- decision
     def removal(self) -> Removal:
-        """The removable classes, as keep masks per tensor and bias folds per consumer."""
+        """The removable classes, as keep masks per tensor and bias folds per consumer;
+        `Removal.kept` says why channels with all-zero weights stay."""
         n = len(self.parent)
-        ok = np.ones(n, bool)
-        for t in self.blocked:
+        why = np.full(n, None, object)
+        for t, reason in self.blocked.items():
             if t in self.base:
-                ok[self.base[t] : self.base[t] + t.shape[-1]] = False
+                why[self._span(t)] = reason
         for layer, t, reads in self.boundaries:
             v = self.value(t)
             fold = layer.can_fold() and t is layer.x
-            fine = ~reads | (v == 0) | (np.isfinite(v) & fold)
-            ok[self.base[t] : self.base[t] + t.shape[-1]] &= fine
+            bad = reads & (v != 0) & ~(np.isfinite(v) & fold)
+            span = why[self._span(t)]
+            who = f"read by {layer.kind} {_name(layer.y)}"
+            free = span == None  # noqa: E711
+            span[bad & free & np.isnan(v)] = f"{who}, where its value is not constant"
+            span[bad & free & np.isfinite(v)] = f"{who}, which cannot fold the constant exactly"
         roots = np.array([self.find(i) for i in range(n)], dtype=np.int64)
-        removable = ~np.isin(roots, roots[~ok])
+        removable = ~np.isin(roots, roots[why != None])  # noqa: E711
         for t, b in self.base.items():  # never empty a tensor: keep its first class
             if t.shape[-1] and removable[b : b + t.shape[-1]].all():
                 removable[roots == roots[b]] = False
+                why[b] = "the last channel of a tensor"
         out = Removal(layers=self.layers, edits=self.edits, constants=self.constants)
-        for t, b in self.base.items():
-            gone = removable[b : b + t.shape[-1]]
+        for t in self.base:
+            gone = removable[self._span(t)]
             if gone.any():
                 out.keep[t] = ~gone
         for layer, t, reads in self.boundaries:
@@ -321,7 +333,25 @@ class ChannelGraph:
                 chans = np.flatnonzero(~out.keep[t] & reads & (v != 0))
                 if chans.size:
                     out.folds[layer] = (chans, v[chans])
+        class_why: dict = {}
+        for r, w in zip(roots, why):
+            if w is not None:
+                class_why.setdefault(r, w)
+        for layer in self.layers:
+            v = self.value(layer.y)
+            for c in np.flatnonzero(np.isfinite(v) & ~removable[self._span(layer.y)]):
+                reason = class_why.get(roots[self.base[layer.y] + c], "")
+                out.kept.append(
+                    f"{_name(layer.y)}: channel {c} (constant {v[c]:.4g}) stays: {reason}"
+                )
         return out
+
+    def _span(self, t: Tensor) -> slice:
+        return slice(self.base[t], self.base[t] + t.shape[-1])
+
+
+def _name(t: Tensor) -> str:
+    return repr(t.name.split(";")[0])
 
 
 def uniform_channels(t: Tensor) -> np.ndarray:

@@ -204,3 +204,14 @@ def test_loop_unit_with_a_nonzero_initial_state_stays():
     assert strip(model)[0]
     assert loop_shapes(model) == ([(52, 13), (52, 8)], [(1, 1, 13), (1, 13), (1, 13)])
     assert_same_outputs(original, model)
+
+
+def test_explain_names_the_channels_that_stay():
+    model = tflgraph.load(fixture("dead_cnn"))
+    p = StripDeadChannels()
+    p.explanations = []
+    p.run(model)
+    assert p.explanations == [
+        "'functional_1/c1_1/Relu': channel 7 (constant 0.3) stays: read by CONV_2D "
+        "'functional_1/c2_1/Relu', which cannot fold the constant exactly"
+    ]
