@@ -125,17 +125,23 @@ class StampDescription(tflgraph.Pass):
 '''
 
 
-def test_entry_point_plugin_is_found_listed_and_run(tmp_path):
+def install_plugin(tmp_path, source: str) -> dict:
+    """A 'pip-installed' plugin (module + dist-info with entry_points.txt) in a folder; returns
+    the environment that puts it on the path of a subprocess."""
     site = tmp_path / "site"
     dist = site / "tflgraph_demo_plugin-0.1.dist-info"
     dist.mkdir(parents=True)
-    (site / "tflgraph_demo_plugin.py").write_text(PLUGIN)
+    (site / "tflgraph_demo_plugin.py").write_text(source)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tflgraph-demo-plugin\n"
                                    "Version: 0.1\n")  # fmt: skip
     (dist / "entry_points.txt").write_text(
         "[tflgraph.passes]\nstamp-description = tflgraph_demo_plugin:StampDescription\n"
     )
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_entry_point_plugin_is_found_listed_and_run(tmp_path):
+    env = install_plugin(tmp_path, PLUGIN)
     listed = tflgraph_cli("passes", env=env)
     assert listed.returncode == 0, listed.stderr
     assert re.search(r"^stamp-description\s+Write a marker", listed.stdout, re.M)
@@ -150,6 +156,17 @@ def test_entry_point_plugin_is_found_listed_and_run(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("tflgraph: error: unknown pass 'stamp-description'")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_broken_plugin_is_a_one_line_error(tmp_path):
+    env = install_plugin(tmp_path, "raise ImportError('needs numpy 9')\n")
+    r = tflgraph_cli("optimize", fixture("mlp"), "-o", tmp_path / "o.tflite", "--passes",
+                     "stamp-description", env=env)  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert (
+        "plugin pass 'stamp-description' (tflgraph_demo_plugin:StampDescription) failed to "
+        "load: ImportError: needs numpy 9"
+    ) in r.stderr
 
 
 def test_load_registers_a_pass_class(tmp_path):

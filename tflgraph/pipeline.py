@@ -111,7 +111,12 @@ def get_pass(name: str) -> type[Pass]:
     else:
         ep = _entry_points().get(name)
         if ep is not None:
-            obj = ep.load()
+            try:
+                obj = ep.load()
+            except Exception as e:  # a broken plugin: one line, not a traceback
+                raise PassError(
+                    f"plugin pass {name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}"
+                ) from None
             if isinstance(obj, type) and issubclass(obj, Pass) and name not in _REGISTRY:
                 obj.name = name
                 _REGISTRY[name] = obj
