@@ -109,6 +109,31 @@ CASES = [
     ("dw_same_dil2", "DEPTHWISE_CONV_2D", [f(1, 7, 7, 2), C(f(1, 2, 3, 2)), C(f(2))],
      opt("DepthwiseConv2DOptions", padding=0, stride_w=1, stride_h=1, depth_multiplier=1,
          dilation_w_factor=2, dilation_h_factor=2), {}),
+    ("transpose_conv_same_s2", "TRANSPOSE_CONV",
+     [C(i32(1, 8, 6, 4)), C(f(4, 3, 3, 3)), f(1, 4, 3, 3), C(f(4))],
+     {"padding": 0, "stride_w": 2, "stride_h": 2}, {"out_dtype": "float32"}),
+    ("transpose_conv_valid_relu", "TRANSPOSE_CONV",
+     [C(i32(2, 9, 7, 2)), C(f(2, 3, 3, 3)), f(2, 4, 3, 3), None],
+     {"padding": 1, "stride_w": 2, "stride_h": 2, "fused_activation_function": 1},
+     {"out_dtype": "float32"}),
+    ("transpose_conv_same_s1_odd", "TRANSPOSE_CONV",
+     [C(i32(1, 5, 5, 2)), C(f(2, 2, 2, 3)), f(1, 5, 5, 3), None],
+     {"padding": 0, "stride_w": 1, "stride_h": 1}, {"out_dtype": "float32"}),
+    ("transpose_conv_valid_s3_larger", "TRANSPOSE_CONV",
+     [C(i32(1, 10, 10, 2)), C(f(2, 3, 3, 3)), f(1, 3, 3, 3), None],
+     {"padding": 1, "stride_w": 3, "stride_h": 3}, {"out_dtype": "float32"}),
+    ("resize_nearest", "RESIZE_NEAREST_NEIGHBOR", [f(1, 3, 4, 2), C(i32(7, 5))], {}, {}),
+    ("resize_nearest_align", "RESIZE_NEAREST_NEIGHBOR", [f(1, 3, 4, 2), C(i32(7, 5))],
+     {"align_corners": True}, {}),
+    ("resize_nearest_half_pixel", "RESIZE_NEAREST_NEIGHBOR", [f(2, 4, 4, 1), C(i32(6, 3))],
+     {"half_pixel_centers": True}, {}),
+    ("resize_bilinear", "RESIZE_BILINEAR", [f(1, 3, 4, 2), C(i32(7, 5))], {}, {}),
+    ("resize_bilinear_align", "RESIZE_BILINEAR", [f(1, 3, 4, 2), C(i32(7, 5))],
+     {"align_corners": True}, {}),
+    ("resize_bilinear_half_pixel", "RESIZE_BILINEAR", [f(2, 4, 4, 1), C(i32(6, 3))],
+     {"half_pixel_centers": True}, {}),
+    ("space_to_depth", "SPACE_TO_DEPTH", [f(2, 4, 6, 3)], {"block_size": 2}, {}),
+    ("depth_to_space", "DEPTH_TO_SPACE", [f(2, 2, 3, 8)], {"block_size": 2}, {}),
     ("maxpool_valid", "MAX_POOL_2D", [f(1, 6, 6, 3)],
      opt("Pool2DOptions", padding=1, stride_w=2, stride_h=2, filter_width=2, filter_height=2),
      {}),
@@ -154,6 +179,13 @@ CASES = [
     ("ceil", "CEIL", [f(3, 5, lo=-4, hi=4)], None, {}),
     ("softmax", "SOFTMAX", [f(2, 5)], {"beta": 1.0}, {}),
     ("softmax_beta_3d", "SOFTMAX", [f(2, 3, 4, hi=6)], {"beta": 0.5}, {}),
+    ("l2_normalization", "L2_NORMALIZATION", [f(2, 3, 5)], opt("L2NormOptions"), {}),
+    ("cumsum", "CUMSUM", [f(2, 5), C(i32(1))], {}, {}),
+    ("cumsum_exclusive_reverse", "CUMSUM", [f(3, 4), C(np.int32(0))],
+     {"exclusive": True, "reverse": True}, {}),
+    ("elu", "ELU", [f(3, 5)], None, {}),
+    ("sign", "SIGN", [np.array([-2.5, 0, 3, -0.0], np.float32)], None, {}),
+    ("round", "ROUND", [np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.7], np.float32)], None, {}),
     ("log_softmax", "LOG_SOFTMAX", [f(2, 5, hi=6)], None, {}),
     ("gelu", "GELU", [f(3, 5, lo=-4, hi=4)], {"approximate": False}, {}),
     ("gelu_approximate", "GELU", [f(3, 5, lo=-4, hi=4)], {"approximate": True}, {}),
@@ -458,8 +490,8 @@ def test_bad_operands_raise_evaluation_error():
 
 def test_unknown_op_is_named():
     model, feeds = single_op("FULLY_CONNECTED", [f(2, 3), C(f(4, 3)), None])
-    model.main.operators[0].opcode = tflgraph.schema.OP_CODES["RESIZE_BILINEAR"]
-    with pytest.raises(UnsupportedOp, match="RESIZE_BILINEAR"):
+    model.main.operators[0].opcode = tflgraph.schema.OP_CODES["SEGMENT_SUM"]
+    with pytest.raises(UnsupportedOp, match="SEGMENT_SUM"):
         evaluate(model, feeds)
 
 

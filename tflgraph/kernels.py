@@ -208,6 +208,20 @@ def gelu(op, x):
     return (0.5 * x * (1 + erf(x.astype(np.float64) / math.sqrt(2)))).astype(x.dtype)
 
 
+def l2_normalization(op, x):
+    norm = np.sqrt(np.sum(np.square(x), axis=-1, keepdims=True))
+    return act(op, (x / np.maximum(norm, np.float32(1e-6))).astype(x.dtype))
+
+
+def cumsum(op, x, axis):
+    o, ax = opts(op), _axis(axis, x.ndim)
+    y = np.flip(x, ax) if o.get("reverse") else x
+    y = np.cumsum(y, axis=ax, dtype=x.dtype)
+    if o.get("exclusive"):
+        y = y - (np.flip(x, ax) if o.get("reverse") else x)
+    return np.flip(y, ax) if o.get("reverse") else y
+
+
 def arg_reduce(fn):
     return lambda op, x, axis: fn(x, axis=_axis(axis, x.ndim)).astype(op.outputs[0].dtype)
 
@@ -294,6 +308,11 @@ KERNELS = {
     "SQRT": _unary(np.sqrt),
     "RSQRT": _unary(lambda x: 1 / np.sqrt(x)),
     "SOFTMAX": softmax,
+    "L2_NORMALIZATION": l2_normalization,
+    "CUMSUM": cumsum,
+    "ELU": lambda op, x: np.where(x > 0, x, np.expm1(x)).astype(x.dtype),
+    "SIGN": _unary(np.sign),
+    "ROUND": _unary(np.round),
     "LOG_SOFTMAX": log_softmax,
     "GELU": gelu,
     "LEAKY_RELU": lambda op, x: np.where(x > 0, x, x * opts(op).get("alpha", 0.0)).astype(x.dtype),

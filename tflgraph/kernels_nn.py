@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import ACTIVATIONS, UnsupportedOp, act, opts, sigmoid
+from .kernels import ACTIVATIONS, UnsupportedOp, _ints, act, opts, sigmoid
 
 # ---------------------------------------------------------------- dense, conv, pool
 
@@ -96,6 +96,81 @@ def _pool(op, x, reduce):
     return act(op, (sum(wins) / counts).astype(x.dtype))
 
 
+def transpose_conv(op, output_shape, w, x, b=None):
+    """Filter [out, h, w, in]: every input pixel scatters x @ w[:, i, j].T onto the (strided)
+    full output, which is then cropped by the padding LiteRT computes for `output_shape`."""
+    o = opts(op)
+    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
+    cout, kh, kw, _ = w.shape
+    n, hh, ww, _ = x.shape
+    full = np.zeros((n, (hh - 1) * sh + kh, (ww - 1) * sw + kw, cout), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, i : i + (hh - 1) * sh + 1 : sh, j : j + (ww - 1) * sw + 1 : sw] += (
+                x @ w[:, i, j].T
+            )
+    oh, ow = _ints(output_shape)[1:3]
+    ph = _transpose_pad(oh, kh, sh, o.get("padding", 0))
+    pw = _transpose_pad(ow, kw, sw, o.get("padding", 0))
+    y = np.zeros((n, oh, ow, cout), x.dtype)
+    crop = full[:, ph : ph + oh, pw : pw + ow]
+    y[:, : crop.shape[1], : crop.shape[2]] = crop
+    if b is not None:
+        y = y + b
+    return act(op, y.astype(x.dtype))
+
+
+def _transpose_pad(out: int, k: int, stride: int, padding: int) -> int:
+    """LiteRT's ComputePaddingHeightWidth applied to the transposed conv's output size."""
+    n = -(-out // stride) if padding == 0 else (out - k + stride) // stride
+    return max(((n - 1) * stride + k - out) // 2, 0)
+
+
+def _resize_axis(op, size: int, out: int, bilinear: bool):
+    """Source coordinates of `out` samples along one axis (LiteRT's reference resize)."""
+    o = opts(op)
+    align, half = o.get("align_corners", False), o.get("half_pixel_centers", False)
+    scale = np.float32((size - 1) / (out - 1) if align and out > 1 else size / out)
+    pos = np.arange(out, dtype=np.float32)
+    if bilinear:
+        v = (pos + np.float32(0.5)) * scale - np.float32(0.5) if half else pos * scale
+        lo = np.maximum(np.floor(v).astype(int), 0)
+        return v, lo, np.minimum(np.ceil(v).astype(int), size - 1)
+    v = (pos + np.float32(0.5 if half else 0)) * scale
+    idx = np.minimum(np.round(v).astype(int) if align else np.floor(v).astype(int), size - 1)
+    return np.maximum(idx, 0)
+
+
+def resize_nearest(op, x, size):
+    oh, ow = _ints(size)
+    rows = _resize_axis(op, x.shape[1], oh, False)
+    return x[:, rows][:, :, _resize_axis(op, x.shape[2], ow, False)]
+
+
+def resize_bilinear(op, x, size):
+    oh, ow = _ints(size)
+    y, y0, y1 = _resize_axis(op, x.shape[1], oh, True)
+    v, x0, x1 = _resize_axis(op, x.shape[2], ow, True)
+    dy, dx = (y - y0)[None, :, None, None], (v - x0)[None, None, :, None]
+    top = x[:, y0][:, :, x0] * (1 - dx) + x[:, y0][:, :, x1] * dx
+    bottom = x[:, y1][:, :, x0] * (1 - dx) + x[:, y1][:, :, x1] * dx
+    return (top * (1 - dy) + bottom * dy).astype(x.dtype)
+
+
+def space_to_depth(op, x):
+    bs = opts(op)["block_size"]
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // bs, bs, w // bs, bs, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h // bs, w // bs, bs * bs * c)
+
+
+def depth_to_space(op, x):
+    bs = opts(op)["block_size"]
+    n, h, w, c = x.shape
+    x = x.reshape(n, h, w, bs, bs, c // (bs * bs)).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h * bs, w * bs, c // (bs * bs))
+
+
 # ---------------------------------------------------------------- recurrent
 
 
@@ -167,6 +242,11 @@ NN_KERNELS = {
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
     "MAX_POOL_2D": lambda op, x: _pool(op, x, np.maximum),
     "AVERAGE_POOL_2D": lambda op, x: _pool(op, x, np.add),
+    "TRANSPOSE_CONV": transpose_conv,
+    "RESIZE_NEAREST_NEIGHBOR": resize_nearest,
+    "RESIZE_BILINEAR": resize_bilinear,
+    "SPACE_TO_DEPTH": space_to_depth,
+    "DEPTH_TO_SPACE": depth_to_space,
     "UNIDIRECTIONAL_SEQUENCE_LSTM": sequence_lstm,
     "UNIDIRECTIONAL_SEQUENCE_RNN": sequence_rnn,
     "RNN": rnn,
