@@ -326,38 +326,24 @@ def pass_file(tmp_path):
     return path
 
 
+def optimize_mlp(out, pass_file, passes: str, *extra) -> subprocess.CompletedProcess:
+    return cli(
+        "optimize", fixture("mlp"), "-o", out, "--load", pass_file, "--passes", passes, *extra
+    )
+
+
 def test_optimize_verify_refuses_to_write_changed_outputs(tmp_path, pass_file):
     out = tmp_path / "out.tflite"
-    proc = cli(
-        "optimize",
-        fixture("mlp"),
-        "-o",
-        out,
-        "--load",
-        pass_file,
-        "--passes",
-        "cleanup,perturb-weight",
-    )
+    proc = optimize_mlp(out, pass_file, "cleanup,perturb-weight")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert not out.exists()
     assert not list(tmp_path.glob(".out.tflite*"))  # no temporary left behind either
     last = proc.stderr.strip().splitlines()[-1]
-    assert (
-        last.startswith("tflgraph: error: ") and "perturb-weight" in last and "not written" in last
-    )
+    assert last.startswith("tflgraph: error: ") and "not written" in last
+    assert "pipeline 'cleanup,perturb-weight'" in last and "perturb-weight)" in last
     assert "DIFFERENT" in proc.stderr
     # --no-verify writes the (wrong) model; the default pipeline verifies and writes
-    proc = cli(
-        "optimize",
-        fixture("mlp"),
-        "-o",
-        out,
-        "--load",
-        pass_file,
-        "--passes",
-        "perturb-weight",
-        "--no-verify",
-    )
+    proc = optimize_mlp(out, pass_file, "perturb-weight", "--no-verify")
     assert proc.returncode == 0 and out.exists(), proc.stderr
     assert verify(fixture("mlp"), out).verdict == "different"
     good = tmp_path / "good.tflite"
@@ -377,17 +363,7 @@ def test_optimize_verify_on_a_model_no_runtime_runs_warns_and_writes(tmp_path):
 
 def test_check_each_names_the_pass_that_broke_the_graph(tmp_path, pass_file):
     out = tmp_path / "out.tflite"
-    proc = cli(
-        "optimize",
-        fixture("mlp"),
-        "-o",
-        out,
-        "--load",
-        pass_file,
-        "--passes",
-        "cleanup,break-graph",
-        "--check-each",
-    )
+    proc = optimize_mlp(out, pass_file, "cleanup,break-graph", "--check-each")
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert "pass 'break-graph' broke the graph" in line and "passes before it: cleanup" in line
