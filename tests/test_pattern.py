@@ -318,3 +318,15 @@ def test_prove_refuses_what_it_cannot_evaluate():
     assert lines == [
         "main: MUL -> 'y': declined: cannot prove: no random values for INT32 tensor 'i'"
     ]
+
+
+def test_a_rewrite_that_edits_the_graph_directly_returns_true():
+    def rewire(m):
+        m.sg.set_input(m.op, 1, m.constant(np.ones(4, np.float32), like=m["s"]))
+        return True
+
+    class Direct(tflgraph.RulePass):
+        rules = [(Op("MUL", Op("FULLY_CONNECTED"), Const("s", where=lambda a: a[0] != 1)), rewire)]
+
+    m = fc_mul_model()
+    assert Direct().run(m) and not Direct().run(m)

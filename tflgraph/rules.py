@@ -12,8 +12,9 @@ A rule pass visits every subgraph (WHILE bodies too), tries the pattern on each 
 types in execution order, and calls the rewrite on each match. The rewrite builds new ops next
 to the old ones and redirects the old output with `m.replace`; the pipeline then deletes what
 became dead, so rules never remove ops themselves. Returning a string declines the match with
-that reason (it must come before any `m.replace`); candidates that did not match are explained
-with the pattern's first failed constraint under `tflgraph optimize --explain`.
+that reason (it must come before any `m.replace`); a rewrite that edits `m.sg` directly
+instead of through the helpers returns True to say so. Candidates that did not match are
+explained with the pattern's first failed constraint under `tflgraph optimize --explain`.
 
 Several rules can share one pass as rows of a table: subclass RulePass and set
 `rules = [(PATTERN_A, rewrite_a), (PATTERN_B, rewrite_b)]`.
@@ -178,7 +179,7 @@ class RulePass(Pass):
                                 f"({result}); decline before calling m.replace"
                             )
                         self.explain(f"{where}: declined: {result}")
-                    elif m.changed:
+                    elif m.changed or result is True:
                         rewritten += 1
                         changed = True
         self.stats = {"matched": matched, "rewritten": rewritten}
