@@ -2,25 +2,30 @@
 
 Pattern:   channel classes found by tflgraph/channels.py (dependency groups through
            activations, pooling, MEAN, PAD, STRIDED_SLICE, depthwise convs, ADD/SUB/MUL/
-           MAXIMUM, CONCATENATION and flattening RESHAPEs) that are *dead*: no consumer
-           weight reads them, or their value is a known constant (a producer whose weights for
-           the channel are all zero outputs act(bias)) that every consumer absorbs exactly.
+           MAXIMUM, CONCATENATION, SPLIT, flattening RESHAPEs and WHILE loop-carried
+           operands) that are *dead*: no consumer weight reads them, or their value is a known
+           constant (a producer whose weights for the channel are all zero outputs act(bias);
+           an LSTM unit whose cell-gate weights and bias are zero keeps h = c = 0) that every
+           consumer absorbs exactly.
 Rewrite:   slice the weight rows of the producers (FULLY_CONNECTED [out, in], CONV_2D
            [out, h, w, in], UNIDIRECTIONAL_SEQUENCE_LSTM gates, recurrent matrices, biases and
            states), the columns / input slices of the consumers, DEPTHWISE_CONV_2D kernels,
-           per-channel constant operands and per-channel quantization scales and zero points;
-           add a constant channel k into each consumer's bias (bias += W[:, c] * k, summed over
-           the kernel); shrink the shapes of every tensor of the class and fix RESHAPE shapes and
+           per-channel constant operands (bias ADDs, initial loop states) and per-channel
+           quantization scales and zero points; add a constant channel k into each consumer's
+           bias (bias += W[:, c] * k, summed over the kernel); shrink the shapes of every
+           tensor of the class (in WHILE cond/body subgraphs too) and fix RESHAPE shapes and
            STRIDED_SLICE ends. Repeated to a fixed point: removing a consumer's columns can
            leave more producer channels unread.
 Proof:     exact by construction (a removed channel contributes exactly zero, or exactly its
            folded constant, to every consumer; channel-wise ops compute the kept channels as
            before), AND checked on the reference interpreter (tflgraph/interpreter.py) for every
-           round on seeded random inputs, three invokes in a row: a mismatch beyond 1e-5 undoes
-           the round. Where the interpreter cannot run the subgraph (quantized ops) the proof is
-           the construction, which the tests confirm in LiteRT and TFLM.
-Invariant: subgraph inputs and outputs keep their shapes; ops outside the classes (anything
-           not listed above) are never touched; loaded buffers are never written.
+           round: the entry subgraphs on seeded random inputs, three invokes in a row; a
+           mismatch beyond 1e-5 undoes the round. Where the interpreter cannot run the model
+           (quantized ops) the proof is the construction, which the tests confirm in LiteRT
+           and TFLM (outputs bit-identical for the int8 CNN).
+Invariant: entry-subgraph inputs and outputs keep their shapes; ops outside the classes
+           (anything not listed above) are never touched; loaded buffers are never written.
+           `--explain` lists the zero-weight channels that stay and why.
 """
 
 from __future__ import annotations

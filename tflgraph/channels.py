@@ -44,6 +44,7 @@ import numpy as np
 from . import channel_loops
 from .channel_layers import Layer, activation, is_quantized, option, real
 from .ir import Model, Operator, Subgraph, Tensor
+from .schema import Options
 
 UNARY = {  # channel-wise activations and what they do to a known constant
     "RELU": lambda v: activation(1, v),
@@ -146,13 +147,16 @@ class ChannelGraph:
         self.values[t] = v
 
     def run_values(self, sg: Subgraph) -> None:
-        for op in sg.operators:
-            fn = self.fns.get(op)
-            if fn is not None:
-                fn()
+        with np.errstate(all="ignore"):  # inf/NaN are legitimate "values" here
+            for op in sg.operators:
+                fn = self.fns.get(op)
+                if fn is not None:
+                    fn()
 
     # ---- ops: tie slots, return the function computing the output values (None = block)
     def _visit(self, sg: Subgraph, op: Operator) -> ValueFn | None:
+        if op.options is not None and not isinstance(op.options, Options):
+            return None  # options the schema does not know: nothing to rely on
         if op.type == "WHILE":
             return channel_loops.visit_while(self, sg, op)
         if op.type == "SPLIT":
@@ -223,8 +227,7 @@ class ChannelGraph:
         a, b, act = xs[0], xs[1], option(op, "fused_activation_function")
 
         def fn():
-            with np.errstate(invalid="ignore", over="ignore"):
-                v = BINARY[op.type](self.value(a), self.value(b)) * np.ones(c)
+            v = BINARY[op.type](self.value(a), self.value(b)) * np.ones(c)
             self.set_value(y, activation(act, v))
 
         return fn
@@ -268,8 +271,9 @@ class ChannelGraph:
         return fn
 
     def _reshape(self, sg: Subgraph, op: Operator, x: Tensor, y: Tensor) -> ValueFn | None:
-        if self.slots(x) is None:
-            return None
+        shape = op.inputs[1] if len(op.inputs) > 1 else None
+        if self.slots(x) is None or (shape is not None and not shape.is_constant):
+            return None  # a computed target shape would not follow the new channel count
         c, n = x.shape[-1], y.shape[-1]
         if c == 0 or n % c or int(np.prod(x.shape)) != int(np.prod(y.shape)):
             return None
