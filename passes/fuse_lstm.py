@@ -3,7 +3,7 @@
 Pattern:   a recurrent WHILE loop (tflgraph.loops: counters, GATHER(seq, t), accumulator,
            states h and c) whose body is one Keras LSTM step (tflgraph.lstm_cell: sigmoid
            gates i|f|c|o, tanh or relu activation, no mask).
-Rewrite:   h0v, c0v = ZEROS_LIKE(h0), ZEROS_LIKE(c0)   # or RESHAPE(h0) for a non-zero state
+Rewrite:   h0v, c0v = FILL([B, u], 0.0) twice       # or RESHAPE(h0) for a non-zero state
            y = UNIDIRECTIONAL_SEQUENCE_LSTM(x, W_i..W_o, U_i..U_o, b_i..b_o, h0v, c0v,
                                             cell_clip=0, time_major=x is time-major)
            acc[-1] and the final h -> STRIDED_SLICE(y)[last step]; the whole sequence -> y
@@ -104,7 +104,8 @@ class _Rewrite:
 
     def __init__(self, loop: RnnLoop, cell: LstmCell, streaming: bool):
         self.loop, self.cell, self.streaming, self.sg = loop, cell, streaming, loop.sg
-        self.base = loop.op.outputs[0].name.rsplit(":", 1)[0]
+        self.base = _layer_name(loop.op.outputs[0].name)
+        self._fill: list[Tensor] | None = None
 
     def apply(self) -> None:
         loop, cell, sg = self.loop, self.cell, self.sg
@@ -163,15 +164,24 @@ class _Rewrite:
         shared = _state_source(sg, init, self.loop.op) if init.is_variable else None
         if shared is not None:
             return shared
-        var = sg.new_tensor(f"{self.base}/{name}_state", init.shape, is_variable=True)
+        var = sg.new_tensor(f"{self.base}/{name}", init.shape, is_variable=True)
         zeros = init.is_constant and init.data is not None and not np.any(init.data)
         if zeros and self.streaming:
             return var
         if zeros:
-            sg.add_op("ZEROS_LIKE", [init], [var])
+            sg.add_op("FILL", self._fill_operands(init.shape), [var])
         else:
             sg.add_op("RESHAPE", [init], [var], {"new_shape": list(init.shape)})
         return var
+
+    def _fill_operands(self, shape) -> list[Tensor]:
+        """FILL's operands (shape, 0.0), shared by both states: a few bytes, whatever u is."""
+        if self._fill is None:
+            self._fill = [
+                self.sg.new_constant(np.array(shape, np.int32), f"{self.base}/shape"),
+                self.sg.new_constant(np.array(0, np.float32), f"{self.base}/zero"),
+            ]
+        return self._fill
 
     def _last_step(self) -> Tensor:
         """STRIDED_SLICE(y) at the last step, time axis shrunk: [B, u]."""
@@ -209,14 +219,26 @@ _GATES = list(enumerate("ifco"))
 
 
 def _state_source(sg: Subgraph, var: Tensor, loop_op: Operator) -> Tensor | None:
-    """`var` if it is the in-place state of one fused op whose output the loop depends on and
-    that nothing else reads: the loop can then continue from it (an encoder's final c)."""
+    """`var` if it is the in-place state of one fused op whose output the loop depends on, that
+    nothing else reads and that an op resets every invoke: the loop can then continue from it
+    (an encoder's final c)."""
+    if sg.producer(var) is None:  # a streaming state: the loop would carry into the next invoke
+        return None
     readers = [p for p in sg.consumers(var) if p is not loop_op]
     if len(readers) != 1 or sg._is_io(var) or readers[0].type != "UNIDIRECTIONAL_SEQUENCE_LSTM":
         return None
     if loop_op not in _reachable(sg, [readers[0].outputs[0]]):
         return None
     return var
+
+
+def _layer_name(while_output: str) -> str:
+    """A short name for the new tensors: 'lstm_1' for 'functional_1/lstm_1/while'. Short
+    names keep the file no larger than the converter's own fused LSTM."""
+    parts = [p for p in while_output.split(":")[0].split("/") if p]
+    if len(parts) > 1 and parts[-1].startswith("while"):
+        parts.pop()
+    return parts[-1] if parts else "lstm"
 
 
 def _drop_dead(sg: Subgraph, op: Operator) -> None:

@@ -93,7 +93,7 @@ def test_folds_the_transposes_and_keeps_output_names():
     original = tflgraph.load(fixture("k3_lstm_b4"))
     names = [t.name for t in original.main.outputs]
     model, _ = fuse("k3_lstm_b4")
-    assert set(model.op_counts()) == {"UNIDIRECTIONAL_SEQUENCE_LSTM", "ZEROS_LIKE", "STRIDED_SLICE"}
+    assert set(model.op_counts()) == {"UNIDIRECTIONAL_SEQUENCE_LSTM", "FILL", "STRIDED_SLICE"}
     (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
     assert op.inputs[0] is model.main.inputs[0] and not op.options["time_major"]
     assert [t.name for t in model.main.outputs] == names
@@ -117,7 +117,7 @@ def test_weights_are_split_in_keras_gate_order():
 
 def test_stateful_streaming_keeps_state_across_invokes_only_when_asked():
     model, _ = fuse("k3_lstm", stateful_streaming=True)
-    assert "ZEROS_LIKE" not in model.op_counts()
+    assert "FILL" not in model.op_counts()
     data = model.to_bytes()
     for rt in ("litert", "tflm"):
         want = outputs_in(fixture("k3_lstm"), rt)
