@@ -117,5 +117,5 @@ class StaticLoopOutputs(Pass):
             self.explain(f"SPLIT_V {outs[0].name}: static split not proved equal")
             return False
         for t, f in zip(outs, fresh):
-            sg.replace_all_uses(t, f)
+            loops.replace_result(sg, t, f)  # a subgraph output keeps its name
         return True

@@ -1,0 +1,141 @@
+"""static-loop-outputs: WHILE RNNs with a whole-sequence output (or tf_keras' dynamic SPLIT_V)
+get static shapes; LiteRT gives the same outputs and TFLM now gives the LiteRT outputs of the
+original (which TFLM computed wrongly, hung on, or could not allocate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_same_outputs, fixture, outputs_in
+
+import tflgraph
+from tflgraph.ir import Model
+from tflgraph.pipeline import run_passes
+
+
+def run(name_or_model, passes=("static-loop-outputs",), target="any"):
+    """Load a fixture (or take a Model), run the passes with checks; (model, records)."""
+    model = name_or_model
+    if not isinstance(model, Model):
+        model = tflgraph.load(fixture(name_or_model))
+    records = run_passes(model, list(passes), check_each=True, explain=True, target=target)
+    return model, records
+
+
+def changed(records, name) -> bool:
+    return any(r.changed for r in records if r.name == name)
+
+
+def assert_tflm_gives_litert_reference(original, rewritten, samples: int = 5) -> None:
+    """The rewritten model in TFLM gives the ORIGINAL's LiteRT outputs, invoke after invoke."""
+    want = outputs_in(original, "litert", samples)
+    got = outputs_in(rewritten, "tflm", samples)
+    for k, (w, g) in enumerate(zip(want, got)):
+        for j, (a, b) in enumerate(zip(w, g)):
+            assert a.shape == b.shape, (k, j, a.shape, b.shape)
+            err = float(np.max(np.abs(a - b)))
+            assert err <= 1e-5 * max(1.0, float(np.max(np.abs(a)))), (k, j, err)
+
+
+def dynamic_tensors(model: Model) -> list[str]:
+    return [
+        t.name
+        for sg in model.reachable_subgraphs()
+        for t in sg.tensors
+        if t.is_dynamic and sg.is_used(t)
+    ]
+
+
+# fixture -> (accumulators rewritten, SPLIT_V made static)
+REWRITTEN = {
+    "k3_gru_seq": (1, 0),  # TFLM hangs on the original
+    "k3_simplernn_seq": (1, 0),
+    "k3_custom_cell": (1, 0),  # a user-written gated cell, return_sequences=True
+    "k3_lstm_seq": (1, 0),  # an LSTM that stays a loop when fuse-lstm is not run
+    "tfk_gru_reset_before": (0, 1),  # TFLM cannot allocate the zero-size SPLIT_V output
+}
+
+
+@pytest.mark.parametrize("name", sorted(REWRITTEN))
+def test_fixture_gets_static_shapes_and_same_outputs(name):
+    model, records = run(name)
+    stats = records[0].stats
+    assert (stats["accumulators"], stats["split_v"]) == REWRITTEN[name]
+    model.check()
+    assert dynamic_tensors(model) == []
+    if REWRITTEN[name][0]:
+        assert "DYNAMIC_UPDATE_SLICE" in model.op_counts()
+        assert "CONCATENATION" not in model.op_counts()
+    if REWRITTEN[name][1]:
+        assert "SPLIT_V" not in model.op_counts()
+    original = fixture(name)
+    assert_same_outputs(original, model, runtime_names=("litert",))
+    assert_tflm_gives_litert_reference(original, model)
+    assert model.to_bytes().__len__() <= original.stat().st_size
+
+
+def test_original_lstm_sequence_is_wrong_in_tflm():
+    """What the pass repairs: the input model's TFLM outputs are not LiteRT's."""
+    want = outputs_in(fixture("k3_lstm_seq"), "litert", 1)[0][0]
+    got = outputs_in(fixture("k3_lstm_seq"), "tflm", 1)[0][0]
+    assert np.max(np.abs(want - got)) > 0.1
+
+
+@pytest.mark.parametrize("name", ["k3_gru_seq", "tfk_gru_reset_before"])
+def test_second_run_changes_nothing(name):
+    model, _ = run(name)
+    before = model.to_bytes()
+    _, records = run(model)
+    assert not changed(records, "static-loop-outputs")
+    assert model.to_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["k3_gru", "k3_gru_b4", "tfk_gru", "k3_simplernn"])
+def test_last_step_loops_are_left_alone(name):
+    """return_sequences=False keeps only the last step: already static, nothing to do."""
+    _, records = run(name)
+    assert not changed(records, "static-loop-outputs")
+
+
+def test_accumulator_read_inside_the_body_is_left_alone():
+    """Near-miss: when the body also reads the accumulator, it is not the append idiom."""
+    from tflgraph import loops
+
+    model = tflgraph.load(fixture("k3_gru_seq"))
+    loop = loops.analyze_loop(model.main, model.main.ops_of_type("WHILE")[0])
+    body = loop.body
+    # h' = h' + 0 * acc[0]: same values, but the accumulator is now read by the cell
+    row = body.new_tensor("acc_row", loop.acc_value.shape, "float32")
+    idx = body.new_constant(np.zeros((), np.int32), "zero")
+    body.add_op("GATHER", [loop.acc.arg, idx], [row], {"axis": 0, "batch_dims": 0})
+    zero = body.new_constant(np.zeros((), np.float32), "fzero")
+    scaled = body.new_tensor("acc_row_scaled", row.shape, "float32")
+    body.add_op("MUL", [row, zero], [scaled], {"fused_activation_function": 0})
+    state = loop.states[0]
+    new_h = body.new_tensor("h_plus", state.next.shape, "float32")
+    body.add_op("ADD", [state.next, scaled], [new_h], {"fused_activation_function": 0})
+    body.outputs[state.index] = new_h
+    model.check()
+    _, records = run(model)
+    assert not changed(records, "static-loop-outputs")
+    assert "DYNAMIC_UPDATE_SLICE" not in model.op_counts()
+
+
+def test_split_v_with_a_used_inferred_part_gets_explicit_sizes():
+    """SPLIT_V([16, 8, -1]) of 32: the inferred part is 8 and used, so all three stay, as
+    SPLIT_V with constant sizes [16, 8, 8]; values identical in both runtimes."""
+    m = Model()
+    sg = m.add_subgraph("main")
+    x = sg.new_tensor("x", (1, 32))
+    outs = [sg.new_tensor(f"y{i}", (1, n)) for i, n in enumerate((16, 8, 8))]
+    sizes = sg.new_constant(np.array([16, 8, -1], np.int32), "sizes")
+    axis = sg.new_constant(np.array(-1, np.int32), "axis")
+    sg.add_op("SPLIT_V", [x, sizes, axis], outs, {"num_splits": 3})
+    sg.inputs, sg.outputs = [x], outs
+    original = m.to_bytes()
+    _, records = run(m)
+    assert records[0].stats["split_v"] == 1
+    (op,) = m.main.ops_of_type("SPLIT_V")
+    assert op.inputs[1].data.tolist() == [16, 8, 8]
+    assert [t.name for t in m.main.outputs] == ["y0", "y1", "y2"]
+    assert_same_outputs(original, m, exact=True)
