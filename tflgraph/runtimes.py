@@ -211,14 +211,20 @@ def run(
 MODES = ("no-reset", "reset")
 
 
-def run_modes(model: bytes, samples: list[list[np.ndarray]], runtime: str) -> dict[str, list]:
+def run_modes(
+    model: bytes, samples: list[list[np.ndarray]], runtime: str, modes=MODES
+) -> dict[str, list]:
     """Outputs per invoke in each mode: one interpreter fed the samples in a row ("no-reset"),
     and a fresh one reset between samples ("reset")."""
-    return {mode: run(model, samples, runtime, reset_between=mode == "reset") for mode in MODES}
+    return {mode: run(model, samples, runtime, reset_between=mode == "reset") for mode in modes}
 
 
 def run_isolated(
-    model: bytes, samples: list[list[np.ndarray]], runtime: str, timeout: float = 120.0
+    model: bytes,
+    samples: list[list[np.ndarray]],
+    runtime: str,
+    timeout: float = 120.0,
+    modes=MODES,
 ) -> dict[str, list]:
     """`run_modes` in a forked child process, so that a runtime that hangs (TFLM on some
     dynamic-shape loops) or crashes becomes a RuntimeUnavailable with the reason instead of
@@ -228,9 +234,9 @@ def run_isolated(
     try:
         ctx = multiprocessing.get_context("fork")
     except ValueError:
-        return run_modes(model, samples, runtime)
+        return run_modes(model, samples, runtime, modes)
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, model, samples, runtime), daemon=True)
+    child = ctx.Process(target=_child, args=(send, model, samples, runtime, modes), daemon=True)
     child.start()
     send.close()
     try:
@@ -249,7 +255,7 @@ def run_isolated(
     return payload
 
 
-def _child(send, model, samples, runtime) -> None:
+def _child(send, model, samples, runtime, modes) -> None:
     """Body of the forked worker: run, send ("ok", outputs) or ("error", reason)."""
     import ctypes
     import tempfile
@@ -260,7 +266,7 @@ def _child(send, model, samples, runtime) -> None:
     for fd in (1, 2):  # the runtimes print to the C++ streams; keep what they say as the reason
         os.dup2(log.fileno(), fd)
     try:
-        send.send(("ok", run_modes(model, samples, runtime)))
+        send.send(("ok", run_modes(model, samples, runtime, modes)))
     except Exception as e:
         with contextlib.suppress(Exception):
             ctypes.CDLL(None).fflush(None)

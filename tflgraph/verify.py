@@ -345,15 +345,19 @@ def verify(
     rtol: float | None = None,
     inputs=None,
     timeout: float = 60.0,
+    modes: tuple[str, ...] = MODES,
 ) -> VerifyReport:
     """Compare model B with reference A in LiteRT and/or TFLM (see the module docstring).
 
     `a`, `b`: Model, bytes or path. `inputs`: an .npz path, a mapping or a list of arrays
-    (keyed by input name or position); otherwise `samples` seeded random inputs.
+    (keyed by input name or position); otherwise `samples` seeded random inputs. `modes`:
+    ("no-reset", "reset") by default; ("reset",) for models meant to carry state.
     Raises VerifyError when the models cannot be compared at all."""
     names = runtimes.RUNTIMES if runtime == "both" else (runtime,)
     if any(n not in runtimes.RUNTIMES for n in names):
         raise VerifyError(f"unknown runtime {runtime!r}; choose litert, tflm or both")
+    if not modes or any(m not in MODES for m in modes):
+        raise VerifyError(f"modes must be some of {MODES}, not {modes!r}")
     if inputs is None and samples < 1:
         raise VerifyError("samples must be at least 1")
     for label, tol in (("atol", atol), ("rtol", rtol)):
@@ -381,18 +385,18 @@ def verify(
     report = VerifyReport(name_a, name_b, len(feeds_a), None if inputs is not None else seed)
     for rt in names:
         try:
-            got_a = _run(model_a, data_a, feeds_a, rt, timeout)
+            got_a = _run(model_a, data_a, feeds_a, rt, timeout, modes)
         except RuntimeUnavailable as e:
             report.runtimes.append(RuntimeStatus(rt, False, f"cannot run A: {_strip(e, rt)}"))
             continue
         try:
-            got_b = _run(model_b, data_b, feeds_b, rt, timeout)
+            got_b = _run(model_b, data_b, feeds_b, rt, timeout, modes)
         except RuntimeUnavailable as e:
             msg = f"cannot run B: {_strip(e, rt)} (A runs)"
             report.runtimes.append(RuntimeStatus(rt, False, msg, different=True))
             continue
         report.runtimes.append(RuntimeStatus(rt, True))
-        for mode in MODES:
+        for mode in modes:
             for i, (pa, j) in enumerate(zip(out_a, out_order)):
                 ref = [outs[i] for outs in got_a[mode]]
                 new = [outs[j] for outs in got_b[mode]]
@@ -402,11 +406,11 @@ def verify(
     return report
 
 
-def _run(model: Model, data: bytes, feeds, rt: str, timeout: float) -> dict[str, list]:
+def _run(model: Model, data: bytes, feeds, rt: str, timeout: float, modes) -> dict[str, list]:
     blocker = _tflm_blocker(model) if rt == "tflm" else None
     if blocker:
         raise RuntimeUnavailable(blocker)
-    return runtimes.run_isolated(data, feeds, rt, timeout)
+    return runtimes.run_isolated(data, feeds, rt, timeout, modes)
 
 
 def _tflm_blocker(model: Model) -> str | None:
