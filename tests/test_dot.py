@@ -118,6 +118,8 @@ def test_if_branches_and_subgraph_selection():
     assert "cluster_s0" not in only_else and "cluster_s1" not in only_else
     assert node_labels(cluster(only_else, 2)) == ["TANH"]
     assert to_dot(m, 0) == to_dot(m, "all")  # subgraph 0 runs both branches
+    if shutil.which("dot"):
+        assert b"<title>cluster_s2</title>" in render(text, "svg")
 
 
 def test_call_once_links_its_init_subgraph():
