@@ -357,10 +357,12 @@ def test_optimize_verify_refuses_to_write_changed_outputs(tmp_path, pass_file):
     proc = optimize_mlp(out, pass_file, "perturb-weight", "--no-verify")
     assert proc.returncode == 0 and out.exists(), proc.stderr
     assert verify(fixture("mlp"), out).verdict == "different"
-    good = tmp_path / "good.tflite"
-    proc = cli("optimize", fixture("cnn_int8"), "-o", good)
+    good, report = tmp_path / "good.tflite", tmp_path / "report.json"
+    proc = cli("optimize", fixture("cnn_int8"), "-o", good, "--report", report)
     assert proc.returncode == 0 and good.exists(), proc.stderr
     assert "verified: outputs equal in litert, tflm" in proc.stdout
+    checked = json.loads(report.read_text())["verify"]
+    assert checked["verdict"] == "equal" and len(checked["rows"]) == 4
 
 
 def test_optimize_verify_on_a_model_no_runtime_runs_warns_and_writes(tmp_path):

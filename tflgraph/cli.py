@@ -185,7 +185,7 @@ def cmd_optimize(args) -> int:
         options=options,
         target=args.target,
     )
-    refused = _verify_before_writing(args, model, names, records, output)
+    refused, checked = _verify_before_writing(args, model, names, records, output)
     if refused:
         return refused
     try:
@@ -220,6 +220,7 @@ def cmd_optimize(args) -> int:
             "passes": names,
             "before": before,
             "after": after,
+            "verify": checked.to_dict() if checked is not None else None,
             "records": [
                 {
                     "pass": r.name,
@@ -236,16 +237,17 @@ def cmd_optimize(args) -> int:
     return 0
 
 
-def _verify_before_writing(args, model, names, records, output) -> int:
+def _verify_before_writing(args, model, names, records, output):
     """With --verify (the default when LiteRT is installed): compare the optimized model with
-    the input file in memory; on a difference print it and return 1 (nothing is written)."""
+    the input file in memory. Returns (exit code, report): the code is 1 after printing the
+    difference (then nothing is written), 2 when --verify was asked for but impossible."""
     import importlib.util
 
     enabled = args.verify
     if enabled is None:
         enabled = importlib.util.find_spec("ai_edge_litert") is not None
     if not enabled:
-        return 0
+        return 0, None
     # a model optimized for LiteRT alone may use ops TFLM lacks: judge it in LiteRT only
     target = getattr(args, "target", "any")
     # --stateful-streaming carries LSTM state across invokes on purpose: outputs must still
@@ -256,9 +258,9 @@ def _verify_before_writing(args, model, names, records, output) -> int:
     ran = f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
     if report.verdict == "unverified":
         if args.verify:
-            return _die(f"cannot verify: {report.reason()}")
+            return _die(f"cannot verify: {report.reason()}"), report
         print(f"tflgraph: warning: not verified: {report.reason()}", file=sys.stderr)
-        return 0
+        return 0, report
     if report.verdict == "different":
         print(report.format(), file=sys.stderr)
         changed = ", ".join(dict.fromkeys(r.name for r in records if r.changed)) or "none"
@@ -266,7 +268,7 @@ def _verify_before_writing(args, model, names, records, output) -> int:
             f"{ran} changed the outputs (passes that changed the model: {changed}): "
             f"{report.differences()[0]}; {output} not written",
             1,
-        )
+        ), report
     if not args.quiet:
         compared = [r.runtime for r in report.runtimes if r.compared]
         how = "with a reset between samples" if len(modes) == 1 else "with and without reset"
@@ -274,7 +276,7 @@ def _verify_before_writing(args, model, names, records, output) -> int:
         for r in report.runtimes:
             if not r.compared:
                 print(f"  {r.runtime}: {r.message}")
-    return 0
+    return 0, report
 
 
 def cmd_verify(args) -> int:
