@@ -232,6 +232,24 @@ def keras_lstm_loop(steps: int, features: int, units: int, seed: int = 0) -> byt
 
 # --------------------------------------------------------------------------- output
 
+NOTES = """### Reading the numbers
+
+- The fused op is the converter's own UNIDIRECTIONAL_SEQUENCE_LSTM (same weights layout, same
+  kernel), so its invoke time matches the converter's model; the files differ by the two FILL
+  ops that reset h and c at every invoke (the converter's fused model is stateful: it carries
+  h and c into the next invoke) and by shorter tensor names.
+- Both runtimes run these float kernels as plain matrix-vector loops: the fused LSTM does the
+  same multiply-adds per step as the loop body, so fusing saves the per-step overhead of the
+  WHILE loop (about 1 us per step in TFLM here), not the arithmetic. That bounds TFLM's gain
+  on the small LSTM near 0.6x and makes it vanish at u=128. In LiteRT the loop body's
+  FULLY_CONNECTED ops run in XNNPACK (the default delegate) while the fused LSTM kernel does
+  not, so at u=128 the WHILE loop is faster than either fused model; with
+  OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES the loop is the slower one (checked by
+  hand, not in this table).
+- return_sequences=True: TFLM cannot run the dynamic-shape accumulator of the WHILE loop
+  ("TFLM before" up to 1.0 off); the fused model is right in TFLM.
+"""
+
 
 def table(title: str, rows: list[dict]) -> str:
     cols = list(dict.fromkeys(c for r in rows for c in r))
@@ -263,6 +281,7 @@ def main() -> None:
     rows += [timing_row(f"synthetic {ax}={v}", build(v), args.passes) for ax, v, build in SCALING]
     print(table("Optimizer time (load + pipeline + serialize, best of 3)", rows))
     print(table("Issue 4 acceptance, from the rows above", acceptance(speed[0], rows)))
+    print(NOTES)
 
 
 def acceptance(small: dict, timing: list[dict]) -> list[dict]:
