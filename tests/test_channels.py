@@ -274,3 +274,75 @@ def test_failed_proof_leaves_the_graph_as_it_was(monkeypatch):
     assert not p.run(model)
     after = [(list(op.inputs), [t.shape for t in op.outputs]) for op in model.main.operators]
     assert before == after and h.shape == (1, 6) and p.explanations
+
+
+def random_net(rng):
+    """A random CNN: convs (SAME/VALID, 1x1/3x3, relu/relu6/none) with random dead filters,
+    constant filters and unread input slices, a residual ADD or a CONCATENATION, a depthwise
+    conv, pooling, then MEAN or a flatten into a dense head."""
+
+    def conv(x, cout, k=None, padding=None):
+        k = k or int(rng.choice([1, 3]))
+        padding = padding if padding is not None else int(rng.choice([SAME, VALID]))
+        w = rng.uniform(-1, 1, (cout, k, k, x.shape[-1])).astype(np.float32)
+        b = rng.uniform(-0.5, 0.5, cout).astype(np.float32)
+        w[rng.random(cout) < 0.3] = 0.0  # dead or constant filters
+        b[rng.random(cout) < 0.3] = 0.0
+        w[..., rng.random(x.shape[-1]) < 0.2] = -0.0  # unread input channels
+        return g.conv(x, w, b, padding, act=int(rng.choice([0, 1, 3])))
+
+    g = G((1, 8, 8, 3))
+    h = conv(g.inputs[0], 6, 3, SAME)
+    if rng.random() < 0.5:
+        h = g.op(
+            "ADD",
+            [conv(h, 6, padding=SAME), conv(h, 6, padding=SAME)],
+            h.shape,
+            {"fused_activation_function": 1},
+        )
+    else:
+        a, b = conv(h, 4, padding=SAME), conv(h, 3, padding=SAME)
+        h = g.op("CONCATENATION", [a, b], (*h.shape[:3], 7), {"axis": 3})
+    c = h.shape[-1]
+    w = rng.uniform(-1, 1, (1, 3, 3, c)).astype(np.float32)
+    w[..., rng.random(c) < 0.3] = 0.0
+    opts = {
+        "padding": VALID,
+        "stride_w": 1,
+        "stride_h": 1,
+        "depth_multiplier": 1,
+        "fused_activation_function": 1,
+    }
+    h = g.op("DEPTHWISE_CONV_2D", [h, g.const(w), g.const(np.zeros(c))], (1, 6, 6, c), opts)
+    pool = new_options(
+        "Pool2DOptions", padding=VALID, stride_w=2, stride_h=2, filter_width=2, filter_height=2
+    )
+    h = g.op("MAX_POOL_2D", [h], (1, 3, 3, c), pool)
+    h = conv(h, 5)
+    if rng.random() < 0.5:
+        opts = new_options("ReducerOptions", keep_dims=False)
+        flat = g.op("MEAN", [h, g.const([1, 2], np.int32)], (1, 5), opts)
+    else:
+        n = int(np.prod(h.shape))
+        flat = g.op("RESHAPE", [h, g.const([1, n], np.int32)], (1, n))
+    w = weights(4, flat.shape[-1])
+    w[:, rng.random(flat.shape[-1]) < 0.2] = 0.0
+    return g.done(g.fc(flat, w, np.zeros(4, np.float32)))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_networks_are_stripped_exactly_by_construction(seed, monkeypatch):
+    """With the interpreter proof switched off, every removal must still be exact."""
+    import tflgraph.passes.strip_dead_channels as sdc
+
+    monkeypatch.setattr(sdc, "_reference", lambda model: None)
+    model = random_net(np.random.default_rng(seed))
+    sg = model.main
+    rng = np.random.default_rng(seed)
+    feeds = [rng.uniform(-1, 1, sg.inputs[0].shape).astype(np.float32) for _ in range(2)]
+    want = [evaluate_subgraph(sg, [f]) for f in feeds]
+    StripDeadChannels().run(model)
+    remove_dead_code(model)
+    model.check()
+    for f, w in zip(feeds, want):
+        np.testing.assert_allclose(evaluate_subgraph(sg, [f])[0], w[0], rtol=1e-5, atol=1e-5)
