@@ -346,3 +346,36 @@ def test_random_networks_are_stripped_exactly_by_construction(seed, monkeypatch)
     model.check()
     for f, w in zip(feeds, want):
         np.testing.assert_allclose(evaluate_subgraph(sg, [f])[0], w[0], rtol=1e-5, atol=1e-5)
+
+
+def test_strided_slice_over_whole_channels_gets_its_end_fixed():
+    w = weights(5, 4)
+    w[1] = 0.0
+    g = G((1, 4))
+    h = g.fc(g.inputs[0], w, np.zeros(5, np.float32))
+    ss = g.op(
+        "STRIDED_SLICE",
+        [h, g.const([0, 0], np.int32), g.const([1, 5], np.int32), g.const([1, 1], np.int32)],
+        (1, 5),
+        {},
+    )
+    model = g.done(g.fc(ss, weights(3, 5), np.zeros(3, np.float32)))
+    assert removable(model, ss) == [1]
+    strip_and_compare(model)
+    (op,) = model.main.ops_of_type("STRIDED_SLICE")
+    assert list(op.inputs[2].data) == [1, 4] and ss.shape == (1, 4)
+
+
+@pytest.mark.parametrize("bias, dead", [(0.0, [1]), (0.4, [])])
+def test_pad_keeps_zero_channels_dead_but_not_constant_ones(bias, dead):
+    g = G((1, 4, 4, 2))
+    w1 = RNG.uniform(-1, 1, (3, 1, 1, 2)).astype(np.float32)
+    w1[1] = 0.0
+    h = g.conv(g.inputs[0], w1, np.array([0.1, bias, 0.2], np.float32), VALID)
+    pads = g.const([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32)
+    p = g.op("PAD", [h, pads], (1, 6, 6, 3), {})
+    w2 = RNG.uniform(-1, 1, (2, 3, 3, 3)).astype(np.float32)
+    model = g.done(g.conv(p, w2, np.zeros(2, np.float32), VALID))
+    assert removable(model, h) == dead
+    if dead:
+        strip_and_compare(model)

@@ -215,3 +215,16 @@ def test_explain_names_the_channels_that_stay():
         "'functional_1/c1_1/Relu': channel 7 (constant 0.3) stays: read by CONV_2D "
         "'functional_1/c2_1/Relu', which cannot fold the constant exactly"
     ]
+
+
+def test_fused_lstm_unit_with_a_nonzero_cell_bias_stays():
+    model = tflgraph.load(fixture("dead_tfk_lstm_fused"))
+    (lstm,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    bias_c = np.array(lstm.inputs[14].data, copy=True)
+    bias_c[2] = 0.5  # unit 2: g = tanh(0.5) != 0, so c and h grow although W, U rows are zero
+    model.main.set_input(lstm, 14, model.main.new_constant(bias_c, "bias_c"))
+    remove_dead_code(model)
+    original = model.to_bytes()
+    assert strip(model)[0]
+    assert weight_shapes(model) == [("UNID", (13, 8)), ("FULL", (10, 13))]
+    assert_same_outputs(original, model)
