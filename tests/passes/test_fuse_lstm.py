@@ -185,3 +185,30 @@ def test_cli_explains_and_streams(tmp_path, capsys):
     fused = tflgraph.load(out)
     assert fused.op_counts() == {"STRIDED_SLICE": 1, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1}
     assert OP_CODES["WHILE"] not in [op.opcode for op in fused.main.operators]
+
+
+def _benchmark_builder():
+    import importlib.util
+
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_rnn", ROOT / "benchmarks" / "rnn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.keras_lstm_loop
+
+
+@pytest.mark.parametrize(
+    "steps, batch, sequences",
+    [(10, 3, False), (7, 3, True), (1, 2, True), (5, 1, True)],
+)
+def test_synthetic_loops_batch_and_sequences(steps, batch, sequences):
+    """Batch > 1 with return_sequences (TRANSPOSE in and out), not among the fixtures; the
+    same builder makes the benchmark's T and u scaling models."""
+    data = _benchmark_builder()(steps, 5, 6, batch=batch, sequences=sequences)
+    model, _ = fuse(tflgraph.load(data))
+    assert set(model.op_counts()) <= {"UNIDIRECTIONAL_SEQUENCE_LSTM", "FILL", "STRIDED_SLICE"}
+    (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    assert op.inputs[0] is model.main.inputs[0] and not op.options["time_major"]
+    assert_same_outputs(data, model, ("litert",))
+    assert_equals_litert_reference(data, model.to_bytes())
