@@ -150,6 +150,9 @@ def test_inputs_from_npz_by_name_and_position(tmp_path):
     report = verify(fixture("mlp"), nudged_weight(), inputs=by_name)
     assert report.samples == 3 and report.verdict == "different"
     assert verify(fixture("mlp"), round_trip("mlp", tmp_path), inputs=by_pos).samples == 1
+    npy = tmp_path / "x.npy"
+    np.save(npy, x)
+    assert verify(fixture("mlp"), fixture("mlp"), inputs=npy).samples == 3
     proc = cli("verify", fixture("mlp"), fixture("mlp"), "--inputs", by_name, "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)

@@ -243,15 +243,19 @@ def _check_pairs(a: list[Port], b: list[Port], order: list[int], which: str) -> 
 
 
 def load_inputs(source, inputs: list[Port]) -> list[list[np.ndarray]]:
-    """Samples from an .npz path or a mapping, keyed by input name, tensor name or position
-    ('0', 'arr_0'). An array of the input's shape is one sample; one with an extra leading
-    axis holds several."""
+    """Samples from an .npz path (or .npy for one input) or a mapping, keyed by input name,
+    tensor name or position ('0', 'arr_0'). An array of the input's shape is one sample; one
+    with an extra leading axis holds several."""
     if isinstance(source, (str, os.PathLike)):
         try:
-            with np.load(source, allow_pickle=False) as z:
-                source = {k: z[k] for k in z.files}
+            z = np.load(source, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise VerifyError(f"{source}: cannot read inputs ({e})") from None
+        if hasattr(z, "files"):  # .npz; a plain .npy array is the first input
+            with z:
+                source = {k: z[k] for k in z.files}
+        else:
+            source = {"0": z}
     if isinstance(source, (list, tuple)):
         source = {str(i): x for i, x in enumerate(source)}
     given = {str(k): np.asarray(v) for k, v in dict(source).items()}
