@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from tflgraph.verify import Port, _compare, match
+from tflgraph.verify import Port, Row, RuntimeStatus, VerifyReport, _compare, match
 
 
 def port(dtype, scale=0.0, zero_point=0, name="y") -> Port:
@@ -69,3 +71,11 @@ def test_matching_prefers_names_then_position():
     assert match(a, list(reversed(a)), "inputs") == [1, 0]
     other = [port(np.float32, name="p"), port(np.float32, name="q")]
     assert match(a, other, "inputs") == [0, 1]
+
+
+def test_json_report_is_strict_json():
+    report = VerifyReport("a", "b", 1, 0, [RuntimeStatus("litert", True)])
+    report.rows.append(Row("litert", "no-reset", "y", np.inf, np.inf, 1e-5, False, "shape"))
+    data = json.loads(report.to_json())
+    assert data["rows"][0]["max_abs"] == "inf" and data["verdict"] == "different"
+    assert data["exit_code"] == 1

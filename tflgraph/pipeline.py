@@ -31,10 +31,12 @@ BUILTIN_PASSES: dict[str, str] = {
     "constant-trip-count": "loop_trip_count",
     "hoist-input-projection": "hoist_input_projection",
     "drop-dead-loop-values": "loop_dead_values",
+    "fuse-simple-rnn": "fuse_simple_rnn",
 }
 
 # WHILE loops that stay loops: static shapes for TFLM, then less work per step
 LOOP_PASSES = [
+    "fuse-simple-rnn",  # --target litert only (TFLM has no UNIDIRECTIONAL_SEQUENCE_RNN)
     "static-loop-outputs",
     "merge-loop-counters",
     "constant-trip-count",

@@ -112,12 +112,16 @@ class VerifyReport:
         return "; ".join(f"{r.runtime}: {r.message}" for r in self.runtimes if not r.compared)
 
     def to_dict(self) -> dict:
+        """Plain JSON-able data; an infinite error (NaN vs number, shape change) is "inf"."""
         d = asdict(self)
+        for row in d["rows"]:
+            for k in ("max_abs", "max_rel"):
+                row[k] = row[k] if np.isfinite(row[k]) else str(row[k])
         d.update(verdict=self.verdict, exit_code=self.exit_code)
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_json_default)
+        return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False)
 
     def format(self) -> str:
         header = ("runtime", "mode", "output", "max abs err", "max rel err", "tolerance", "verdict")
