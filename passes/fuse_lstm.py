@@ -164,6 +164,9 @@ class _Rewrite:
         shared = _state_source(sg, init, self.loop.op) if init.is_variable else None
         if shared is not None:
             return shared
+        if self._own_output(init):
+            init.is_variable = True  # its producer writes it anew every invoke
+            return init
         var = sg.new_tensor(f"{self.base}/{name}", init.shape, is_variable=True)
         zeros = init.is_constant and init.data is not None and not np.any(init.data)
         if zeros and self.streaming:
@@ -173,6 +176,18 @@ class _Rewrite:
         else:
             sg.add_op("RESHAPE", [init], [var], {"new_shape": list(init.shape)})
         return var
+
+    def _own_output(self, init: Tensor) -> bool:
+        """True if `init` is computed by an op for this loop alone (a decoder's h0 = the
+        encoder's last step), so it can be the variable tensor itself, with no copy."""
+        sg, producer = self.sg, self.sg.producer(init)
+        return (
+            producer is not None
+            and producer.type not in _MAY_ALIAS
+            and sg.consumers(init) == [self.loop.op]
+            and not any(init is t for t in sg.outputs)
+            and self.cell.h.init is not self.cell.c.init
+        )
 
     def _fill_operands(self, shape) -> list[Tensor]:
         """FILL's operands (shape, 0.0), shared by both states: a few bytes, whatever u is."""
@@ -216,6 +231,8 @@ class _Rewrite:
 
 
 _GATES = list(enumerate("ifco"))
+# ops whose output a runtime may place on the input's memory: never make those variable
+_MAY_ALIAS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "BITCAST"}
 
 
 def _state_source(sg: Subgraph, var: Tensor, loop_op: Operator) -> Tensor | None:
