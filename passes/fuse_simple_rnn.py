@@ -1,0 +1,194 @@
+"""Fuse a WHILE loop computing one SimpleRNN step into UNIDIRECTIONAL_SEQUENCE_RNN.
+
+Pattern:   a recurrent WHILE loop (tflgraph.loops) with one sequence and one state h whose
+           body computes h' = act(FC(x_t, W) + FC(h, R) + constants), act TANH or RELU (as
+           an op, or fused into the last ADD), and accumulates h' (last step or sequence).
+           Only where the target runs the fused op: LiteRT has it, TFLM has no kernel, so
+           the pass runs for `--target litert` only.
+Rewrite:   h0v = FILL([B, u], 0.0)                  # or RESHAPE(h0) for a non-zero state
+           y = UNIDIRECTIONAL_SEQUENCE_RNN(x, W, R, b, h0v, time_major, act)
+           readers of the loop move onto y exactly as fuse-lstm moves them (its _Rewrite):
+           acc[-1] and the final h -> STRIDED_SLICE(y)[last step]; the sequence -> y.
+Proof:     W, R, b are read from the body's FULLY_CONNECTED and ADD ops; the body's h' (and
+           accumulated value) are evaluated with the reference interpreter on random x, h
+           and compared with act(x W^T + h R^T + b); any mismatch leaves the loop alone.
+Invariant: outputs equal the loop's within 1e-5, invoke after invoke without reset: the fused
+           op keeps h in a variable tensor across invokes, so h0v is an op output re-written
+           at the start of every invoke (the fuse-lstm rule); the model stays stateless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tflgraph.passes.fuse_lstm import FUSED_ACTIVATION, _drop_dead, _Rewrite
+
+from tflgraph import loops
+from tflgraph.interpreter import UnsupportedOp, evaluate_tensors
+from tflgraph.ir import Model, Subgraph, Tensor
+from tflgraph.kernels import ACTIVATIONS
+from tflgraph.lstm_cell import _float_const, _no_activation, _plain_fc
+from tflgraph.pipeline import Pass, register
+from tflgraph.schema import new_options
+from tflgraph.targets import supports
+
+_FUSED_NAMES = {v: k for k, v in FUSED_ACTIVATION.items()}  # 4 -> TANH, 1 -> RELU
+
+
+@dataclass(eq=False)
+class RnnCell:
+    """One SimpleRNN step: h' = act(x W^T + h R^T + b). `c` is `h` (no cell state), so the
+    shared reader-moving code of fuse-lstm finds nothing more to move for it."""
+
+    h: loops.Operand
+    W: np.ndarray  # [u, F]
+    R: np.ndarray  # [u, u]
+    b: np.ndarray  # [u]
+    activation: str  # "TANH" or "RELU"
+
+    @property
+    def c(self) -> loops.Operand:
+        return self.h
+
+    @property
+    def units(self) -> int:
+        return int(self.R.shape[0])
+
+
+@register("fuse-simple-rnn")
+class FuseSimpleRnn(Pass):
+    """Fuse WHILE-loop SimpleRNNs into UNIDIRECTIONAL_SEQUENCE_RNN (LiteRT targets only)."""
+
+    def run(self, model: Model) -> bool:
+        if not supports(self.target, "UNIDIRECTIONAL_SEQUENCE_RNN"):
+            self.explain(f"target {self.target} has no UNIDIRECTIONAL_SEQUENCE_RNN kernel")
+            return False
+        fused = 0
+        for sg in list(model.subgraphs):
+            for op in loops.while_loops(sg):
+                loop = loops.analyze_loop(sg, op, self.explain)
+                cell = match_rnn_cell(loop) if loop is not None else None
+                if cell is None:
+                    continue
+                why = _unsupported_use(loop) or prove_rnn_cell(loop, cell)
+                if why:
+                    self.explain(f"{loop.name}: left alone: {why}")
+                    continue
+                _RnnRewrite(loop, cell, False).apply()
+                fused += 1
+        self.stats = {"loops_fused": fused}
+        return bool(fused)
+
+
+def match_rnn_cell(loop: loops.RnnLoop) -> RnnCell | None:
+    if len(loop.states) != 1 or len(loop.sequences) != 1:
+        return None
+    h = loop.states[0]
+    p = loop.body.producer(h.next)
+    if p is None:
+        return None
+    if p.type in ("TANH", "RELU"):
+        act, terms = p.type, [p.inputs[0]]
+    elif p.type == "ADD" and _FUSED_NAMES.get(
+        int((p.options or {}).get("fused_activation_function", 0))
+    ):
+        act, terms = _FUSED_NAMES[int(p.options["fused_activation_function"])], list(p.inputs)
+    else:
+        return None
+    found = _affine_terms(loop.body, terms, loop.x_t, h.arg)
+    if found is None:
+        return None
+    W, R, bias = found
+    b = np.zeros(R.shape[0], np.float32)
+    for c in bias:
+        b = b + np.broadcast_to(c.reshape(-1), b.shape)
+    return RnnCell(h, W, R, b.astype(np.float32), act)
+
+
+def _affine_terms(body: Subgraph, terms: list[Tensor], x_t: Tensor, h: Tensor):
+    """sum(terms) as FC(x_t, W) + FC(h, R) + constants: (W, R, [bias arrays]) or None."""
+    found: dict[str, np.ndarray] = {}
+    bias: list[np.ndarray] = []
+    stack = list(terms)
+    while stack:
+        t = stack.pop()
+        p = body.producer(t)
+        if _float_const(t) and t.data.size in (1, h.shape[-1]):
+            bias.append(t.data)
+        elif p is not None and p.type == "ADD" and _no_activation(p):
+            stack.extend(p.inputs)
+        elif p is not None and p.type == "FULLY_CONNECTED" and _plain_fc(p):
+            key = "W" if p.inputs[0] is x_t else "R" if p.inputs[0] is h else None
+            if key is None or key in found:
+                return None
+            found[key] = p.inputs[1].data
+            if len(p.inputs) > 2 and p.inputs[2] is not None:
+                bias.append(p.inputs[2].data)
+        else:
+            return None
+    if set(found) != {"W", "R"} or found["R"].shape[0] != found["R"].shape[1]:
+        return None
+    return found["W"], found["R"], bias
+
+
+def _unsupported_use(loop: loops.RnnLoop) -> str | None:
+    sg, h = loop.sg, loop.states[0]
+    if any(sg.is_used(c.result) for c in loop.counters):
+        return "a loop counter is read after the loop"
+    if loop.seq.init.type != 0 or h.init.type != 0:
+        return "not float32"
+    if loop.seq.init.shape[0] != loop.trip_count or loop.seq.init.is_dynamic:
+        return "the loop does not run over the whole (static) sequence"
+    if h.init.is_variable:
+        return "the initial state is a variable tensor"
+    if any(sg.is_used(o.result) for o in loop.invariants):
+        return "a loop invariant is read after the loop"
+    if loop.acc is not None and loop.acc_kind == "last":
+        readers = sg.consumers(loop.acc.result)
+        if sg._is_io(loop.acc.result) or not all(loops.is_last_step_slice(p, 1) for p in readers):
+            return "the last-step accumulator is read other than as acc[-1]"
+    return None
+
+
+def prove_rnn_cell(loop: loops.RnnLoop, cell: RnnCell, trials: int = 3) -> str | None:
+    """None if the body's h' (and accumulated value) equal the SimpleRNN step on random x, h."""
+    rng = np.random.default_rng(0)
+    want = [cell.h.next] + ([loop.acc_value] if loop.acc is not None else [])
+    for _ in range(trials):
+        x = rng.uniform(-2, 2, loop.x_t.shape).astype(np.float32)
+        h = rng.uniform(-1, 1, cell.h.arg.shape).astype(np.float32)
+        try:
+            got = evaluate_tensors(loop.body, {loop.x_t: x, cell.h.arg: h}, want)
+        except (UnsupportedOp, ValueError) as e:
+            return f"the body cannot be evaluated ({e})"
+        z = x.astype(np.float64) @ cell.W.T + h @ cell.R.T + cell.b
+        ref = ACTIVATIONS[FUSED_ACTIVATION[cell.activation]](z)
+        for g in got:
+            err = float(np.max(np.abs(np.asarray(g, np.float64).reshape(ref.shape) - ref)))
+            if not err <= 1e-5 * max(1.0, float(np.max(np.abs(ref)))):
+                return f"h' differs from the SimpleRNN step by {err:.3g}"
+    return None
+
+
+class _RnnRewrite(_Rewrite):
+    """fuse-lstm's rewrite (state tensors, moving the loop's readers), building the RNN op."""
+
+    def apply(self) -> None:
+        loop, cell, sg = self.loop, self.cell, self.sg
+        src = loops.batch_major_source(sg, loop.seq.init)
+        self.time_major = src is None or src[1] or src[0].shape[1] != loop.trip_count
+        x = loop.seq.init if self.time_major else src[0]
+        steps, batch, units = loop.trip_count, loop.batch, cell.units
+        shape = (steps, batch, units) if self.time_major else (batch, steps, units)
+        self.y = sg.new_tensor(f"{self.base}/rnn", shape)
+        weights = [self._const(a, n) for a, n in ((cell.W, "W"), (cell.R, "R"), (cell.b, "b"))]
+        self.h_var = self._state(cell.h.init, "h")
+        options = new_options(
+            "SequenceRNNOptions",
+            time_major=self.time_major,
+            fused_activation_function=FUSED_ACTIVATION[cell.activation],
+        )
+        sg.add_op("UNIDIRECTIONAL_SEQUENCE_RNN", [x, *weights, self.h_var], [self.y], options)
+        self._move_readers()
+        _drop_dead(sg, loop.op)
