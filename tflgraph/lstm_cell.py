@@ -78,9 +78,10 @@ def match_lstm_cell(loop: RnnLoop, explain: Callable[[str], None] | None = None)
             explain(f"{loop.name}: {reason}")
 
     if len(loop.sequences) != 1 or len(loop.states) != 2:
+        masked = " (a mask is read per step: masking is not fused)" * (len(loop.sequences) > 1)
         return no(
             f"not an LSTM step: {len(loop.sequences)} sequence(s) and "
-            f"{len(loop.states)} state(s), want 1 and 2 (masking is not fused)"
+            f"{len(loop.states)} state(s), want 1 and 2{masked}"
         )
     body = loop.body
     reasons = []
@@ -96,8 +97,8 @@ def match_lstm_cell(loop: RnnLoop, explain: Callable[[str], None] | None = None)
     z = split.inputs[1]
     units = int(caps["i"].shape[-1])
     terms = _sum_terms(body, z, loop.x_t, h.arg)
-    if terms is None:
-        return no("the gate pre-activation is not FC(x, W) + FC(h, U) + bias")
+    if isinstance(terms, str):
+        return no(f"not fused: {terms}")
     W, U, bias = terms
     if W.shape[0] != 4 * units or U.shape != (4 * units, units) or W.shape[1] != loop.x_t.shape[-1]:
         return no(f"weight shapes {W.shape} and {U.shape} do not fit {units} units")
@@ -138,30 +139,33 @@ def _match_gates(body: Subgraph, h: Operand, c: Operand, reasons: list) -> dict 
 
 
 def _sum_terms(body: Subgraph, z: Tensor, x_t: Tensor, h: Tensor):
-    """z as FC(x_t, W) + FC(h, U) + constants: (W, U, [bias arrays]) or None."""
+    """z as FC(x_t, W) + FC(h, U) + constants: (W, U, [bias arrays]), or the reason why not."""
     found: dict[str, np.ndarray] = {}
     bias: list[np.ndarray] = []
     stack = [z]
     while stack:
         t = stack.pop()
         p = body.producer(t)
+        kind = p.type if p is not None else "constant" if t.is_constant else "input"
         if _float_const(t):
             bias.append(t.data)
-        elif p is not None and p.type == "ADD" and _no_activation(p):
+        elif kind == "ADD" and _no_activation(p):
             stack.extend(p.inputs)
-        elif p is not None and p.type == "RESHAPE" and _squeezes(p):
+        elif kind == "RESHAPE" and _squeezes(p):
             stack.append(p.inputs[0])
-        elif p is not None and p.type == "FULLY_CONNECTED" and _plain_fc(p):
+        elif kind == "FULLY_CONNECTED" and not _float_const(p.inputs[1]):
+            return "the gate weights are not float32 constants (quantized?)"
+        elif kind == "FULLY_CONNECTED" and _plain_fc(p):
             key = "W" if p.inputs[0] is x_t else "U" if p.inputs[0] is h else None
             if key is None or key in found:
-                return None
+                return "a gate FULLY_CONNECTED reads neither x_t nor h, or one of them twice"
             found[key] = p.inputs[1].data
             if len(p.inputs) > 2 and p.inputs[2] is not None:
                 bias.append(p.inputs[2].data)
         else:
-            return None
+            return f"the gate pre-activation has a term from {kind}, not FC(x, W) + FC(h, U) + b"
     if set(found) != {"W", "U"}:
-        return None
+        return "the gate pre-activation lacks FC(x, W) or FC(h, U)"
     return found["W"], found["U"], bias
 
 

@@ -144,6 +144,7 @@ def test_relu_activation_is_fused_for_litert_only():
         ("k3_lstm_hardsig", "recurrent activation is not sigmoid"),
         ("k3_lstm_masked", "masking is not fused"),
         ("k3_gru", "not an LSTM step"),
+        ("k3_lstm_dynrange", "not float32 constants (quantized?)"),
     ],
 )
 def test_near_misses_are_left_alone_with_a_reason(name, reason):
