@@ -379,3 +379,18 @@ def test_pad_keeps_zero_channels_dead_but_not_constant_ones(bias, dead):
     assert removable(model, h) == dead
     if dead:
         strip_and_compare(model)
+
+
+def test_a_dynamic_batch_axis_is_fine_a_dynamic_channel_axis_is_not():
+    w1, w2 = weights(6, 4), weights(3, 6)
+    w1[1] = 0.0
+    g, h, model = mlp(w1, np.zeros(6, np.float32), w2)
+    for t in model.main.tensors:
+        if not t.is_constant:
+            t.shape_signature = (-1, t.shape[1])
+    assert removable(model, h) == [1]
+    strip_and_compare(model)
+    assert h.shape_signature == (-1, 5)
+    g, h, model = mlp(w1, np.zeros(6, np.float32), w2)
+    h.shape_signature = (1, -1)
+    assert removable(model, h) == []

@@ -108,7 +108,10 @@ class ChannelGraph:
         """First slot of `t` (allocated on first use); None if `t` has no usable channel axis."""
         if t in self.base:
             return self.base[t]
-        if not t.shape or t.is_dynamic or t.is_variable or t.dtype is None or t.is_constant:
+        if not t.shape or t.is_variable or t.dtype is None or t.is_constant:
+            return None
+        dynamic = dynamic_dims(t)  # only a leading batch axis may be dynamic
+        if dynamic - {0} or len(t.shape) - 1 in dynamic:
             return None
         return self._allocate(t)
 
@@ -236,7 +239,7 @@ class ChannelGraph:
         rank = len(y.shape)
         if option(op, "axis") % rank != rank - 1 or option(op, "fused_activation_function"):
             return None
-        if any(len(t.shape) != rank or t.is_dynamic for t in xs):
+        if any(len(t.shape) != rank for t in xs):
             return None
         if sum(t.shape[-1] for t in xs) != y.shape[-1]:
             return None
@@ -356,6 +359,12 @@ class ChannelGraph:
 
 def _name(t: Tensor) -> str:
     return repr(t.name.split(";")[0])
+
+
+def dynamic_dims(t: Tensor) -> set[int]:
+    """Axes whose size is only known at run time (-1 in shape_signature)."""
+    sig = t.shape_signature
+    return set() if sig is None else {i for i, d in enumerate(sig) if d < 0}
 
 
 def uniform_channels(t: Tensor) -> np.ndarray:

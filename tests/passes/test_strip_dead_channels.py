@@ -228,3 +228,14 @@ def test_fused_lstm_unit_with_a_nonzero_cell_bias_stays():
     assert strip(model)[0]
     assert weight_shapes(model) == [("UNID", (13, 8)), ("FULL", (10, 13))]
     assert_same_outputs(original, model)
+
+
+def test_dynamic_batch_models_are_stripped():
+    model = tflgraph.load(fixture("dead_mlp"))
+    for t in model.main.tensors:
+        if not t.is_constant:
+            t.shape_signature = (-1, *t.shape[1:])
+    original = model.to_bytes()
+    assert strip(model)[0]
+    assert weight_shapes(model) == EXPECTED["dead_mlp"]
+    assert_same_outputs(original, model)
