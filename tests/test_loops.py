@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from helpers import fixture
 
@@ -10,6 +11,8 @@ from tflgraph.loops import (
     analyze_loop,
     batch_major_source,
     is_last_step_slice,
+    replace_result,
+    scalar_value,
     swaps_time_batch,
     while_loops,
 )
@@ -108,3 +111,34 @@ def test_cond_of_another_shape_is_refused():
     reasons = []
     assert analyze_loop(sg, op, reasons.append) is None
     assert "cond is not LESS" in reasons[0]
+
+
+def test_last_step_slice_and_swap_recognisers_refuse_lookalikes():
+    sg, (loop,) = loops_of("k3_lstm")
+    (sl,) = sg.consumers(loop.acc.result)
+    assert is_last_step_slice(sl, 1) and is_last_step_slice(sl, 2)  # begin -1: any length
+    begin = sl.inputs[1]
+    begin.buffer = tflgraph.Buffer(np.array([0, 0, 0], np.int32).view(np.uint8))  # acc[0]
+    assert not is_last_step_slice(sl, 2)
+    assert not swaps_time_batch(sl)
+    reshape = sg.producer(loop.seq.init)
+    assert swaps_time_batch(reshape)  # [1, 10, 8] -> [10, 1, 8]: a size-1 axis moves
+
+
+def test_replace_result_keeps_output_names_and_signatures():
+    model = tflgraph.load(fixture("k3_lstm"))
+    sg = model.main
+    old = sg.outputs[0]
+    name = old.name
+    new = sg.new_tensor("replacement", old.shape)
+    sg.add_op("RELU", [sg.inputs[0]], [new])
+    replace_result(sg, old, new)
+    assert sg.outputs[0] is new and new.name == name and old.name == "replacement"
+    assert model.signature_defs[0].outputs[0][1] is new
+
+
+def test_scalar_value_and_loop_name():
+    sg, (loop,) = loops_of("k3_lstm")
+    assert scalar_value(loop.counters[0].init) == 0
+    assert scalar_value(loop.seq.init) is None
+    assert loop.name == "WHILE 'functional_1/lstm_1/while'"
