@@ -73,8 +73,9 @@ class FuseLstm(Pass):
         sg = loop.sg
         if cell.activation != "TANH" and self.target != "litert":
             return (
-                f"activation {cell.activation.lower()}: TFLM's fused LSTM computes tanh whatever "
-                "the activation option (measured); fused for --target litert only"
+                f"activation {cell.activation.lower()}: TFLM's fused LSTM then computes "
+                "c' = f*c + i*g and h' = o*tanh(c') (measured), not Keras' relu; fused for "
+                "--target litert only"
             )
         if any(sg.is_used(c.result) for c in loop.counters):
             return "a loop counter is read after the loop"
