@@ -27,7 +27,8 @@ from .ir import Model, Operator, Subgraph
 from .loops import subgraph_users
 
 if TYPE_CHECKING:
-    from .channels import ChannelGraph, ValueFn
+    from .channel_ops import ValueFn
+    from .channels import ChannelGraph
 
 MAX_FIXED_POINT_ROUNDS = 64
 

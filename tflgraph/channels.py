@@ -4,6 +4,10 @@ Every non-constant tensor that a channel-aware op touches gets one *slot* per ch
 last axis. Ops tie slots together in a union-find (as Torch-Pruning's DepGraph groups
 coupled channels); each resulting *class* is removed from every tensor in it, or not at all.
 
+The per-op rules are rows of a table in tflgraph/channel_ops.py, the weighted layers live in
+tflgraph/channel_layers.py and WHILE loops in tflgraph/channel_loops.py; this module holds the
+slots, the values and the decision.
+
 - identity ties (channel c <-> channel c): RELU-like activations, LOGISTIC, TANH,
   MAX/AVERAGE_POOL_2D, MEAN over non-channel axes, PAD without padding on the channel axis,
   STRIDED_SLICE keeping the whole channel axis, DEPTHWISE_CONV_2D (multiplier 1), and
@@ -36,26 +40,14 @@ windows never cross a padding border (VALID or 1x1).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import channel_loops
-from .channel_layers import Layer, activation, is_quantized, option, real
+from .channel_layers import Layer, is_quantized, real
+from .channel_ops import ValueFn, visit
 from .ir import Model, Operator, Subgraph, Tensor
-from .schema import Options
-
-UNARY = {  # channel-wise activations and what they do to a known constant
-    "RELU": lambda v: activation(1, v),
-    "RELU_N1_TO_1": lambda v: activation(2, v),
-    "RELU6": lambda v: activation(3, v),
-    "TANH": np.tanh,
-    "LOGISTIC": lambda v: 1.0 / (1.0 + np.exp(-v)),
-}
-BINARY = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "MAXIMUM": np.maximum}
-POOLS = ("MAX_POOL_2D", "AVERAGE_POOL_2D")
-ValueFn = Callable[[], None]
 
 
 @dataclass
@@ -90,7 +82,7 @@ class ChannelGraph:
             self.block(sg.inputs + sg.outputs, "a subgraph input or output")
         for sg in model.subgraphs:
             for op in sg.operators:
-                fn = self._visit(sg, op)
+                fn = visit(self, sg, op)
                 if fn is None:
                     self.block(op.inputs + op.outputs, f"{op.type} (not channel-wise here)")
                 else:
@@ -155,155 +147,6 @@ class ChannelGraph:
                 fn = self.fns.get(op)
                 if fn is not None:
                     fn()
-
-    # ---- ops: tie slots, return the function computing the output values (None = block)
-    def _visit(self, sg: Subgraph, op: Operator) -> ValueFn | None:
-        if op.options is not None and not isinstance(op.options, Options):
-            return None  # options the schema does not know: nothing to rely on
-        if op.type == "WHILE":
-            return channel_loops.visit_while(self, sg, op)
-        if op.type == "SPLIT":
-            return self._split(op)
-        if len(op.outputs) != 1 or op.outputs[0] is None or op.subgraphs():
-            return None
-        y = op.outputs[0]
-        layer = Layer.of(sg, op)
-        if layer is not None:
-            return self._layer(layer)
-        xs = [t for t in op.inputs if t is not None]
-        if not xs or self.slots(y) is None:
-            return None
-        if op.type == "CONCATENATION":
-            return self._concat(op, xs, y)
-        if op.type == "RESHAPE":
-            return self._reshape(sg, op, xs[0], y)
-        if op.type in BINARY:
-            return self._binary(sg, op, xs, y)
-        x = xs[0]
-        if self.slots(x) is None or x.shape[-1] != y.shape[-1]:
-            return None
-        act = option(op, "fused_activation_function")
-        if op.type in UNARY and len(xs) == 1:
-            exact = not is_quantized(x) or op.type in ("RELU", "RELU6", "RELU_N1_TO_1")
-            f = UNARY[op.type] if exact else (lambda v: np.full_like(v, np.nan))
-        elif op.type in POOLS:
-            f = lambda v: activation(act, v)  # noqa: E731 - a constant field pools to itself
-        elif op.type in ("MEAN", "STRIDED_SLICE") and self._keeps_channels(op, x):
-            f = lambda v: v  # noqa: E731
-        elif op.type == "PAD" and self._keeps_channels(op, x):
-            f = lambda v: np.where(v == 0, 0.0, np.nan)  # noqa: E731 - pads with zeros
-        else:
-            return None
-        self.union(self.slots(x), self.slots(y), x.shape[-1])
-        if op.type == "STRIDED_SLICE":
-            self.edits.append((sg, op, "strided_slice"))
-        return lambda: self.set_value(y, f(self.value(x)))
-
-    def _layer(self, layer: Layer) -> ValueFn | None:
-        x, y = layer.x, layer.y
-        if self.slots(x) is None or self.slots(y) is None:
-            return None
-        self.layers.append(layer)
-        if layer.kind == "DEPTHWISE_CONV_2D":
-            self.union(self.slots(x), self.slots(y), x.shape[-1])
-        else:
-            self.boundaries.append((layer, x, layer.reads()))
-        if layer.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
-            self.boundaries.append((layer, y, layer.recurrent_reads()))
-        return lambda: self.set_value(y, layer.out_value(self.value(x)))
-
-    def _binary(self, sg: Subgraph, op: Operator, xs: list[Tensor], y: Tensor) -> ValueFn | None:
-        c = y.shape[-1]
-        if len(xs) != 2:
-            return None
-        for t in xs:
-            if t.is_constant:  # a scalar, or a constant along the channel axis: sliced along
-                if real(t) is None or (t.data.size != 1 and (not t.shape or t.shape[-1] != c)):
-                    return None
-            elif self.slots(t) is None or t.shape[-1] != c:
-                return None
-        for t in xs:
-            if not t.is_constant:
-                self.union(self.slots(t), self.slots(y), c)
-        if any(t.is_constant and t.shape and t.shape[-1] > 1 for t in xs):
-            self.edits.append((sg, op, "binary"))
-        a, b, act = xs[0], xs[1], option(op, "fused_activation_function")
-
-        def fn():
-            v = BINARY[op.type](self.value(a), self.value(b)) * np.ones(c)
-            self.set_value(y, activation(act, v))
-
-        return fn
-
-    def _concat(self, op: Operator, xs: list[Tensor], y: Tensor) -> ValueFn | None:
-        rank = len(y.shape)
-        if option(op, "axis") % rank != rank - 1 or option(op, "fused_activation_function"):
-            return None
-        if any(len(t.shape) != rank for t in xs):
-            return None
-        if sum(t.shape[-1] for t in xs) != y.shape[-1]:
-            return None
-        offset = 0
-        for t in xs:
-            if t.is_constant:  # a constant part: its channels stay
-                self.block([t], "a constant part of a CONCATENATION")
-            base = self.const_slots(t) if t.is_constant else self.slots(t)
-            self.union(base, self.slots(y) + offset, t.shape[-1])
-            offset += t.shape[-1]
-        return lambda: self.set_value(y, np.concatenate([self.value(t) for t in xs]))
-
-    def _split(self, op: Operator) -> ValueFn | None:
-        axis, x = op.inputs[0], op.inputs[1]
-        ys = op.outputs
-        if axis is None or axis.data is None or x is None or self.slots(x) is None:
-            return None
-        rank, c = len(x.shape), x.shape[-1]
-        if int(axis.data.reshape(-1)[0]) % rank != rank - 1 or c % len(ys):
-            return None
-        if any(t is None or self.slots(t) is None or t.shape[-1] != c // len(ys) for t in ys):
-            return None
-        part = c // len(ys)
-        for j, t in enumerate(ys):
-            self.union(self.slots(x) + j * part, self.slots(t), part)
-            self.union(self.slots(ys[0]), self.slots(t), part)  # parts stay equal in size
-
-        def fn():
-            for j, t in enumerate(ys):
-                self.set_value(t, self.value(x)[j * part : (j + 1) * part])
-
-        return fn
-
-    def _reshape(self, sg: Subgraph, op: Operator, x: Tensor, y: Tensor) -> ValueFn | None:
-        shape = op.inputs[1] if len(op.inputs) > 1 else None
-        if self.slots(x) is None or (shape is not None and not shape.is_constant):
-            return None  # a computed target shape would not follow the new channel count
-        c, n = x.shape[-1], y.shape[-1]
-        if c == 0 or n % c or int(np.prod(x.shape)) != int(np.prod(y.shape)):
-            return None
-        for m in range(n // c):
-            self.union(self.slots(x), self.slots(y) + m * c, c)
-        self.edits.append((sg, op, "reshape"))
-        return lambda: self.set_value(y, np.tile(self.value(x), n // c))
-
-    def _keeps_channels(self, op: Operator, x: Tensor) -> bool:
-        """MEAN/PAD/STRIDED_SLICE leave the channel axis whole and in place."""
-        rank = len(x.shape)
-        consts = [t.data if t is not None else None for t in op.inputs[1:]]
-        if any(a is None for a in consts):
-            return False
-        if op.type == "MEAN":
-            return rank - 1 not in {int(a) % rank for a in consts[0].reshape(-1)}
-        if op.type == "PAD":
-            return len(op.inputs) == 2 and not consts[0].reshape(rank, 2)[-1].any()
-        begin, end, strides = (np.asarray(a).reshape(-1) for a in consts)
-        bit = 1 << (rank - 1)
-        if option(op, "ellipsis_mask") or option(op, "new_axis_mask") or option(op, "offset"):
-            return False
-        if option(op, "shrink_axis_mask") & bit or strides[-1] != 1 or len(begin) != rank:
-            return False
-        begin_ok = option(op, "begin_mask") & bit or begin[-1] == 0
-        end_ok = option(op, "end_mask") & bit or end[-1] >= x.shape[-1]
-        return bool(begin_ok and end_ok)
 
     # ---- decision
     def removal(self) -> Removal:
