@@ -145,6 +145,12 @@ class Layer:
             return None
         return cls(op, sg)
 
+    @property
+    def hybrid(self) -> bool:
+        """Quantized weights applied to a float input (dynamic-range quantization)."""
+        w = self.op.inputs[1]
+        return self.x.type in (0, 1) and is_quantized(w) and w.type not in (0, 1)
+
     # ---- weights as real values
     def weights(self) -> list[np.ndarray]:
         """Input weights: [out, ..., in] arrays (one per gate for LSTM, DW as [C, h*w])."""
@@ -163,7 +169,11 @@ class Layer:
         return real(b) if b is not None else np.zeros(self.y.shape[-1])
 
     def reads(self) -> np.ndarray:
-        """Per input channel: does a non-zero weight read it (FC/CONV/LSTM input side)."""
+        """Per input channel: does a non-zero weight read it (FC/CONV/LSTM input side).
+        A hybrid layer (quantized weights, float input) quantizes its input at run time
+        with a range taken over all channels, so every non-zero channel counts as read."""
+        if self.hybrid:
+            return np.ones(self.x.shape[-1], bool)
         mask = np.zeros(self.x.shape[-1], bool)
         for w in self.weights():
             mask |= (w != 0).reshape(-1, w.shape[-1]).any(axis=0)

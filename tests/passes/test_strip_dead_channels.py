@@ -239,3 +239,26 @@ def test_dynamic_batch_models_are_stripped():
     assert strip(model)[0]
     assert weight_shapes(model) == EXPECTED["dead_mlp"]
     assert_same_outputs(original, model)
+
+
+def test_dynamic_range_layers_only_lose_zero_channels():
+    """Hybrid FC (int8 weights, float input) quantizes its input with a range over all
+    channels: the 8 zero channels go, the 4 unread but non-zero ones must stay."""
+    model = tflgraph.load(fixture("dead_mlp"))
+    sg = model.main
+    for op in sg.ops_of_type("FULLY_CONNECTED"):
+        w = op.inputs[1].data.astype(np.float64)
+        scale = np.maximum(np.abs(w).max(axis=1), 1e-8) / 127
+        q = np.round(w / scale[:, None]).astype(np.int8)
+        quant = {
+            "scale": scale.astype(np.float32),
+            "zero_point": np.zeros(len(scale), np.int64),
+            "quantized_dimension": 0,
+        }
+        sg.set_input(op, 1, sg.new_constant(q, "w_int8", quantization=quant))
+    remove_dead_code(model)
+    original = model.to_bytes()
+    assert strip(model)[0]
+    assert weight_shapes(model) == [("FULL", (24, 16)), ("FULL", (32, 24)), ("FULL", (10, 32))]
+    assert len(sg.ops_of_type("FULLY_CONNECTED")[0].inputs[1].quantization["scale"]) == 24
+    assert_same_outputs(original, model, runtime_names=("litert",), exact=True)  # no TFLM kernel
