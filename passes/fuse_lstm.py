@@ -111,8 +111,10 @@ class _Rewrite:
     def apply(self) -> None:
         loop, cell, sg = self.loop, self.cell, self.sg
         src = batch_major_source(sg, loop.seq.init)
-        self.time_major = src is None or src[1] or src[0].shape[1] != loop.trip_count
+        self.time_major = src is None or src[0].shape[1] != loop.trip_count
         x = loop.seq.init if self.time_major else src[0]
+        if not self.time_major and src[1]:  # go_backwards: reverse the batch-major input
+            x = self._reversed_in_time(x)
         units, batch, steps = cell.units, loop.batch, loop.trip_count
         shape = (steps, batch, units) if self.time_major else (batch, steps, units)
         self.y = sg.new_tensor(f"{self.base}/lstm", shape)
@@ -218,6 +220,13 @@ class _Rewrite:
             [out],
             {"begin_mask": mask, "end_mask": mask, "shrink_axis_mask": 1 << axis},
         )
+        return out
+
+    def _reversed_in_time(self, x: Tensor) -> Tensor:
+        """REVERSE_V2(x [B, T, F], axis 1): the loop read REVERSE_V2(time-major x, axis 0)."""
+        out = self.sg.new_tensor(f"{self.base}/reversed", x.shape)
+        axis = self.sg.new_constant(np.array([1], np.int32), f"{self.base}/time_axis")
+        self.sg.add_op("REVERSE_V2", [x, axis], [out])
         return out
 
     def _time_major_y(self) -> Tensor:

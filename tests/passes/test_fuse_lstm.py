@@ -100,6 +100,25 @@ def test_folds_the_transposes_and_keeps_output_names():
     assert [t.name for _, t in model.signature_defs[0].outputs] == names
 
 
+@pytest.mark.parametrize(
+    "name, ops",
+    [
+        ("k3_lstm_seq", {"FILL": 2, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1}),
+        ("k3_lstm_backwards", {"FILL": 2, "REVERSE_V2": 1, "STRIDED_SLICE": 1,
+                               "UNIDIRECTIONAL_SEQUENCE_LSTM": 1}),
+        ("k3_bilstm", {"CONCATENATION": 1, "FILL": 4, "REVERSE_V2": 1, "STRIDED_SLICE": 2,
+                       "UNIDIRECTIONAL_SEQUENCE_LSTM": 2}),
+        # decoder: h0 is the encoder's last step (made variable), c0 the encoder's c in place
+        ("k3_seq2seq", {"FILL": 2, "FULLY_CONNECTED": 1, "STRIDED_SLICE": 1,
+                        "UNIDIRECTIONAL_SEQUENCE_LSTM": 2}),
+        ("k3_lstm_state_in", {"RESHAPE": 2, "STRIDED_SLICE": 1, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1}),
+    ],
+)  # fmt: skip
+def test_what_remains_around_the_fused_ops(name, ops):
+    model, _ = fuse(name)
+    assert model.op_counts() == ops
+
+
 def test_weights_are_split_in_keras_gate_order():
     from tflgraph.loops import analyze_loop, while_loops
     from tflgraph.lstm_cell import match_lstm_cell
