@@ -106,7 +106,9 @@ def apply(plan: Removal) -> dict:
                 _shrink(state, keep_out)
         n_out = 0 if keep_out is None else int((~keep_out).sum())
         n_in = 0 if keep_in is None or layer.kind == "DEPTHWISE_CONV_2D" else int((~keep_in).sum())
-        counts[layer.y.name.split(";")[0]] = (layer.kind, n_out, n_in)
+        name = layer.y.name.split(";")[0]
+        _, old_out, old_in = counts.get(name, (layer.kind, 0, 0))
+        counts[name] = (layer.kind, old_out + n_out, old_in + n_in)
     for sg, op, kind in plan.edits:
         y = op.outputs[0]
         keep = plan.mask(y)

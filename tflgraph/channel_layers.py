@@ -73,8 +73,11 @@ def real(t: Tensor) -> np.ndarray | None:
 
 
 def slice_constant(sg: Subgraph, t: Tensor, keeps: dict, add: np.ndarray | None = None) -> Tensor:
-    """A new constant: `t` (plus `add`, float only) with boolean masks `keeps[axis]` applied.
-    Per-axis quantization parameters along a sliced axis are sliced with it."""
+    """A new constant: `t` (plus `add`, float only) with boolean masks `keeps[axis]` applied
+    (`t` itself when nothing changes). Per-axis quantization parameters along a sliced axis
+    are sliced with it."""
+    if add is None and all(keep is None or keep.all() for keep in keeps.values()):
+        return t
     data = np.asarray(t.data)
     if add is not None:
         data = (data.astype(np.float64) + add).astype(data.dtype)
