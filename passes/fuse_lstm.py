@@ -81,8 +81,13 @@ class FuseLstm(Pass):
             return "a loop counter is read after the loop"
         if loop.seq.init.type != 0 or cell.h.init.type != 0 or cell.c.init.type != 0:
             return "not float32"
-        if loop.seq.init.shape[0] != loop.trip_count or loop.seq.init.is_dynamic:
-            return "the loop does not run over the whole (static) sequence"
+        if loop.seq.init.shape[0] != loop.trip_count:
+            return "the loop does not run over the whole sequence"
+        state_shape = (loop.batch, cell.units)
+        if cell.h.init.shape != state_shape or cell.c.init.shape != state_shape:
+            return f"the initial states are not [batch, units] = {list(state_shape)}"
+        if any(t.is_dynamic for t in (loop.seq.init, cell.h.init, cell.c.init)):
+            return "dynamic shapes (the fused op's state tensors need a static batch)"
         if loop.acc is not None and loop.acc_kind == "last":
             readers = sg.consumers(loop.acc.result)
             if sg._is_io(loop.acc.result) or not all(is_last_step_slice(p, 1) for p in readers):
