@@ -151,23 +151,31 @@ def test_zero_channel_through_same_conv_is_removed():
     strip_and_compare(model)
 
 
-def flatten_model(zero_positions):
+def flatten_model(zero_positions, via_options=False):
     g = G((1, 4, 4, 2))
     w1 = RNG.uniform(-1, 1, (3, 3, 3, 2)).astype(np.float32)
     h = g.conv(g.inputs[0], w1, np.full(3, 0.1, np.float32), VALID, act=1)  # [1, 2, 2, 3]
-    flat = g.op("RESHAPE", [h, g.const([1, 12], np.int32)], (1, 12))
+    if via_options:  # the target shape only in ReshapeOptions.new_shape
+        flat = g.op("RESHAPE", [h], (1, 12), {"new_shape": np.array([-1, 12], np.int32)})
+    else:
+        flat = g.op("RESHAPE", [h, g.const([1, 12], np.int32)], (1, 12))
     w2 = weights(5, 12)
     w2[:, zero_positions] = 0.0
     return g, h, flat, g.done(g.fc(flat, w2, np.zeros(5, np.float32)))
 
 
-def test_flatten_maps_channel_c_to_positions_c_plus_kC():
-    g, h, flat, model = flatten_model([1, 4, 7, 10])  # channel 1 at all 4 positions
+@pytest.mark.parametrize("via_options", [False, True])
+def test_flatten_maps_channel_c_to_positions_c_plus_kC(via_options):
+    g, h, flat, model = flatten_model([1, 4, 7, 10], via_options)  # channel 1, all positions
     assert removable(model, h) == [1]
     assert removable(model, flat) == [1, 4, 7, 10]
     strip_and_compare(model)
     reshape = model.main.ops_of_type("RESHAPE")[0]
-    assert list(reshape.inputs[1].data) == [1, 8] and flat.shape == (1, 8)
+    if via_options:
+        assert list(reshape.options["new_shape"]) == [-1, 8]
+    else:
+        assert list(reshape.inputs[1].data) == [1, 8]
+    assert flat.shape == (1, 8)
 
 
 def test_flatten_partly_read_channel_stays():
