@@ -391,12 +391,28 @@ class RawTable:
     inline: bytes
     slots: tuple[int, ...]
 
+    def widths(self) -> dict[int, tuple[int, int]]:
+        """slot -> (offset, width): a field runs up to the next one (widest aligned fit)."""
+        present = sorted((off, slot) for slot, off in enumerate(self.slots) if off)
+        end = len(self.inline) + 4
+        out = {}
+        for i, (off, slot) in enumerate(present):
+            stop = present[i + 1][0] if i + 1 < len(present) else end
+            out[slot] = (off, max(s for s in (8, 4, 2, 1) if s <= stop - off and off % s == 0))
+        return out
+
+    def values(self) -> dict[int, int]:
+        """Each present slot's value, read little-endian at its width."""
+        return {
+            slot: int.from_bytes(self.inline[off - 4 : off - 4 + size], "little")
+            for slot, (off, size) in self.widths().items()
+        }
+
     def __eq__(self, other):
         return (
             isinstance(other, RawTable)
             and self.type_code == other.type_code
-            and self.inline == other.inline
-            and self.slots == other.slots
+            and self.values() == other.values()
         )
 
 
@@ -565,16 +581,17 @@ def write_offset_vector(builder: flatbuffers.Builder, offsets: list[int]) -> int
 
 
 def write_raw_table(builder: flatbuffers.Builder, raw: RawTable) -> int:
-    """Re-emit a table of scalars: each present slot's bytes run up to the next field."""
-    present = sorted((off, slot) for slot, off in enumerate(raw.slots) if off)
-    end = len(raw.inline) + 4
+    """Re-emit a table of scalars, each slot's value at its original width and place."""
+    values = raw.values()
     builder.StartObject(len(raw.slots))
-    for i, (off, slot) in enumerate(present):
-        stop = present[i + 1][0] if i + 1 < len(present) else end
-        size = max(s for s in (8, 4, 2, 1) if s <= stop - off and off % s == 0)
-        chunk = raw.inline[off - 4 : off - 4 + size]
-        fmt = {1: "B", 2: "H", 4: "I", 8: "Q"}[size]
-        getattr(builder, _PREPEND[fmt])(slot, struct.unpack("<" + fmt, chunk)[0], -1)
+    # prepending from the highest offset down keeps the original layout
+    for slot, (_, width) in sorted(raw.widths().items(), key=lambda kv: -kv[1][0]):
+        # always written, even when it equals a default: Prepend<T>, then Slot
+        prepend = {1: "PrependUint8", 2: "PrependUint16", 4: "PrependUint32", 8: "PrependUint64"}[
+            width
+        ]
+        getattr(builder, prepend)(values[slot])
+        builder.Slot(slot)
     return builder.EndObject()
 
 
