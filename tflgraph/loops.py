@@ -293,7 +293,7 @@ def _accumulator(body: Subgraph, o: Operand, time: Operand) -> tuple[str, Tensor
         return None
     shape = tuple(o.init.shape)
     if p.type == "RESHAPE" and not body.consumers(o.arg):
-        if len(shape) >= 2 and shape[0] == 1 and _reshape_adds_time(p, shape):
+        if len(shape) >= 2 and shape[0] == 1 and _reshape_adds_time(p, shape[1:]):
             return "last", p.inputs[0]
         return None
     if p.type != "CONCATENATION" or _axis(p) != 0 or len(p.inputs) != 3:
@@ -310,15 +310,10 @@ def _accumulator(body: Subgraph, o: Operand, time: Operand) -> tuple[str, Tensor
     return "sequence", mid.inputs[0]
 
 
-def _reshape_adds_time(p: Operator, shape: tuple) -> bool:
-    """RESHAPE(h [B, u...]) -> [1, B, u...]."""
-    src, out = p.inputs[0], p.outputs[0]
-    want = (1, *shape) if len(shape) == len(src.shape) else tuple(shape)
-    return (
-        tuple(out.shape) == tuple(want[-len(out.shape) :])
-        and out.shape[0] == 1
-        and tuple(out.shape[1:]) == tuple(src.shape)
-    )
+def _reshape_adds_time(p: Operator, step_shape: tuple) -> bool:
+    """RESHAPE(h [B, u]) -> [1, B, u], where [B, u] is the accumulator's row shape."""
+    step = tuple(step_shape)
+    return tuple(p.inputs[0].shape) == step and tuple(p.outputs[0].shape) == (1, *step)
 
 
 def _is_slice_of(body, sl, acc_arg, begin_index, size_index) -> bool:
