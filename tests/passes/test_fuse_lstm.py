@@ -236,3 +236,14 @@ def test_synthetic_loops_batch_and_sequences(steps, batch, sequences):
     assert op.inputs[0] is model.main.inputs[0] and not op.options["time_major"]
     assert_same_outputs(data, model, ("litert",))
     assert_equals_litert_reference(data, model.to_bytes())
+
+
+def test_loop_that_outputs_c_instead_of_h_is_left_alone():
+    """A second reader of an internal value: the accumulator stores c' (not h') each step."""
+    model = tflgraph.load(fixture("k3_lstm"))
+    body = model.main.ops_of_type("WHILE")[0].options["body_subgraph_index"]
+    write = body.producer(body.outputs[2])  # RESHAPE(h', [1, 1, 16]) into the accumulator
+    body.set_input(write, 0, body.outputs[4])  # ... now RESHAPE(c')
+    model, why = fuse(model)
+    assert "WHILE" in model.op_counts()
+    assert any("the accumulated output differs from the LSTM equations" in w for w in why), why
