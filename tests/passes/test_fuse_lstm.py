@@ -247,3 +247,20 @@ def test_loop_that_outputs_c_instead_of_h_is_left_alone():
     model, why = fuse(model)
     assert "WHILE" in model.op_counts()
     assert any("the accumulated output differs from the LSTM equations" in w for w in why), why
+
+
+def test_computed_initial_state_becomes_the_variable_tensor():
+    """h0, c0 = FC(input): the FCs write the fused op's state tensors at every invoke."""
+    model = tflgraph.load(fixture("k3_lstm_state_in"))
+    sg = model.main
+    (loop,) = sg.ops_of_type("WHILE")
+    for k in (3, 4):
+        state = sg.new_tensor(f"computed{k}", (1, 16))
+        weights = sg.new_constant(np.eye(16, dtype=np.float32) * (0.5 + k))
+        sg.add_op("FULLY_CONNECTED", [loop.inputs[k], weights, None], [state], {})
+        sg.set_input(loop, k, state)
+    original = model.to_bytes()
+    fused, _ = fuse(tflgraph.load(original))
+    (op,) = fused.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    assert [fused.main.producer(op.inputs[k]).type for k in (18, 19)] == ["FULLY_CONNECTED"] * 2
+    assert_same_outputs(original, fused)
