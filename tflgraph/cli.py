@@ -149,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line (TFLGRAPH_DEBUG=1 shows the traceback)
         if os.environ.get("TFLGRAPH_DEBUG"):
             raise
-        return _die(f"internal error: {type(e).__name__}: {e} (set TFLGRAPH_DEBUG=1 for the "
-                    "traceback and please report it)", 70)
+        return _die(
+            f"internal error: {type(e).__name__}: {e} (set TFLGRAPH_DEBUG=1 for the "
+            "traceback and please report it)",
+            70,
+        )
 
 
 def _default_output(path: str) -> str:
