@@ -36,7 +36,7 @@ from tflgraph.loops import (
     while_loops,
 )
 from tflgraph.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
-from tflgraph.pipeline import Pass, register
+from tflgraph.pipeline import Pass, has_side_effects, register
 from tflgraph.schema import new_options
 
 FUSED_ACTIVATION = {"TANH": 4, "RELU": 1}  # ActivationFunctionType codes
@@ -274,10 +274,12 @@ def _layer_name(while_output: str) -> str:
 
 
 def _drop_dead(sg: Subgraph, op: Operator) -> None:
-    """Remove `op` and the readers of its outputs, if nothing reads their outputs."""
+    """Remove the replaced WHILE `op` and the readers of its outputs that are now dead (the
+    old acc[-1] slices and transposes), unless a reader has side effects."""
     for t in op.outputs:
         for p in sg.consumers(t) if t is not None else ():
-            _drop_dead(sg, p)
+            if not has_side_effects(p):
+                _drop_dead(sg, p)
     if not any(t is not None and sg.is_used(t) for t in op.outputs):
         sg.remove_op(op)
 
