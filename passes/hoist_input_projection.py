@@ -31,6 +31,7 @@ import numpy as np
 from tflgraph import loops
 from tflgraph.interpreter import UnsupportedOp, evaluate_tensors
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.lstm_cell import _float_const as is_float_const
 from tflgraph.pipeline import Pass, register
 from tflgraph.schema import new_options
 
@@ -134,11 +135,7 @@ def _act(op: Operator) -> int:
 
 def _float_const(t: Tensor | None) -> np.ndarray | None:
     """The value of a float32, not quantized constant, else None."""
-    v = loops.const_value(t)
-    q = (t.quantization or {}) if t is not None else {}
-    if v is None or v.dtype != np.float32 or len(q.get("scale", None) or ()):
-        return None
-    return v
+    return t.data if is_float_const(t) else None
 
 
 def _unit(body: Subgraph, fc: Operator, x_t: Tensor) -> _Unit | None:
