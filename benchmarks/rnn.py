@@ -150,11 +150,18 @@ def timing_row(label: str, data: bytes, passes: str) -> dict:
 
 
 def keras_lstm_loop(
-    steps: int, features: int, units: int, batch: int = 1, sequences: bool = False, seed: int = 0
+    steps: int,
+    features: int,
+    units: int,
+    batch: int = 1,
+    sequences: bool = False,
+    seed: int = 0,
+    backwards: bool = False,
 ) -> bytes:
     """A Keras-3 style LSTM(units) over [batch, steps, features], written op for op as the
-    converter writes it (RESHAPE or TRANSPOSE to time-major, two counters, LOGICAL_AND cond,
-    GATHER read, a last-step or a whole-sequence accumulator), with random weights."""
+    converter writes it (RESHAPE or TRANSPOSE to time-major, REVERSE_V2 for go_backwards, two
+    counters, LOGICAL_AND cond, GATHER read, a last-step or a whole-sequence accumulator),
+    with random weights."""
     rng = np.random.default_rng(seed)
     model = tflgraph.Model()
     main, cond, body = (model.add_subgraph(n) for n in ("main", "while_cond", "while_body"))
@@ -217,6 +224,8 @@ def keras_lstm_loop(
     main.inputs = [x]
     swap = ("RESHAPE", [steps, batch, features]) if batch == 1 else ("TRANSPOSE", [1, 0, 2])
     tm = op(main, swap[0], [x, np.array(swap[1], i32)], (steps, batch, features))
+    if backwards:
+        tm = op(main, "REVERSE_V2", [tm, np.array([0], i32)], tm.shape)
     zero = main.new_constant(np.array(0, i32), "zero")
     state0 = main.new_constant(np.zeros(state, f32), "state0")
     acc0 = main.new_constant(np.zeros(acc_shape, f32), "acc0")

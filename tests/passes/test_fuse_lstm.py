@@ -223,17 +223,23 @@ def _benchmark_builder():
 
 
 @pytest.mark.parametrize(
-    "steps, batch, sequences",
-    [(10, 3, False), (7, 3, True), (1, 2, True), (5, 1, True)],
-)
-def test_synthetic_loops_batch_and_sequences(steps, batch, sequences):
-    """Batch > 1 with return_sequences (TRANSPOSE in and out), not among the fixtures; the
-    same builder makes the benchmark's T and u scaling models."""
-    data = _benchmark_builder()(steps, 5, 6, batch=batch, sequences=sequences)
+    "steps, batch, sequences, backwards",
+    [(10, 3, False, False), (7, 3, True, False), (1, 2, True, False), (5, 1, True, False),
+     (6, 3, True, True), (6, 1, False, True)],
+)  # fmt: skip
+def test_synthetic_loops_batch_and_sequences(steps, batch, sequences, backwards):
+    """Batch > 1 with return_sequences (TRANSPOSE in and out) and go_backwards, not among the
+    fixtures; the same builder makes the benchmark's T and u scaling models."""
+    build = _benchmark_builder()
+    data = build(steps, 5, 6, batch=batch, sequences=sequences, backwards=backwards)
     model, _ = fuse(tflgraph.load(data))
-    assert set(model.op_counts()) <= {"UNIDIRECTIONAL_SEQUENCE_LSTM", "FILL", "STRIDED_SLICE"}
+    allowed = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "FILL", "STRIDED_SLICE", "REVERSE_V2"}
+    assert set(model.op_counts()) <= allowed
+    assert model.op_counts().get("REVERSE_V2", 0) == backwards
     (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
-    assert op.inputs[0] is model.main.inputs[0] and not op.options["time_major"]
+    x = model.main.inputs[0]
+    assert not op.options["time_major"]
+    assert op.inputs[0] is x or model.main.producer(op.inputs[0]).inputs[0] is x
     assert_same_outputs(data, model, ("litert",))
     assert_equals_litert_reference(data, model.to_bytes())
 
