@@ -104,7 +104,9 @@ def match_lstm_cell(loop: RnnLoop, explain: Callable[[str], None] | None = None)
         return no(f"weight shapes {W.shape} and {U.shape} do not fit {units} units")
     b = np.zeros(4 * units, np.float32)
     for v in bias:
-        b = b + np.broadcast_to(v, (4 * units,)).astype(np.float32)
+        if v.size not in (1, 4 * units):
+            return no(f"a bias of shape {list(v.shape)} is not one value per gate unit")
+        b = b + v.astype(np.float32).reshape(-1)
     return LstmCell(h, c, W, U, b, caps["act_g"].type)
 
 
