@@ -25,6 +25,7 @@ Invariant: the model's outputs are bit-identical; every body tensor the rewrite 
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 
 from tflgraph import loops
@@ -52,6 +53,11 @@ class StaticLoopOutputs(Pass):
             for op in sg.ops_of_type("SPLIT_V"):
                 split_fixed += self._static_split(sg, op)
         self.stats = {"accumulators": rewritten, "split_v": split_fixed}
+        for sg in model.subgraphs:  # what is left for TFLM to trip over, for --explain
+            live = set(sg.outputs).union(*(nx.ancestors(sg.graph, t) for t in sg.outputs))
+            dynamic = [t.name for t in live if isinstance(t, Tensor) and t.is_dynamic]
+            if dynamic:
+                self.explain(f"{sg.name}: still dynamic-shaped: {', '.join(sorted(dynamic)[:3])}")
         return bool(rewritten or split_fixed)
 
     # ------------------------------------------------------------------ accumulator
