@@ -139,3 +139,17 @@ def test_split_v_with_a_used_inferred_part_gets_explicit_sizes():
     assert op.inputs[1].data.tolist() == [16, 8, 8]
     assert [t.name for t in m.main.outputs] == ["y0", "y1", "y2"]
     assert_same_outputs(original, m, exact=True)
+
+
+@pytest.mark.parametrize("steps, batch", [(10, 4), (7, 3), (1, 2)])
+def test_synthetic_batch_sequence_loops(steps, batch):
+    """return_sequences with batch > 1 (TRANSPOSE in and out), not among the fixtures: the
+    benchmark's Keras-3 style loop builder, kept a loop (no fuse-lstm)."""
+    from test_fuse_lstm import _benchmark_builder
+
+    data = _benchmark_builder()(steps, 5, 6, batch=batch, sequences=True)
+    model, records = run(tflgraph.load(data))
+    assert records[0].stats["accumulators"] == 1
+    assert dynamic_tensors(model) == []
+    assert_same_outputs(data, model, runtime_names=("litert",))
+    assert_tflm_gives_litert_reference(data, model)
