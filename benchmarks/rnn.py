@@ -103,8 +103,14 @@ def fusion_row(name: str, passes: str) -> dict:
         "LiteRT after": max_diff(ref, outputs(after, "litert")),
         "TFLM before": max_diff(ref, outputs(data, "tflm")),
         "TFLM after": max_diff(ref, outputs(after, "tflm")),
-        "left alone because": why[0].split(": ", 1)[1][:70] if why and ops.get("WHILE") else "",
+        "left alone because": _reason(why) if ops.get("WHILE") else "",
     }
+
+
+def _reason(explanations: list[str]) -> str:
+    """The first --explain line without the loop's name and the matcher's details."""
+    text = explanations[0].split(": ", 1)[-1] if explanations else "?"
+    return text.removeprefix("left alone: ").split(" (")[0]
 
 
 def median_invoke_us(models: list[bytes], runtime: str, invokes: int, warmup: int = 20):
@@ -274,11 +280,10 @@ NOTES = """### Reading the numbers
   same multiply-adds per step as the loop body, so fusing saves the per-step overhead of the
   WHILE loop (about 1-1.7 us per step in TFLM, the last column of the T/u table), not the
   arithmetic. That bounds TFLM's gain near 0.6x at u=16 (0.42x at u=4) and makes it vanish
-  at u=128. In LiteRT the loop body's
-  FULLY_CONNECTED ops run in XNNPACK (the default delegate) while the fused LSTM kernel does
-  not, so at u=128 the WHILE loop is faster than either fused model; with
-  OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES the loop is the slower one (checked by
-  hand, not in this table).
+  at u=128. In LiteRT the loop body's FULLY_CONNECTED ops run in XNNPACK (the default
+  delegate) while the fused LSTM kernel does not, so at u=128 the WHILE loop is faster than
+  either fused model; with OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES the loop is the
+  slower one (checked by hand, not in this table).
 - return_sequences=True: TFLM cannot run the dynamic-shape accumulator of the WHILE loop
   ("TFLM before" up to 1.0 off); the fused model is right in TFLM.
 """
