@@ -38,8 +38,11 @@ from tflgraph.loops import (
 from tflgraph.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.pipeline import Pass, has_side_effects, register
 from tflgraph.schema import new_options
+from tflgraph.targets import supports
 
 FUSED_ACTIVATION = {"TANH": 4, "RELU": 1}  # ActivationFunctionType codes
+_EMITS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "FILL", "RESHAPE", "STRIDED_SLICE", "TRANSPOSE",
+          "REVERSE_V2")  # fmt: skip
 
 
 @register("fuse-lstm")
@@ -71,6 +74,9 @@ class FuseLstm(Pass):
     def _unsupported_use(self, loop: RnnLoop, cell: LstmCell) -> str | None:
         """Why the loop's results or inputs cannot be reproduced by the fused op, or None."""
         sg = loop.sg
+        missing = [op for op in _EMITS if not supports(self.target, op)]
+        if missing:
+            return f"target {self.target} lacks {', '.join(missing)}"
         if cell.activation != "TANH" and self.target != "litert":
             return (
                 f"activation {cell.activation.lower()}: TFLM's fused LSTM then computes "
@@ -214,17 +220,10 @@ class _Rewrite:
         begin[axis] = -1
         out = sg.new_tensor(f"{self.base}/last", (y.shape[1 - axis], y.shape[2]))
         mask = 0b111 & ~(1 << axis)
-        sg.add_op(
-            "STRIDED_SLICE",
-            [
-                y,
-                sg.new_constant(begin, f"{self.base}/begin"),
-                sg.new_constant(np.zeros(3, np.int32), f"{self.base}/end"),
-                sg.new_constant(np.ones(3, np.int32), f"{self.base}/strides"),
-            ],
-            [out],
-            {"begin_mask": mask, "end_mask": mask, "shrink_axis_mask": 1 << axis},
-        )
+        ends = [(begin, "begin"), (np.zeros(3, np.int32), "end"), (np.ones(3, np.int32), "step")]
+        consts = [sg.new_constant(v, f"{self.base}/{name}") for v, name in ends]
+        options = {"begin_mask": mask, "end_mask": mask, "shrink_axis_mask": 1 << axis}
+        sg.add_op("STRIDED_SLICE", [y, *consts], [out], options)
         return out
 
     def _reversed_in_time(self, x: Tensor) -> Tensor:
