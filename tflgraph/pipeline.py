@@ -32,6 +32,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "hoist-input-projection": "hoist_input_projection",
     "drop-dead-loop-values": "loop_dead_values",
     "fuse-simple-rnn": "fuse_simple_rnn",
+    "last-step-from-state": "loop_last_step",
 }
 
 # WHILE loops that stay loops: static shapes for TFLM, then less work per step
@@ -40,6 +41,7 @@ LOOP_PASSES = [
     "static-loop-outputs",
     "merge-loop-counters",
     "constant-trip-count",
+    "last-step-from-state",
     "hoist-input-projection",
     "drop-dead-loop-values",
 ]

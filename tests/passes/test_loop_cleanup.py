@@ -86,3 +86,40 @@ def test_operand_read_by_cond_is_kept():
     assert not changed(records, "drop-dead-loop-values")
     op, _, _ = the_loop(model)
     assert len(op.inputs) == 5
+
+
+LAST = ("last-step-from-state", "drop-dead-loop-values")
+
+
+@pytest.mark.parametrize(
+    "name", ["k3_gru", "k3_gru_b4", "tfk_gru", "k3_simplernn", "k3_lstm_hardsig"]
+)
+def test_last_step_is_read_from_the_state(name):
+    """acc[-1] of the one-row accumulator is the final h: the accumulator is no longer carried."""
+    model, records = run(name, CLEANUPS + LAST)
+    assert changed(records, "last-step-from-state")
+    op, _, body = the_loop(model)
+    assert all(len(t.shape) != 3 or t.shape[0] != 1 for t in op.inputs)  # no [1, B, u] operand
+    assert [o.type for o in model.main.operators if o.type == "STRIDED_SLICE"] == []
+    model.check()
+    assert [t.name for t in model.main.outputs] == [
+        t.name for t in tflgraph.load(fixture(name)).main.outputs
+    ]
+    assert_same_outputs(fixture(name), model, exact=True)
+
+
+def test_sequence_accumulator_is_not_a_last_step():
+    _, records = run("k3_gru_seq", ("static-loop-outputs",) + LAST)
+    assert not changed(records, "last-step-from-state")
+
+
+def test_accumulator_read_whole_is_left_alone():
+    """Near-miss: the caller also reads the [1, B, u] accumulator itself (a model output)."""
+    model = tflgraph.load(fixture("k3_gru"))
+    op, _, _ = the_loop(model)
+    acc = next(t for t in op.outputs if len(t.shape) == 3 and t.shape[0] == 1)
+    model.main.outputs.append(acc)
+    reference = model.to_bytes()
+    _, records = run(model, LAST)
+    assert not changed(records, "last-step-from-state")
+    assert_same_outputs(reference, model, exact=True)
