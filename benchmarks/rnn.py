@@ -147,6 +147,28 @@ def speed_row(label: str, name: str, converter: str | None, passes: str, invokes
     return row
 
 
+def cli_row(name: str, passes: str, verify: bool) -> dict:
+    """Wall time of `python -m tflgraph optimize` in a fresh process (imports included)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "tflgraph", "optimize", str(FIXTURES / f"{name}.tflite"),
+               "-o", str(Path(tmp, "o.tflite")), "-q", "--passes", passes]  # fmt: skip
+        cmd.append("--verify" if verify else "--no-verify")
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            best = min(best, time.perf_counter() - start)
+    flag = "--verify" if verify else "--no-verify"
+    return {
+        "model": f"CLI: tflgraph optimize {name} {flag} (wall)",
+        "optimize ms": f"{best * 1e3:.0f}",
+    }
+
+
 def sweep_row(steps: int, features: int, units: int, passes: str, invokes: int) -> dict:
     data = keras_lstm_loop(steps, features, units)
     after = optimized(data, passes)[0]
@@ -323,6 +345,7 @@ def main() -> None:
     rows = [timing_row(name, (FIXTURES / f"{name}.tflite").read_bytes(), args.passes)
             for name in ("k3_lstm", "k3_lstm_big", "k3_bilstm", "k3_seq2seq")]  # fmt: skip
     rows += [timing_row(f"synthetic {ax}={v}", build(v), args.passes) for ax, v, build in SCALING]
+    rows += [cli_row("k3_lstm_big", args.passes, verify) for verify in (False, True)]
     print(table("Optimizer time (load + pipeline + serialize, best of 3)", rows))
     sweep = [sweep_row(*shape, args.passes, invokes) for shape in INVOKE_SWEEP]
     print(table("TFLM invoke time against T and u (synthetic loops, same weights)", sweep))
@@ -333,13 +356,13 @@ def main() -> None:
 
 def acceptance(small: dict, timing: list[dict]) -> list[dict]:
     """The issue's targets against the small LSTM row and the 350 KB LSTM's optimize time."""
-    big_ms = next(r for r in timing if r["model"] == "k3_lstm_big")["optimize ms"]
+    big_ms = next(r for r in timing if "k3_lstm_big --no-verify" in r["model"])["optimize ms"]
     checks = [
         ("file size ours/converter <= 1.00", small["size ours/converter"], 1.0),
         ("TFLM invoke ours/WHILE <= 0.40", small["TFLM ours/WHILE"], 0.4),
         ("TFLM invoke ours/converter <= 1.05", small["TFLM ours/converter"], 1.05),
         ("LiteRT invoke ours/converter <= 1.05", small["LiteRT ours/converter"], 1.05),
-        ("optimize k3_lstm_big <= 1000 ms", big_ms, 1000.0),
+        ("`tflgraph optimize` k3_lstm_big (CLI wall) <= 1000 ms", big_ms, 1000.0),
     ]
     return [
         {"target (small LSTM T=10 F=8 u=16)": name, "measured": value,
