@@ -61,15 +61,18 @@ class FuseSimpleRnn(Pass):
     """Fuse WHILE-loop SimpleRNNs into UNIDIRECTIONAL_SEQUENCE_RNN (LiteRT targets only)."""
 
     def run(self, model: Model) -> bool:
-        if not supports(self.target, "UNIDIRECTIONAL_SEQUENCE_RNN"):
-            self.explain(f"target {self.target} has no UNIDIRECTIONAL_SEQUENCE_RNN kernel")
-            return False
         fused = 0
         for sg in list(model.subgraphs):
             for op in loops.while_loops(sg):
                 loop = loops.analyze_loop(sg, op, self.explain)
                 cell = match_rnn_cell(loop) if loop is not None else None
                 if cell is None:
+                    continue
+                if not supports(self.target, "UNIDIRECTIONAL_SEQUENCE_RNN"):
+                    self.explain(
+                        f"{loop.name}: a SimpleRNN, left a loop: target {self.target} has no "
+                        "UNIDIRECTIONAL_SEQUENCE_RNN kernel (TFLM lacks it; use --target litert)"
+                    )
                     continue
                 why = _unsupported_use(loop) or prove_rnn_cell(loop, cell)
                 if why:
