@@ -119,3 +119,17 @@ def test_wrong_proof_refuses(monkeypatch):
     assert np.all(
         [o.type != "RESHAPE" or o.outputs[0].shape != (10, 1, 48) for o in model.main.operators]
     )
+
+
+def test_hoist_that_carries_less_runs_for_tflm_too():
+    """An LSTM loop with F = 40 inputs and 4u = 32 projected values per step (the benchmark's
+    Keras-3 style builder, kept a loop): hoisting shrinks what TFLM copies, so target any
+    hoists; the [T, B, F] sequence is no longer carried."""
+    from test_fuse_lstm import _benchmark_builder
+
+    data = _benchmark_builder()(10, 40, 8, batch=2)
+    model, records = run(tflgraph.load(data), HOIST)
+    assert changed(records, "hoist-input-projection")
+    op, _ = body_of(model)
+    assert [t.shape for t in op.inputs if len(t.shape) == 3 and t.shape[0] == 10] == [(10, 2, 32)]
+    assert_same_outputs(data, model)
