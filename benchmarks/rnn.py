@@ -580,7 +580,9 @@ LOOP_NOTES = """### Reading the loop numbers
   once over all steps, and the step's other ~20 ops and the copies cost about a fifth. No
   exact float rewrite of the loop gets under the FULLY_CONNECTED floor in the table, so the
   0.65x target is out of reach here; the cleanups remove the second counter, the LOGICAL_AND
-  condition and dead carried values (the few percent measured).
+  condition, the one-row output accumulator and dead carried values (the few percent
+  measured). Where F is larger than the projection (the LSTM u=8 row), hoisting also pays in
+  TFLM, and the default pipeline does it.
 """
 
 
