@@ -582,7 +582,7 @@ LOOP_NOTES = """### Reading the loop numbers
   0.65x target is out of reach here; the cleanups remove the second counter, the LOGICAL_AND
   condition, the one-row output accumulator and dead carried values (the few percent
   measured). Where F is larger than the projection (the LSTM u=8 row), hoisting also pays in
-  TFLM, and the default pipeline does it.
+  TFLM, and hoist-input-projection does it for every target.
 """
 
 
