@@ -148,17 +148,25 @@ def test_stateful_streaming_keeps_state_across_invokes_only_when_asked():
         assert all(np.allclose(w[0], r[0], atol=1e-5) for w, r in zip(want, reset))
 
 
-def test_relu_activation_is_fused_for_litert_only():
-    model, why = fuse("k3_lstm_relu")
+@pytest.mark.parametrize("name", ["k3_lstm_relu", "tfk_lstm_relu"])
+def test_relu_activation_is_fused_for_litert_only(name):
+    model, why = fuse(name)
     assert "WHILE" in model.op_counts()
     assert any("TFLM's fused LSTM then computes" in w for w in why)
-    model, _ = fuse("tfk_lstm_relu", target="litert")
+    model, _ = fuse(name, target="litert")
     (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
     assert op.options["fused_activation_function"] == 1  # RELU
-    assert_same_outputs(fixture("tfk_lstm_relu"), model, ("litert",))
+    assert_same_outputs(fixture(name), model, ("litert",))
     # why not for TFLM: its kernel does not compute relu (if this starts failing, TFLM was fixed)
-    want, got = outputs_in(fixture("tfk_lstm_relu"), "litert"), outputs_in(model, "tflm")
+    want, got = outputs_in(fixture(name), "litert"), outputs_in(model, "tflm")
     assert np.max(np.abs(want[0][0] - got[0][0])) > 1e-2
+
+
+@pytest.mark.parametrize("name", ["tfk_lstm_fused", "tfk_lstm_fused_seq", "tfk_bilstm"])
+def test_converter_fused_models_are_untouched(name):
+    before = tflgraph.load(fixture(name)).op_counts()
+    model, _ = fuse(name)
+    assert model.op_counts() == before
 
 
 @pytest.mark.parametrize(
