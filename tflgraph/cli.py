@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument(
         "--stateful-streaming",
         action="store_true",
-        help="fuse-lstm: keep LSTM state across invokes (chunked streaming; changes outputs)",
+        help="fuse-lstm: LSTMs that start from zeros keep their state across invokes "
+        "(chunked streaming; changes outputs, so not verified)",
     )
     o.add_argument(
         "--dot-after",
