@@ -64,12 +64,21 @@ def _write_tail(f, tail) -> None:
 
 
 class _Buffers:
-    """Unique constant buffers in order of first use; identical contents share one index."""
+    """Unique constant buffers in order of first use; identical contents share one index.
+
+    A buffer is hashed only once another buffer of the same size shows up, so a model whose
+    buffers all differ in size never pays for hashing; lookups are O(1) either way."""
 
     def __init__(self):
         self.data: list[np.ndarray | None] = [None]  # buffer 0 stays empty
         self._index: dict[int, int] = {}  # id(Buffer) -> index
-        self._by_size: dict[int, list[tuple[int, bytes | None]]] = {}
+        self._unhashed: dict[int, int] = {}  # size -> index of the one buffer of that size
+        self._by_digest: dict[tuple[int, bytes], int] = {}
+
+    @staticmethod
+    def _digest(data: np.ndarray) -> bytes:
+        return hashlib.blake2b(memoryview(np.ascontiguousarray(data)).cast("B"),
+                               digest_size=16).digest()
 
     def index(self, buf: Buffer | None) -> int:
         if buf is None or buf.data is None or buf.nbytes == 0:
@@ -77,21 +86,24 @@ class _Buffers:
         known = self._index.get(id(buf))
         if known is not None:
             return known
-        mv = memoryview(np.ascontiguousarray(buf.data)).cast("B")
-        same_size = self._by_size.setdefault(len(mv), [])
-        digest = None
-        if same_size:
-            digest = hashlib.blake2b(mv, digest_size=16).digest()
-            for k, (i, d) in enumerate(same_size):
-                if d is None:
-                    d = hashlib.blake2b(memoryview(self.data[i]).cast("B"), digest_size=16).digest()
-                    same_size[k] = (i, d)
-                if d == digest:
-                    self._index[id(buf)] = i
-                    return i
+        size = buf.nbytes
+        key = None
+        if size in self._unhashed or (size, None) in self._by_digest:
+            first = self._unhashed.pop(size, None)
+            if first is not None:
+                self._by_digest[(size, self._digest(self.data[first]))] = first
+                self._by_digest[(size, None)] = -1  # marks: this size is hashed from now on
+            key = (size, self._digest(buf.data))
+            i = self._by_digest.get(key)
+            if i is not None:
+                self._index[id(buf)] = i
+                return i
         i = len(self.data)
         self.data.append(buf.data)
-        same_size.append((i, digest))
+        if key is None:
+            self._unhashed[size] = i
+        else:
+            self._by_digest[key] = i
         self._index[id(buf)] = i
         return i
 
