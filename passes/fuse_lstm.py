@@ -41,8 +41,14 @@ from tflgraph.schema import new_options
 from tflgraph.targets import supports
 
 FUSED_ACTIVATION = {"TANH": 4, "RELU": 1}  # ActivationFunctionType codes
-_EMITS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "FILL", "RESHAPE", "STRIDED_SLICE", "TRANSPOSE",
-          "REVERSE_V2")  # fmt: skip
+_EMITS = (
+    "UNIDIRECTIONAL_SEQUENCE_LSTM",
+    "FILL",
+    "RESHAPE",
+    "STRIDED_SLICE",
+    "TRANSPOSE",
+    "REVERSE_V2",
+)
 
 
 @register("fuse-lstm")
@@ -52,12 +58,16 @@ class FuseLstm(Pass):
     stateful_streaming = False
 
     def run(self, model: Model) -> bool:
-        fused = 0
+        self.stats = {"loops_fused": 0, "layers": []}
         for sg in list(model.subgraphs):
             for op in while_loops(sg):
-                fused += self._fuse(sg, op)
-        self.stats = {"loops_fused": fused}
-        return bool(fused)
+                self.stats["loops_fused"] += self._fuse(sg, op)
+        return bool(self.stats["loops_fused"])
+
+    @staticmethod
+    def format_stats(stats: dict) -> list[str]:
+        """Readable lines for the optimize summary: one per fused loop."""
+        return stats.get("layers", [])
 
     def _fuse(self, sg: Subgraph, op: Operator) -> bool:
         loop = analyze_loop(sg, op, self.explain)
@@ -69,6 +79,12 @@ class FuseLstm(Pass):
             self.explain(f"{loop.name}: left alone: {why}")
             return False
         _Rewrite(loop, cell, self.stateful_streaming).apply()
+        seq = loop.acc_kind == "sequence"
+        self.stats["layers"].append(
+            f"{loop.name}: T={loop.trip_count} F={loop.x_t.shape[-1]} u={cell.units} "
+            f"B={loop.batch} {cell.activation.lower()} -> UNIDIRECTIONAL_SEQUENCE_LSTM"
+            f"{' (whole sequence)' if seq else ''}"
+        )
         return True
 
     def _unsupported_use(self, loop: RnnLoop, cell: LstmCell) -> str | None:
@@ -85,18 +101,18 @@ class FuseLstm(Pass):
             )
         if any(sg.is_used(c.result) for c in loop.counters):
             return "a loop counter is read after the loop"
-        if loop.seq.init.type != 0 or cell.h.init.type != 0 or cell.c.init.type != 0:
+        operands, state_shape = (loop.seq.init, cell.h.init, cell.c.init), (loop.batch, cell.units)
+        if any(t.type != 0 for t in operands):  # FLOAT32
             return "not float32"
         if loop.seq.init.shape[0] != loop.trip_count:
             return "the loop does not run over the whole sequence"
-        state_shape = (loop.batch, cell.units)
-        if cell.h.init.shape != state_shape or cell.c.init.shape != state_shape:
+        if any(t.shape != state_shape for t in operands[1:]):
             return f"the initial states are not [batch, units] = {list(state_shape)}"
-        if any(t.is_dynamic for t in (loop.seq.init, cell.h.init, cell.c.init)):
+        if any(t.is_dynamic for t in operands):
             return "dynamic shapes (the fused op's state tensors need a static batch)"
         if loop.acc is not None and loop.acc_kind == "last":
             readers = sg.consumers(loop.acc.result)
-            if sg._is_io(loop.acc.result) or not all(is_last_step_slice(p, 1) for p in readers):
+            if loop.acc.result in sg.outputs or not all(is_last_step_slice(p, 1) for p in readers):
                 return "the last-step accumulator is read other than as acc[-1]"
         for state in (cell.h, cell.c):
             if state.init.is_variable and _state_source(sg, state.init, loop.op) is None:
@@ -129,36 +145,29 @@ class _Rewrite:
         units, batch, steps = cell.units, loop.batch, loop.trip_count
         shape = (steps, batch, units) if self.time_major else (batch, steps, units)
         self.y = sg.new_tensor(f"{self.base}/lstm", shape)
-        w = [self._const(cell.W[k * units : (k + 1) * units], f"W{g}") for k, g in _GATES]
-        u = [self._const(cell.U[k * units : (k + 1) * units], f"U{g}") for k, g in _GATES]
-        b = [self._const(cell.b[k * units : (k + 1) * units], f"b{g}") for k, g in _GATES]
-        self.h_var = self._state(cell.h.init, "h")
-        self.c_var = self._state(cell.c.init, "c")
-        inputs = [x, *w, *u, None, None, None, *b, None, None, self.h_var, self.c_var]
+        # the gate blocks i|f|c|o of W, U and b become operands 1-4, 5-8 and 12-15
+        w, u, b = ([self._const(a[k * units : (k + 1) * units], f"{n}{g}") for k, g in _GATES]
+                   for a, n in ((cell.W, "W"), (cell.U, "U"), (cell.b, "b")))  # fmt: skip
+        h_var, self.c_var = self._state(cell.h.init, "h"), self._state(cell.c.init, "c")
+        states = [h_var, self.c_var]
+        inputs = [x, *w, *u, None, None, None, *b, None, None, *states, None, None, None, None]
         options = new_options(
-            "UnidirectionalSequenceLSTMOptions",
-            fused_activation_function=FUSED_ACTIVATION[cell.activation],
-            cell_clip=0.0,
-            proj_clip=0.0,
-            time_major=self.time_major,
-        )
-        sg.add_op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs + [None] * 4, [self.y], options)
+            "UnidirectionalSequenceLSTMOptions", cell_clip=0.0, proj_clip=0.0,
+            fused_activation_function=FUSED_ACTIVATION[cell.activation], time_major=self.time_major,
+        )  # fmt: skip
+        sg.add_op("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [self.y], options)
         self._move_readers()
         _drop_dead(sg, loop.op)  # now, as a WHILE reading a variable tensor counts as stateful
 
     def _move_readers(self) -> None:
-        loop, cell, sg = self.loop, self.cell, self.sg
+        loop, cell, sg, y = self.loop, self.cell, self.sg, self.y
         if loop.acc is not None and loop.acc_kind == "last":
             for p in sg.consumers(loop.acc.result):
                 replace_result(sg, p.outputs[0], self._last_step())
         elif loop.acc is not None:
-            for p in sg.consumers(loop.acc.result):
-                if (
-                    not self.time_major
-                    and swaps_time_batch(p)
-                    and p.outputs[0].shape == self.y.shape
-                ):
-                    replace_result(sg, p.outputs[0], self.y)
+            for p in sg.consumers(loop.acc.result):  # back to batch-major: y itself
+                if not self.time_major and swaps_time_batch(p) and p.outputs[0].shape == y.shape:
+                    replace_result(sg, p.outputs[0], y)
             if sg.is_used(loop.acc.result):
                 replace_result(sg, loop.acc.result, self._time_major_y())
         if sg.is_used(cell.h.result):
@@ -256,11 +265,10 @@ def _state_source(sg: Subgraph, var: Tensor, loop_op: Operator) -> Tensor | None
     if sg.producer(var) is None:  # a streaming state: the loop would carry into the next invoke
         return None
     readers = [p for p in sg.consumers(var) if p is not loop_op]
-    if len(readers) != 1 or sg._is_io(var) or readers[0].type != "UNIDIRECTIONAL_SEQUENCE_LSTM":
+    fused = readers[0] if len(readers) == 1 else None
+    if fused is None or fused.type != "UNIDIRECTIONAL_SEQUENCE_LSTM" or var in sg.outputs:
         return None
-    if loop_op not in _reachable(sg, [readers[0].outputs[0]]):
-        return None
-    return var
+    return var if loop_op in _reachable(sg, [fused.outputs[0]]) else None
 
 
 def _layer_name(while_output: str) -> str:
