@@ -34,6 +34,7 @@ from tflgraph.loops import (
     replace_result,
     swaps_time_batch,
     while_loops,
+    with_static_accumulator,
 )
 from tflgraph.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.pipeline import Pass, has_side_effects, register
@@ -71,6 +72,7 @@ class FuseLstm(Pass):
 
     def _fuse(self, sg: Subgraph, op: Operator) -> bool:
         loop = analyze_loop(sg, op, self.explain)
+        loop = with_static_accumulator(loop) if loop is not None else None  # any pass order
         cell = match_lstm_cell(loop, self.explain) if loop is not None else None
         if cell is None:
             return False

@@ -15,6 +15,7 @@ from tflgraph.loops import (
     scalar_value,
     swaps_time_batch,
     while_loops,
+    with_static_accumulator,
 )
 
 
@@ -142,3 +143,17 @@ def test_scalar_value_and_loop_name():
     assert scalar_value(loop.counters[0].init) == 0
     assert scalar_value(loop.seq.init) is None
     assert loop.name == "WHILE 'functional_1/lstm_1/while'"
+
+
+def test_with_static_accumulator_sees_the_in_place_accumulator():
+    model = tflgraph.load(fixture("k3_lstm_seq"))
+    tflgraph.optimize(model, "static-loop-outputs")
+    sg = model.main
+    (op,) = while_loops(sg)
+    loop = analyze_loop(sg, op)
+    assert loop.acc is None and len(loop.states) == 3  # the DYNAMIC_UPDATE_SLICE one is a state
+    view = with_static_accumulator(loop)
+    assert view.acc_kind == "sequence" and view.acc.index == 2 and len(view.states) == 2
+    assert view.acc_value is view.states[0].next  # h' is written into the accumulator
+    sg, (plain,) = loops_of("k3_lstm")
+    assert with_static_accumulator(plain) is plain  # nothing to move

@@ -27,7 +27,7 @@ API stability: other passes import this module; fields are only ever added.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +44,7 @@ __all__ = [
     "scalar_value",
     "swaps_time_batch",
     "while_loops",
+    "with_static_accumulator",
 ]
 
 Explain = Callable[[str], None] | None
@@ -308,6 +309,41 @@ def _accumulator(body: Subgraph, o: Operand, time: Operand) -> tuple[str, Tensor
     if set(body.consumers(o.arg)) != {head, tail}:
         return None
     return "sequence", mid.inputs[0]
+
+
+def with_static_accumulator(loop: RnnLoop) -> RnnLoop:
+    """`loop` seen with its in-place accumulator as the accumulator: a state written as
+    acc' = DYNAMIC_UPDATE_SLICE(acc, RESHAPE(h', [1, B, u]), PACK(t, 0, 0)) (the static form
+    that static-loop-outputs writes; analyze_loop lists it among the states) is moved to
+    `acc` with acc_kind "sequence". The loop itself if it has no such state."""
+    if loop.acc is not None:
+        return loop
+    for o in loop.states:
+        row = _update_slice_row(loop.body, o, loop.time)
+        if row is not None and o.init.shape[:1] == (loop.trip_count,):
+            rest = [s for s in loop.states if s is not o]
+            return replace(loop, acc=o, acc_kind="sequence", acc_value=row, states=rest)
+    return loop
+
+
+def _update_slice_row(body: Subgraph, o: Operand, time: Operand) -> Tensor | None:
+    """h' if o' = DYNAMIC_UPDATE_SLICE(o, RESHAPE(h', [1, B, u]), PACK(time, 0, 0))."""
+    p = body.producer(o.next)
+    if p is None or p.type != "DYNAMIC_UPDATE_SLICE" or p.inputs[0] is not o.arg:
+        return None
+    row, index = body.producer(p.inputs[1]), body.producer(p.inputs[2])
+    if body.consumers(o.arg) != [p] or row is None or row.type != "RESHAPE":
+        return None
+    if not _reshape_adds_time(row, tuple(o.init.shape[1:])) or index is None:
+        return None
+    if index.type != "PACK" or _axis(index) != 0 or index.inputs[0] is not time.arg:
+        return None
+    rest = [scalar_value(t) for t in index.inputs[1:]]
+    return (
+        row.inputs[0]
+        if len(index.inputs) == len(o.init.shape) and rest == [0] * len(rest)
+        else None
+    )
 
 
 def _reshape_adds_time(p: Operator, step_shape: tuple) -> bool:

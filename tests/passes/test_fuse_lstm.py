@@ -278,3 +278,15 @@ def test_computed_initial_state_becomes_the_variable_tensor():
     (op,) = fused.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
     assert [fused.main.producer(op.inputs[k]).type for k in (18, 19)] == ["FULLY_CONNECTED"] * 2
     assert_same_outputs(original, fused)
+
+
+@pytest.mark.parametrize("name", ["k3_lstm_seq", "k3_seq2seq", "k3_lstm_stacked", "k3_lstm"])
+def test_fuses_after_the_loop_passes_too(name):
+    """Whatever the pass order: after the `loops` pipeline (one counter, the in-place
+    DYNAMIC_UPDATE_SLICE accumulator of static-loop-outputs, ...) the LSTMs still fuse."""
+    model = tflgraph.load(fixture(name))
+    tflgraph.optimize(model, "loops")
+    assert "WHILE" in model.op_counts()
+    loops_first, _ = fuse(model)
+    assert "WHILE" not in loops_first.op_counts()
+    assert_equals_litert_reference(fixture(name), loops_first.to_bytes())
