@@ -66,6 +66,9 @@ class HoistInputProjection(Pass):
         if len(seq.init.shape) != 3 or seq.init.shape[0] != loop.trip_count:
             self.explain(f"{body.name}: sequence is not [T, B, F] with T = trip count")
             return False
+        if seq.init.is_dynamic:  # the caller's RESHAPEs would freeze a dynamic batch
+            self.explain(f"{body.name}: the sequence has a dynamic shape")
+            return False
         T, B, F = (int(d) for d in seq.init.shape)
         width = sum(int(u.w.shape[0]) for u in units)
         x_t = loop.steps[k]
