@@ -107,6 +107,7 @@ SCALAR_FORMATS = {
     "f": 4,
     "d": 8,
 }
+_STRUCTS = {fmt: struct.Struct("<" + fmt) for fmt in SCALAR_FORMATS}
 _PREPEND_FORMATS = {
     "Bool": "?",
     "Int8": "b",
@@ -148,10 +149,17 @@ class TableSpec:
 
     def __post_init__(self):
         self.by_slot.update({f.slot: f for f in self.fields})
+        # for the writer: scalars widest first (least padding), the rest are offsets
+        scalars = sorted(
+            (f for f in self.fields if f.kind == "scalar"), key=lambda f: -SCALAR_FORMATS[f.fmt]
+        )
+        self.by_slot["scalars"] = tuple((f, _STRUCTS[f.fmt]) for f in scalars)
+        self.by_slot["offsets"] = tuple(f for f in self.fields if f.kind != "scalar")
+        self.by_slot["num_slots"] = max((f.slot for f in self.fields), default=-1) + 1
 
     @property
     def num_slots(self) -> int:
-        return max((f.slot for f in self.fields), default=-1) + 1
+        return self.by_slot["num_slots"]
 
 
 def _s(name, slot, fmt, default=0):
@@ -529,42 +537,52 @@ def union_type_code(union: str, value) -> int:
 
 def write_table(builder: flatbuffers.Builder, table_spec: TableSpec, values: dict) -> int:
     """Encode `values` (a dict as read_table returns, offsets for nested objects may be given
-    pre-built as `Offset` instances) and return the table's offset."""
-    offsets = {}
-    for f in table_spec.fields:
+    pre-built as `Offset` instances) and return the table's offset.
+
+    Fields are placed directly in the builder's buffer (what Prepend*Slot does, without its
+    per-call checks); values equal to the schema default are omitted, as flatc does."""
+    offsets = []
+    scalars = dict(values)
+    for f in table_spec.by_slot["offsets"]:
         v = values.get(f.name)
-        if v is None or f.kind == "scalar":
+        if f.kind == "union":
+            scalars[f.type_field] = 0 if v is None else union_type_code(f.ref, v)
+        if v is None:
             continue
         if isinstance(v, Offset):
-            offsets[f.slot] = v.value
+            off = v.value
         elif f.kind == "vector":
-            offsets[f.slot] = builder.CreateNumpyVector(np.ascontiguousarray(v, f.fmt))
+            off = builder.CreateNumpyVector(np.ascontiguousarray(v, f.fmt))
         elif f.kind == "string":
-            offsets[f.slot] = builder.CreateString(v.encode("utf-8", "surrogateescape"))
+            off = builder.CreateString(v.encode("utf-8", "surrogateescape"))
         elif f.kind == "table":
-            offsets[f.slot] = write_table(builder, spec(f.ref), v)
+            off = write_table(builder, spec(f.ref), v)
         elif f.kind == "tables":
-            offsets[f.slot] = write_offset_vector(
-                builder, [write_table(builder, spec(f.ref), x) for x in v]
-            )
+            off = write_offset_vector(builder, [write_table(builder, spec(f.ref), x) for x in v])
         elif f.kind == "union":
-            offsets[f.slot] = write_union(builder, v)
-    scalars = {
-        f.name: values[f.name]
-        for f in table_spec.fields
-        if f.kind == "scalar" and values.get(f.name) is not None
-    }
-    for f in table_spec.fields:
-        if f.kind == "union":
-            v = values.get(f.name)
-            scalars[f.type_field] = 0 if v is None else union_type_code(f.ref, v)
+            off = write_union(builder, v)
+        else:
+            continue
+        offsets.append((f.slot, off))
     builder.StartObject(table_spec.num_slots)
-    for f in table_spec.fields:
-        if f.slot in offsets:
-            builder.PrependUOffsetTRelativeSlot(f.slot, offsets[f.slot], 0)
-        elif f.name in scalars:
-            getattr(builder, _PREPEND[f.fmt])(f.slot, scalars[f.name], f.default)
+    vtable = builder.current_vtable
+    for slot, off in offsets:
+        builder.Prep(4, 0)
+        builder.head -= 4
+        _U32.pack_into(builder.Bytes, builder.head, len(builder.Bytes) - builder.head - off)
+        vtable[slot] = len(builder.Bytes) - builder.head
+    for f, st in table_spec.by_slot["scalars"]:
+        v = scalars.get(f.name)
+        if v is None or v == f.default:
+            continue
+        builder.Prep(st.size, 0)
+        builder.head -= st.size
+        st.pack_into(builder.Bytes, builder.head, v)
+        vtable[f.slot] = len(builder.Bytes) - builder.head
     return builder.EndObject()
+
+
+_U32 = struct.Struct("<I")
 
 
 def write_union(builder: flatbuffers.Builder, value) -> int:

@@ -36,8 +36,6 @@ def save(model: Model, path, **kw) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(memoryview(builder.Bytes)[builder.Head() :])
             _write_tail(f, tail)
-            f.flush()
-            os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -77,8 +75,9 @@ class _Buffers:
 
     @staticmethod
     def _digest(data: np.ndarray) -> bytes:
-        return hashlib.blake2b(memoryview(np.ascontiguousarray(data)).cast("B"),
-                               digest_size=16).digest()
+        return hashlib.blake2b(
+            memoryview(np.ascontiguousarray(data)).cast("B"), digest_size=16
+        ).digest()
 
     def index(self, buf: Buffer | None) -> int:
         if buf is None or buf.data is None or buf.nbytes == 0:
