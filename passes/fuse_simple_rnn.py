@@ -62,24 +62,23 @@ class FuseSimpleRnn(Pass):
 
     def run(self, model: Model) -> bool:
         fused = 0
-        for sg in list(model.subgraphs):
-            for op in loops.while_loops(sg):
-                loop = loops.analyze_loop(sg, op, self.explain)
-                cell = match_rnn_cell(loop) if loop is not None else None
-                if cell is None:
-                    continue
-                if not supports(self.target, "UNIDIRECTIONAL_SEQUENCE_RNN"):
-                    self.explain(
-                        f"{loop.name}: a SimpleRNN, left a loop: target {self.target} has no "
-                        "UNIDIRECTIONAL_SEQUENCE_RNN kernel (TFLM lacks it; use --target litert)"
-                    )
-                    continue
-                why = _unsupported_use(loop) or prove_rnn_cell(loop, cell)
-                if why:
-                    self.explain(f"{loop.name}: left alone: {why}")
-                    continue
-                _RnnRewrite(loop, cell, False).apply()
-                fused += 1
+        for loop in loops.rnn_loops(model, self.explain):
+            loop = loops.with_static_accumulator(loop)  # also after static-loop-outputs
+            cell = match_rnn_cell(loop)
+            if cell is None:
+                continue
+            if not supports(self.target, "UNIDIRECTIONAL_SEQUENCE_RNN"):
+                self.explain(
+                    f"{loop.name}: a SimpleRNN, left a loop: target {self.target} has no "
+                    "UNIDIRECTIONAL_SEQUENCE_RNN kernel (TFLM lacks it; use --target litert)"
+                )
+                continue
+            why = _unsupported_use(loop) or prove_rnn_cell(loop, cell)
+            if why:
+                self.explain(f"{loop.name}: left alone: {why}")
+                continue
+            _RnnRewrite(loop, cell, False).apply()
+            fused += 1
         self.stats = {"loops_fused": fused}
         return bool(fused)
 

@@ -44,20 +44,16 @@ class HoistInputProjection(Pass):
 
     def run(self, model: Model) -> bool:
         hoisted = 0
-        for sg in model.subgraphs:
-            for op in loops.while_loops(sg):
-                loop = loops.analyze_loop(sg, op, self.explain)
-                if loop is None or loops.subgraph_users(model, loop.body) != 1:
+        for loop in loops.rnn_loops(model, self.explain):
+            for k, x_t in enumerate(loop.steps):
+                units = _units(loop.body, x_t)
+                if not units:
                     continue
-                for k, x_t in enumerate(loop.steps):
-                    units = _units(loop.body, x_t)
-                    if not units:
-                        continue
-                    # one group per run: the WHILE op is rebuilt, the fixed point does the rest
-                    group = [u for u in units if u.act == units[0].act]
-                    if self._hoist(loop, k, group):
-                        hoisted += len(group)
-                        break
+                # one group per run: the WHILE op is rebuilt, the fixed point does the rest
+                group = [u for u in units if u.act == units[0].act]
+                if self._hoist(loop, k, group):
+                    hoisted += len(group)
+                    break
         self.stats = {"projections_hoisted": hoisted}
         return bool(hoisted)
 

@@ -26,11 +26,9 @@ class LastStepFromState(Pass):
 
     def run(self, model: Model) -> bool:
         moved = 0
-        for sg in model.subgraphs:
-            for op in loops.while_loops(sg):
-                loop = loops.analyze_loop(sg, op, self.explain)
-                if loop is not None and loop.acc_kind == "last" and loop.trip_count >= 1:
-                    moved += self._move(loop)
+        for loop in loops.rnn_loops(model, self.explain):
+            if loop.acc_kind == "last" and loop.trip_count >= 1:
+                moved += self._move(loop)
         self.stats = {"readers_moved": moved}
         return bool(moved)
 

@@ -22,15 +22,8 @@ class MergeLoopCounters(Pass):
 
     def run(self, model: Model) -> bool:
         merged = 0
-        for sg in model.subgraphs:
-            for op in loops.while_loops(sg):
-                loop = loops.analyze_loop(sg, op, self.explain)
-                if loop is None or len(loop.counters) < 2:
-                    continue
-                if loops.subgraph_users(model, loop.body) != 1:
-                    continue
-                if loops.subgraph_users(model, loop.cond) != 1:
-                    continue
+        for loop in loops.rnn_loops(model, self.explain):
+            if len(loop.counters) > 1:
                 merged += self._merge(loop)
         self.stats = {"counters_merged": merged}
         return bool(merged)

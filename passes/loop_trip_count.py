@@ -26,12 +26,8 @@ class ConstantTripCount(Pass):
 
     def run(self, model: Model) -> bool:
         rewritten = 0
-        for sg in model.subgraphs:
-            for op in loops.while_loops(sg):
-                loop = loops.analyze_loop(sg, op, self.explain)
-                if loop is None or loops.subgraph_users(model, loop.cond) != 1:
-                    continue
-                rewritten += self._rewrite(loop)
+        for loop in loops.rnn_loops(model, self.explain):
+            rewritten += self._rewrite(loop)
         self.stats = {"conditions_rewritten": rewritten}
         return bool(rewritten)
 

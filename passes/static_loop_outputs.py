@@ -44,11 +44,9 @@ class StaticLoopOutputs(Pass):
             self.explain(f"target {self.target} lacks DYNAMIC_UPDATE_SLICE/PACK/SPLIT")
             return False
         rewritten = split_fixed = 0
-        for sg in model.subgraphs:
-            for op in loops.while_loops(sg):
-                loop = loops.analyze_loop(sg, op, self.explain)
-                if loop is not None and loop.acc_kind == "sequence":
-                    rewritten += self._static_accumulator(model, loop)
+        for loop in loops.rnn_loops(model, self.explain):
+            if loop.acc_kind == "sequence":
+                rewritten += self._static_accumulator(loop)
         for sg in model.subgraphs:
             for op in sg.ops_of_type("SPLIT_V"):
                 split_fixed += self._static_split(sg, op)
@@ -61,11 +59,8 @@ class StaticLoopOutputs(Pass):
         return bool(rewritten or split_fixed)
 
     # ------------------------------------------------------------------ accumulator
-    def _static_accumulator(self, model: Model, loop: loops.RnnLoop) -> bool:
+    def _static_accumulator(self, loop: loops.RnnLoop) -> bool:
         body, acc = loop.body, loop.acc
-        if loops.subgraph_users(model, body) != 1:
-            self.explain(f"{body.name}: body shared by several WHILE ops")
-            return False
         step = body.producer(acc.next).inputs[1]  # RESHAPE(h', [1, B, u]) -> acc row
         rank = len(acc.arg.shape)
         zero = body.new_constant(np.zeros((), np.int32), f"{body.name}/acc_index_zero")

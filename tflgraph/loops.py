@@ -461,6 +461,22 @@ def subgraph_users(model, sg: Subgraph) -> int:
     return sum(1 for s in model.subgraphs for op in s._order for r in op.subgraphs() if r is sg)
 
 
+def rnn_loops(model, explain: Explain = None):
+    """Every recurrent WHILE loop of the model whose cond and body no other op uses, as an
+    RnnLoop (analyze_loop). Each subgraph's WHILE ops are listed before its loops are
+    yielded, so a pass may rebuild the loop it was given (rebuild_while) and go on."""
+    for sg in list(model.subgraphs):
+        for op in while_loops(sg):
+            loop = analyze_loop(sg, op, explain)
+            if loop is None:
+                continue
+            if subgraph_users(model, loop.body) != 1 or subgraph_users(model, loop.cond) != 1:
+                if explain is not None:
+                    explain(f"{loop.name}: its cond or body is shared with another op")
+                continue
+            yield loop
+
+
 def step_feeds(loop: RnnLoop, t: int, rng: np.random.Generator) -> dict:
     """Random body inputs for step `t`: every counter = its start + t, float operands
     uniform in [-1, 1), other operands zeros. For proving a rewrite of the body on one step."""

@@ -77,3 +77,11 @@ def test_second_run_changes_nothing():
     _, records = run(model, FUSE, target="litert")
     assert not any(r.changed for r in records)
     assert model.to_bytes() == before
+
+
+def test_fused_after_static_loop_outputs_too():
+    """The pass order does not matter: the DYNAMIC_UPDATE_SLICE accumulator is recognised."""
+    model, records = run("k3_simplernn_seq", ("static-loop-outputs", "fuse-simple-rnn"), "litert")
+    assert changed(records, "static-loop-outputs") and changed(records, "fuse-simple-rnn")
+    assert model.op_counts() == {"FILL": 1, "UNIDIRECTIONAL_SEQUENCE_RNN": 1}
+    assert_same_outputs(fixture("k3_simplernn_seq"), model, runtime_names=("litert",))
