@@ -218,10 +218,9 @@ def cmd_optimize(args) -> int:
     if missing and not args.quiet:
         who = "TFLM or LiteRT" if args.target == "any" else args.target
         print(f"note: {output} has ops {who} cannot run: {_fmt_counts(missing)}")
-    if args.explain:
-        for r in records:
-            for line in r.explanations:
-                print(f"[{r.name}] {line}")
+    if args.explain:  # a fixed-point pipeline re-runs passes: say each reason once
+        for line in dict.fromkeys(f"[{r.name}] {x}" for r in records for x in r.explanations):
+            print(line)
     if args.report:
         report = {
             "input": args.input,
