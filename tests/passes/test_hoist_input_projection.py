@@ -7,7 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import assert_same_outputs, fixture
-from test_static_loop_outputs import assert_tflm_gives_litert_reference, changed, run
+from test_static_loop_outputs import (
+    assert_second_run_changes_nothing,
+    assert_tflm_gives_litert_reference,
+    changed,
+    run,
+)
 
 import tflgraph
 from tflgraph import loops
@@ -101,11 +106,7 @@ def test_quantized_weights_are_left_alone():
 
 
 def test_second_run_changes_nothing():
-    model, _ = run("k3_custom_cell", HOIST, target="litert")
-    before = model.to_bytes()
-    _, records = run(model, HOIST, target="litert")
-    assert not any(r.changed for r in records)
-    assert model.to_bytes() == before
+    assert_second_run_changes_nothing("k3_custom_cell", HOIST, "litert")
 
 
 def test_wrong_proof_refuses(monkeypatch):
