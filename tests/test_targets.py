@@ -98,3 +98,27 @@ def test_optimize_target_reaches_the_passes(tmp_path, capsys):
     assert "has ops" not in capsys.readouterr().out
     assert cli.main(args + ["--target", "tflm"]) == 0
     assert "has ops tflm cannot run: REDUCE_ANY x2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("k3_gru_seq", "dynamic"),
+        ("k3_custom_cell", "dynamic"),
+        ("tfk_gru_reset_before", "zero-size"),
+    ],
+)
+def test_inspect_target_tflm_reports_shapes_tflm_cannot_hold_until_optimized(
+    name, kind, tmp_path, capsys
+):
+    """All of their ops exist in TFLM, yet TFLM hangs or cannot allocate: inspect says why,
+    and after `optimize --target tflm` it has nothing left to say."""
+    assert targets.shape_problems(tflgraph.load(fixture(name)))[kind]
+    cli.main(["inspect", str(fixture(name)), "--target", "tflm"])
+    assert "TFLM cannot hold" in capsys.readouterr().out
+    out = tmp_path / "m.tflite"
+    cli.main(["optimize", str(fixture(name)), "-o", str(out), "--target", "tflm", "--no-verify"])
+    assert "TFLM cannot hold" not in capsys.readouterr().out
+    assert targets.shape_problems(tflgraph.load(out)) == {"dynamic": [], "zero-size": []}
+    cli.main(["inspect", str(out), "--target", "tflm", "--json"])
+    assert not any(json.loads(capsys.readouterr().out)["tflm_shape_problems"].values())

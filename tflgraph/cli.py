@@ -19,7 +19,7 @@ from .passdoc import passes_markdown
 from .pipeline import all_passes, get_pass, load_pass_file, resolve, run_passes
 from .reader import load
 from .summary import describe, format_description, format_summary_table, summary
-from .targets import TARGETS, unsupported_ops
+from .targets import TARGETS, shape_problems, unsupported_ops
 from .verify import verify
 from .writer import save
 
@@ -218,6 +218,10 @@ def cmd_optimize(args) -> int:
     if missing and not args.quiet:
         who = "TFLM or LiteRT" if args.target == "any" else args.target
         print(f"note: {output} has ops {who} cannot run: {_fmt_counts(missing)}")
+    shapes = shape_problems(model) if args.target != "litert" else {}
+    if any(shapes.values()) and not args.quiet:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in shapes.items() if v)
+        print(f"note: {output} has tensors TFLM cannot hold: {counts}")
     if args.explain:  # a fixed-point pipeline re-runs passes: say each reason once
         for line in dict.fromkeys(f"[{r.name}] {x}" for r in records for x in r.explanations):
             print(line)
@@ -324,6 +328,8 @@ def cmd_inspect(args) -> int:
     if args.target:
         info["target"] = args.target
         info["unsupported_ops"] = unsupported_ops(model, args.target)
+        if args.target != "litert":
+            info["tflm_shape_problems"] = shape_problems(model)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -335,6 +341,12 @@ def cmd_inspect(args) -> int:
             if missing
             else f"every op runs on {args.target}"
         )
+        for kind, names in info.get("tflm_shape_problems", {}).items():
+            if names:
+                print(
+                    f"TFLM cannot hold {len(names)} {kind} tensor(s) (e.g. {names[0]}); "
+                    "`tflgraph optimize --target tflm` gives WHILE loops static shapes"
+                )
     return 0
 
 

@@ -80,6 +80,22 @@ def unsupported_ops(model: Model, target: str) -> dict[str, int]:
     return {t: n for t, n in model.op_counts().items() if not supports(target, t)}
 
 
+def shape_problems(model: Model) -> dict[str, list[str]]:
+    """Op outputs that TFLM cannot hold although it has the ops: "dynamic" (shape_signature
+    with -1: TFLM plans memory from the static shape, so the converter's whole-sequence loop
+    accumulators come out wrong or the loop never stops) and "zero-size" (a 0 dimension, e.g.
+    tf_keras GRU's SPLIT_V remainder: TFLM cannot allocate it). Empty lists if none."""
+    found: dict[str, list[str]] = {"dynamic": [], "zero-size": []}
+    for sg in model.reachable_subgraphs():
+        for op in sg._order:
+            for t in op.outputs:
+                if t is not None and t.is_dynamic:
+                    found["dynamic"].append(t.name)
+                if t is not None and 0 in t.shape:
+                    found["zero-size"].append(t.name)
+    return found
+
+
 # --------------------------------------------------------------------------- probing
 
 
