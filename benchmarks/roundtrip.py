@@ -1,6 +1,7 @@
 """Load+save time of tflgraph against its peers, measured interleaved in one run.
 
-Peers: TensorFlow's `tensorflow.lite.tools.flatbuffer_utils` (read_model + write_model) and
+Every tool writes a fresh output file each time (tflgraph's is written atomically: a
+temporary file renamed into place). Peers: TensorFlow's `tensorflow.lite.tools.flatbuffer_utils` (read_model + write_model) and
 tflite-micro's `model_editor` (read + build, then write). A peer that is not importable is
 reported as missing. Models: committed fixtures, a generated model with over 100 MB of
 weights, and generated chains of 1k/10k/50k ops (time should grow linearly with op count).
@@ -120,6 +121,9 @@ def time_interleaved(tools: dict, src: Path, repeat: int, tmp: Path) -> dict[str
     for _ in range(repeat):
         for name, fn in tools.items():  # round-robin: every tool sees the same machine load
             dst = tmp / f"{name}.tflite"
+            # every tool writes a new file: replacing an existing one costs an implicit flush
+            # on ext4 for tflgraph's atomic rename, which is not what this table measures
+            dst.unlink(missing_ok=True)
             start = time.perf_counter()
             try:
                 fn(str(src), str(dst))

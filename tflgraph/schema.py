@@ -108,6 +108,10 @@ SCALAR_FORMATS = {
     "d": 8,
 }
 _STRUCTS = {fmt: struct.Struct("<" + fmt) for fmt in SCALAR_FORMATS}
+_I32 = struct.Struct("<i").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+_HH = struct.Struct("<HH").unpack_from
+_SLOT_STRUCTS = [struct.Struct(f"<{n}H").unpack_from for n in range(32)]
 _PREPEND_FORMATS = {
     "Bool": "?",
     "Int8": "b",
@@ -156,6 +160,16 @@ class TableSpec:
         self.by_slot["scalars"] = tuple((f, _STRUCTS[f.fmt]) for f in scalars)
         self.by_slot["offsets"] = tuple(f for f in self.fields if f.kind != "scalar")
         self.by_slot["num_slots"] = max((f.slot for f in self.fields), default=-1) + 1
+        # for the reader: slot -> (field, kind, struct or dtype)
+        plan = [None] * self.by_slot["num_slots"]
+        for f in self.fields:
+            extra = (
+                _STRUCTS.get(f.fmt)
+                if f.kind == "scalar"
+                else (np.dtype(f.fmt) if f.kind == "vector" else None)
+            )
+            plan[f.slot] = (f, f.kind, extra)
+        self.by_slot["plan"] = plan
 
     @property
     def num_slots(self) -> int:
@@ -444,49 +458,63 @@ class Reader:
         return self.u32(0)
 
     def vtable(self, table: int, what: str) -> tuple[int, ...]:
-        self._check(table, 4, what)
-        vt = table - struct.unpack_from("<i", self.buf, table)[0]
-        self._check(vt, 4, f"{what} vtable")
-        vt_size, obj_size = struct.unpack_from("<HH", self.buf, vt)
+        buf, size = self.buf, self.size
+        if table < 0 or table + 4 > size:
+            raise SchemaError(f"{what} at byte {table} runs past the end of the file")
+        vt = table - _I32(buf, table)[0]
+        if vt < 0 or vt + 4 > size:
+            raise SchemaError(f"{what} vtable at byte {vt} runs past the end of the file")
+        vt_size, obj_size = _HH(buf, vt)
         if vt_size < 4 or vt_size % 2:
             raise SchemaError(f"{what} vtable at byte {vt} has a bad size {vt_size}")
-        self._check(vt, vt_size, f"{what} vtable")
-        self._check(table, obj_size, what)
-        slots = struct.unpack_from(f"<{(vt_size - 4) // 2}H", self.buf, vt + 4)
-        for off in slots:
-            if off and off >= max(obj_size, 4):
-                raise SchemaError(f"{what} field offset {off} lies outside its table")
+        if vt + vt_size > size or table + obj_size > size:
+            raise SchemaError(f"{what} at byte {table} runs past the end of the file")
+        n = (vt_size - 4) // 2
+        slots = (
+            _SLOT_STRUCTS[n](buf, vt + 4)
+            if n < len(_SLOT_STRUCTS)
+            else struct.unpack_from(f"<{n}H", buf, vt + 4)
+        )
+        if slots and max(slots) >= max(obj_size, 4):
+            raise SchemaError(f"{what} field offset {max(slots)} lies outside its table")
         return slots
 
     def indirect(self, pos: int) -> int:
         return pos + self.u32(pos)
 
     def vector(self, pos: int, elem_size: int, what: str) -> tuple[int, int]:
-        start = self.indirect(pos)
-        n = self.u32(start)
-        self._check(start + 4, n * elem_size, what)
+        """(start, length) of the vector whose offset is stored at `pos`, bounds-checked."""
+        buf, size = self.buf, self.size
+        if pos + 4 > size:
+            raise SchemaError(f"{what} at byte {pos} runs past the end of the file")
+        start = pos + _U32(buf, pos)[0]
+        if start + 4 > size:
+            raise SchemaError(f"{what} at byte {start} runs past the end of the file")
+        n = _U32(buf, start)[0]
+        if start + 4 + n * elem_size > size:
+            raise SchemaError(f"{what} at byte {start} runs past the end of the file")
         return start + 4, n
 
     def read_table(self, pos: int, table_spec: TableSpec) -> dict:
         """Decode the table at `pos`: present fields only (absent ones take defaults later)."""
         slots = self.vtable(pos, table_spec.name)
         out = {}
-        by_slot = table_spec.by_slot
+        plan = table_spec.by_slot["plan"]
+        buf, size = self.buf, self.size
         for slot, off in enumerate(slots):
             if not off:
                 continue
-            f = by_slot.get(slot)
-            if f is None:
+            if slot >= len(plan) or plan[slot] is None:
                 raise _UnknownField(table_spec.name, slot)
+            f, kind, extra = plan[slot]
             at = pos + off
-            kind = f.kind
             if kind == "scalar":
-                self._check(at, SCALAR_FORMATS[f.fmt], f.name)
-                out[f.name] = struct.unpack_from("<" + f.fmt, self.buf, at)[0]
+                if at + extra.size > size:
+                    raise SchemaError(f"{f.name} at byte {at} runs past the end of the file")
+                out[f.name] = extra.unpack_from(buf, at)[0]
             elif kind == "vector":
-                dt = np.dtype(f.fmt)
-                start, n = self.vector(at, dt.itemsize, f.name)
-                out[f.name] = np.frombuffer(self.mv, dt, n, start)
+                start, n = self.vector(at, extra.itemsize, f.name)
+                out[f.name] = np.frombuffer(self.mv, extra, n, start)
             elif kind == "string":
                 start, n = self.vector(at, 1, f.name)
                 out[f.name] = bytes(self.mv[start : start + n]).decode("utf-8", "surrogateescape")
@@ -495,7 +523,9 @@ class Reader:
             elif kind == "tables":
                 start, n = self.vector(at, 4, f.name)
                 sub = spec(f.ref)
-                out[f.name] = [self.read_table(self.indirect(start + 4 * i), sub) for i in range(n)]
+                read = self.read_table
+                offs = struct.unpack_from(f"<{n}I", buf, start) if n else ()
+                out[f.name] = [read(start + 4 * i + o, sub) for i, o in enumerate(offs)]
             elif kind == "union":
                 out[f.name] = self.read_union(self.indirect(at), f.ref, out.get(f.type_field, 0))
             else:
@@ -569,7 +599,7 @@ def write_table(builder: flatbuffers.Builder, table_spec: TableSpec, values: dic
     for slot, off in offsets:
         builder.Prep(4, 0)
         builder.head -= 4
-        _U32.pack_into(builder.Bytes, builder.head, len(builder.Bytes) - builder.head - off)
+        _U32_STRUCT.pack_into(builder.Bytes, builder.head, len(builder.Bytes) - builder.head - off)
         vtable[slot] = len(builder.Bytes) - builder.head
     for f, st in table_spec.by_slot["scalars"]:
         v = scalars.get(f.name)
@@ -582,7 +612,7 @@ def write_table(builder: flatbuffers.Builder, table_spec: TableSpec, values: dic
     return builder.EndObject()
 
 
-_U32 = struct.Struct("<I")
+_U32_STRUCT = struct.Struct("<I")
 
 
 def write_union(builder: flatbuffers.Builder, value) -> int:
