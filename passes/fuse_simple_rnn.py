@@ -7,7 +7,7 @@ Pattern:   a recurrent WHILE loop (tflgraph.loops) with one sequence and one sta
            the pass runs for `--target litert` only.
 Rewrite:   h0v = FILL([B, u], 0.0)                  # or RESHAPE(h0) for a non-zero state
            y = UNIDIRECTIONAL_SEQUENCE_RNN(x, W, R, b, h0v, time_major, act)
-           readers of the loop move onto y exactly as fuse-lstm moves them (its _Rewrite):
+           readers of the loop move onto y exactly as for fuse-lstm (tflgraph.rnn_rewrite):
            acc[-1] and the final h -> STRIDED_SLICE(y)[last step]; the sequence -> y.
 Proof:     W, R, b are read from the body's FULLY_CONNECTED and ADD ops; the body's h' (and
            accumulated value) are evaluated with the reference interpreter on random x, h
@@ -22,14 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tflgraph.passes.fuse_lstm import FUSED_ACTIVATION, _drop_dead, _Rewrite
 
 from tflgraph import loops
+from tflgraph.cell_terms import affine_terms, fused_activation
 from tflgraph.interpreter import UnsupportedOp, evaluate_tensors
-from tflgraph.ir import Model, Subgraph, Tensor
+from tflgraph.ir import Model, Tensor
 from tflgraph.kernels import ACTIVATIONS
-from tflgraph.lstm_cell import _float_const, _no_activation, _plain_fc
 from tflgraph.pipeline import Pass, register
+from tflgraph.rnn_rewrite import FUSED_ACTIVATION, FusedRnnRewrite, last_step_read_only
 from tflgraph.schema import new_options
 from tflgraph.targets import supports
 
@@ -39,7 +39,7 @@ _FUSED_NAMES = {v: k for k, v in FUSED_ACTIVATION.items()}  # 4 -> TANH, 1 -> RE
 @dataclass(eq=False)
 class RnnCell:
     """One SimpleRNN step: h' = act(x W^T + h R^T + b). `c` is `h` (no cell state), so the
-    shared reader-moving code of fuse-lstm finds nothing more to move for it."""
+    shared reader-moving code (tflgraph.rnn_rewrite) finds nothing more to move for it."""
 
     h: loops.Operand
     W: np.ndarray  # [u, F]
@@ -92,46 +92,19 @@ def match_rnn_cell(loop: loops.RnnLoop) -> RnnCell | None:
         return None
     if p.type in ("TANH", "RELU"):
         act, terms = p.type, [p.inputs[0]]
-    elif p.type == "ADD" and _FUSED_NAMES.get(
-        int((p.options or {}).get("fused_activation_function", 0))
-    ):
-        act, terms = _FUSED_NAMES[int(p.options["fused_activation_function"])], list(p.inputs)
+    elif p.type == "ADD" and _FUSED_NAMES.get(fused_activation(p)):
+        act, terms = _FUSED_NAMES[fused_activation(p)], list(p.inputs)
     else:
         return None
-    found = _affine_terms(loop.body, terms, loop.x_t, h.arg)
-    if found is None:
+    sizes = (1, h.arg.shape[-1])  # a constant term is one value or one per unit
+    found = affine_terms(loop.body, terms, loop.x_t, h.arg, const_sizes=sizes, squeeze=False)
+    if isinstance(found, str) or found[1].shape[0] != found[1].shape[1]:  # R is [u, u]
         return None
     W, R, bias = found
     b = np.zeros(R.shape[0], np.float32)
     for c in bias:
         b = b + np.broadcast_to(c.reshape(-1), b.shape)
     return RnnCell(h, W, R, b.astype(np.float32), act)
-
-
-def _affine_terms(body: Subgraph, terms: list[Tensor], x_t: Tensor, h: Tensor):
-    """sum(terms) as FC(x_t, W) + FC(h, R) + constants: (W, R, [bias arrays]) or None."""
-    found: dict[str, np.ndarray] = {}
-    bias: list[np.ndarray] = []
-    stack = list(terms)
-    while stack:
-        t = stack.pop()
-        p = body.producer(t)
-        if _float_const(t) and t.data.size in (1, h.shape[-1]):
-            bias.append(t.data)
-        elif p is not None and p.type == "ADD" and _no_activation(p):
-            stack.extend(p.inputs)
-        elif p is not None and p.type == "FULLY_CONNECTED" and _plain_fc(p):
-            key = "W" if p.inputs[0] is x_t else "R" if p.inputs[0] is h else None
-            if key is None or key in found:
-                return None
-            found[key] = p.inputs[1].data
-            if len(p.inputs) > 2 and p.inputs[2] is not None:
-                bias.append(p.inputs[2].data)
-        else:
-            return None
-    if set(found) != {"W", "R"} or found["R"].shape[0] != found["R"].shape[1]:
-        return None
-    return found["W"], found["R"], bias
 
 
 def _unsupported_use(loop: loops.RnnLoop) -> str | None:
@@ -146,10 +119,8 @@ def _unsupported_use(loop: loops.RnnLoop) -> str | None:
         return "the initial state is a variable tensor"
     if any(sg.is_used(o.result) for o in loop.invariants):
         return "a loop invariant is read after the loop"
-    if loop.acc is not None and loop.acc_kind == "last":
-        readers = sg.consumers(loop.acc.result)
-        if sg._is_io(loop.acc.result) or not all(loops.is_last_step_slice(p, 1) for p in readers):
-            return "the last-step accumulator is read other than as acc[-1]"
+    if not last_step_read_only(loop):
+        return "the last-step accumulator is read other than as acc[-1]"
     return None
 
 
@@ -173,24 +144,18 @@ def prove_rnn_cell(loop: loops.RnnLoop, cell: RnnCell, trials: int = 3) -> str |
     return None
 
 
-class _RnnRewrite(_Rewrite):
-    """fuse-lstm's rewrite (state tensors, moving the loop's readers), building the RNN op."""
+class _RnnRewrite(FusedRnnRewrite):
+    """UNIDIRECTIONAL_SEQUENCE_RNN for one proven loop (tflgraph.rnn_rewrite does the rest)."""
 
-    def apply(self) -> None:
-        loop, cell, sg = self.loop, self.cell, self.sg
-        src = loops.batch_major_source(sg, loop.seq.init)
-        self.time_major = src is None or src[1] or src[0].shape[1] != loop.trip_count
-        x = loop.seq.init if self.time_major else src[0]
-        steps, batch, units = loop.trip_count, loop.batch, cell.units
-        shape = (steps, batch, units) if self.time_major else (batch, steps, units)
-        self.y = sg.new_tensor(f"{self.base}/rnn", shape)
-        weights = [self._const(a, n) for a, n in ((cell.W, "W"), (cell.R, "R"), (cell.b, "b"))]
-        self.h_var = self._state(cell.h.init, "h")
+    op_type, suffix, reverses = "UNIDIRECTIONAL_SEQUENCE_RNN", "rnn", False
+
+    def operands(self, x: Tensor) -> tuple[list[Tensor | None], dict]:
+        cell = self.cell
+        weights = [self.const(a, n) for a, n in ((cell.W, "W"), (cell.R, "R"), (cell.b, "b"))]
+        h_var = self.state(cell.h.init, "h")
         options = new_options(
             "SequenceRNNOptions",
             time_major=self.time_major,
             fused_activation_function=FUSED_ACTIVATION[cell.activation],
         )
-        sg.add_op("UNIDIRECTIONAL_SEQUENCE_RNN", [x, *weights, self.h_var], [self.y], options)
-        self._move_readers()
-        _drop_dead(sg, loop.op)
+        return [x, *weights, h_var], options

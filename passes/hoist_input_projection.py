@@ -29,9 +29,9 @@ from __future__ import annotations
 import numpy as np
 
 from tflgraph import loops
+from tflgraph.cell_terms import fused_activation, is_float_const
 from tflgraph.interpreter import UnsupportedOp, evaluate_tensors
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.lstm_cell import _float_const as is_float_const
 from tflgraph.pipeline import Pass, register
 from tflgraph.schema import new_options
 
@@ -128,10 +128,6 @@ def _units(body: Subgraph, x_t: Tensor) -> list[_Unit]:
     return units
 
 
-def _act(op: Operator) -> int:
-    return int((op.options or {}).get("fused_activation_function", 0))
-
-
 def _float_const(t: Tensor | None) -> np.ndarray | None:
     """The value of a float32, not quantized constant, else None."""
     return t.data if is_float_const(t) else None
@@ -149,12 +145,12 @@ def _unit(body: Subgraph, fc: Operator, x_t: Tensor) -> _Unit | None:
         return None
     out, add = fc.outputs[0], None
     readers = body.consumers(out)
-    if _act(fc) == 0 and len(readers) == 1 and readers[0].type == "ADD":
+    if fused_activation(fc) == 0 and len(readers) == 1 and readers[0].type == "ADD":
         other = [t for t in readers[0].inputs if t is not out]
         c = _float_const(other[0]) if len(other) == 1 else None
         if c is not None and c.size in (1, w.shape[0]) and not _is_output(body, out):
             add, bias, out = readers[0], bias + c.reshape(-1), readers[0].outputs[0]
-    return _Unit(fc, add, w, bias.reshape(-1), _act(add or fc), out)
+    return _Unit(fc, add, w, bias.reshape(-1), fused_activation(add or fc), out)
 
 
 def _is_output(sg: Subgraph, t: Tensor) -> bool:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cell_terms import affine_terms
 from .interpreter import UnsupportedOp, evaluate_tensors
-from .ir import Operator, Subgraph, Tensor
+from .ir import Subgraph
 from .loops import Operand, RnnLoop, scalar_value
 from .pattern import Any, Op
 
@@ -96,7 +97,7 @@ def match_lstm_cell(loop: RnnLoop, explain: Callable[[str], None] | None = None)
     split = body.producer(caps["i"])
     z = split.inputs[1]
     units = int(caps["i"].shape[-1])
-    terms = _sum_terms(body, z, loop.x_t, h.arg)
+    terms = affine_terms(body, [z], loop.x_t, h.arg)
     if isinstance(terms, str):
         return no(f"not fused: {terms}")
     W, U, bias = terms
@@ -138,74 +139,6 @@ def _match_gates(body: Subgraph, h: Operand, c: Operand, reasons: list) -> dict 
         reasons.append("gates i, f, g, o are not SPLIT(z, 4) along the last axis in that order")
         return None
     return caps
-
-
-def _sum_terms(body: Subgraph, z: Tensor, x_t: Tensor, h: Tensor):
-    """z as FC(x_t, W) + FC(h, U) + constants: (W, U, [bias arrays]), or the reason why not."""
-    found: dict[str, np.ndarray] = {}
-    bias: list[np.ndarray] = []
-    stack = [z]
-    while stack:
-        t = stack.pop()
-        p = body.producer(t)
-        kind = p.type if p is not None else "constant" if t.is_constant else "input"
-        if _float_const(t):
-            bias.append(t.data)
-        elif kind == "ADD" and _no_activation(p):
-            stack.extend(p.inputs)
-        elif kind == "RESHAPE" and _squeezes(p):
-            stack.append(p.inputs[0])
-        elif kind == "FULLY_CONNECTED" and not _float_const(p.inputs[1]):
-            return "the gate weights are not float32 constants (quantized?)"
-        elif kind == "FULLY_CONNECTED" and _plain_fc(p):
-            key = "W" if p.inputs[0] is x_t else "U" if p.inputs[0] is h else None
-            if key is None or key in found:
-                return "a gate FULLY_CONNECTED reads neither x_t nor h, or one of them twice"
-            found[key] = p.inputs[1].data
-            if len(p.inputs) > 2 and p.inputs[2] is not None:
-                bias.append(p.inputs[2].data)
-        else:
-            return f"the gate pre-activation has a term from {kind}, not FC(x, W) + FC(h, U) + b"
-    if set(found) != {"W", "U"}:
-        return "the gate pre-activation lacks FC(x, W) or FC(h, U)"
-    return found["W"], found["U"], bias
-
-
-def _float_const(t: Tensor | None) -> bool:
-    """A plain (not quantized) float32 constant."""
-    q = (t.quantization or {}) if t is not None else {}
-    scale = q.get("scale")
-    return (
-        t is not None
-        and t.is_constant
-        and t.type == 0  # FLOAT32
-        and t.data is not None
-        and (scale is None or not len(scale))
-    )
-
-
-def _no_activation(op: Operator) -> bool:
-    return int((op.options or {}).get("fused_activation_function", 0)) == 0
-
-
-def _squeezes(p: Operator) -> bool:
-    """RESHAPE that only drops size-1 axes ([1, 4u] -> [4u])."""
-    src, out = p.inputs[0].shape, p.outputs[0].shape
-    return [d for d in src if d != 1] == [d for d in out if d != 1]
-
-
-def _plain_fc(p: Operator) -> bool:
-    o = p.options or {}
-    w = p.inputs[1]
-    bias = p.inputs[2] if len(p.inputs) > 2 else None
-    return (
-        _no_activation(p)
-        and not o.get("keep_num_dims", False)
-        and int(o.get("weights_format", 0)) == 0
-        and _float_const(w)
-        and (bias is None or _float_const(bias))
-        and len(p.inputs[0].shape) == 2
-    )
 
 
 def prove_lstm_cell(loop: RnnLoop, cell: LstmCell, trials: int = 3, seed: int = 0) -> str | None:
