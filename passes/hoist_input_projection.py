@@ -164,9 +164,5 @@ def _split_last(body: Subgraph, row: Tensor, sizes: list[int]) -> list[Tensor]:
     B = row.shape[0]
     parts = [body.new_tensor(f"{row.name}_{i}", (B, n), "float32") for i, n in enumerate(sizes)]
     axis = body.new_constant(np.array(-1, np.int32), f"{row.name}/axis")
-    if len(set(sizes)) == 1:
-        body.add_op("SPLIT", [axis, row], parts, {"num_splits": len(sizes)})
-    else:
-        size_c = body.new_constant(np.array(sizes, np.int32), f"{row.name}/sizes")
-        body.add_op("SPLIT_V", [row, size_c, axis], parts, {"num_splits": len(sizes)})
+    loops.add_split(body, row, axis, parts, sizes, f"{row.name}/sizes")
     return parts

@@ -55,7 +55,7 @@ def dead_operands(model: Model, sg: Subgraph, op: Operator) -> list[int]:
         and not sg.is_used(op.outputs[i])
         and not cond.is_used(cond.inputs[i])
     }
-    effects = [o for o in body._order if has_side_effects(o)]
+    effects = [o for o in body.operators if has_side_effects(o)]
     while dead:
         roots = [body.outputs[j] for j in range(n) if j not in dead]
         roots += [t for o in effects for t in o.inputs if t is not None]

@@ -42,7 +42,7 @@ class ConstantTripCount(Pass):
             and p.type == "LESS"
             and p.inputs[0] is t_arg
             and loops.scalar_value(p.inputs[1]) == bound
-            and len(cond._order) == 1
+            and len(cond.operators) == 1
         ):
             return False  # already LESS(time, T)
         limit = cond.new_constant(np.array(bound, np.int32), f"{cond.name}/trip_count")

@@ -102,11 +102,7 @@ class StaticLoopOutputs(Pass):
             return False
         outs, parts = [op.outputs[i] for i in keep], [int(sizes[i]) for i in keep]
         fresh = [sg.new_tensor(t.name + "/static", t.shape, t.dtype) for t in outs]
-        if len(set(parts)) == 1:
-            sg.add_op("SPLIT", [axis_t, x], fresh, {"num_splits": len(parts)})
-        else:
-            size_c = sg.new_constant(np.array(parts, np.int32), f"{x.name}/split_sizes")
-            sg.add_op("SPLIT_V", [x, size_c, axis_t], fresh, {"num_splits": len(parts)})
+        loops.add_split(sg, x, axis_t, fresh, parts, f"{x.name}/split_sizes")
         rng = np.random.default_rng(0)
         data = rng.standard_normal(x.shape).astype(x.dtype or np.float32)
         try:

@@ -458,7 +458,7 @@ def is_last_step_slice(p: Operator, length: int) -> bool:
 
 def subgraph_users(model, sg: Subgraph) -> int:
     """How many ops of the model refer to `sg` (as cond, body, branch, ...)."""
-    return sum(1 for s in model.subgraphs for op in s._order for r in op.subgraphs() if r is sg)
+    return sum(1 for s in model.subgraphs for op in s.operators for r in op.subgraphs() if r is sg)
 
 
 def rnn_loops(model, explain: Explain = None):
@@ -514,6 +514,16 @@ def _like(sg: Subgraph, t: Tensor, name: str | None = None) -> Tensor:
     new = sg.new_tensor(name or t.name, t.shape, t.dtype, quantization=t.quantization)
     new.type, new.shape_signature = t.type, t.shape_signature
     return new
+
+
+def add_split(sg: Subgraph, x: Tensor, axis: Tensor, outs: list[Tensor], sizes, name: str):
+    """outs = `x` split along the constant `axis` into parts of `sizes`: SPLIT when the sizes
+    are all equal, else SPLIT_V with a new constant of the sizes named `name`."""
+    if len(set(sizes)) == 1:
+        sg.add_op("SPLIT", [axis, x], outs, {"num_splits": len(sizes)})
+    else:
+        size_c = sg.new_constant(np.array(sizes, np.int32), name)
+        sg.add_op("SPLIT_V", [x, size_c, axis], outs, {"num_splits": len(sizes)})
 
 
 def rebuild_while(sg: Subgraph, op: Operator, drop=(), add=()) -> tuple[Operator, list[Tensor]]:
