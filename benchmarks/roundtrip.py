@@ -1,8 +1,9 @@
 """Load+save time of tflgraph against its peers, measured interleaved in one run.
 
 Every tool writes a fresh output file each time (tflgraph's is written atomically: a
-temporary file renamed into place). Peers: TensorFlow's `tensorflow.lite.tools.flatbuffer_utils` (read_model + write_model) and
-tflite-micro's `model_editor` (read + build, then write). A peer that is not importable is
+temporary file renamed into place). Peers: TensorFlow's
+`tensorflow.lite.tools.flatbuffer_utils` (read_model + write_model) and tflite-micro's
+`model_editor` (read + build, then write). A peer that is not importable is
 reported as missing. Models: committed fixtures, a generated model with over 100 MB of
 weights, and generated chains of 1k/10k/50k ops (time should grow linearly with op count).
 Peak memory is measured per tool in a fresh child process on the large model.
