@@ -153,6 +153,18 @@ class Subgraph:
             self._sorted = self._toposort()
         return list(self._sorted)
 
+    def iter_ops(self):
+        """The operators in insertion order, unsorted: for counting or collecting, O(1) to
+        start (use `operators` when execution order matters)."""
+        return iter(self._order)
+
+    @property
+    def num_ops(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, op) -> bool:
+        return op in self._order
+
     def _toposort(self) -> list[Operator]:
         order = self._order
         if self._is_ordered():
@@ -426,7 +438,7 @@ class Model:
             if sg in seen:
                 continue
             seen.add(sg)
-            for op in sg._order:
+            for op in sg.iter_ops():
                 stack.extend(op.subgraphs())
         return [sg for sg in self.subgraphs if sg in seen]
 
@@ -437,7 +449,7 @@ class Model:
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for sg in self.reachable_subgraphs():
-            for op in sg._order:
+            for op in sg.iter_ops():
                 counts[op.type] = counts.get(op.type, 0) + 1
         return dict(sorted(counts.items()))
 

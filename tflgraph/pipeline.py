@@ -182,7 +182,7 @@ def has_side_effects(op: Operator, _seen=None) -> bool:
         if sg in seen:
             continue
         seen.add(sg)
-        if any(has_side_effects(o, seen) for o in sg._order):
+        if any(has_side_effects(o, seen) for o in sg.iter_ops()):
             return True
     return False
 
@@ -206,7 +206,7 @@ def _remove_dead_ops(sg: Subgraph) -> int:
     while work:
         op = work.pop()
         queued.discard(op)
-        if op not in sg._order:
+        if op not in sg:
             continue
         if any(t is not None and sg.is_used(t) for t in op.outputs) or has_side_effects(op):
             continue

@@ -33,7 +33,7 @@ def summary(model: Model, nbytes: int) -> dict:
 def _weight_bytes(model: Model) -> dict[str, int]:
     out: dict[str, int] = {}
     for sg in model.reachable_subgraphs():
-        for op in sg._order:
+        for op in sg.iter_ops():
             n = sum(t.buffer.nbytes for t in op.inputs if t is not None and t.is_constant)
             if n:
                 out[op.type] = out.get(op.type, 0) + n
@@ -52,7 +52,7 @@ def _control_flow(model: Model) -> list[dict]:
                         "subgraph": index[sg],
                         "op": op.type,
                         "calls": [
-                            {"index": index.get(r, -1), "name": r.name, "ops": len(r._order)}
+                            {"index": index.get(r, -1), "name": r.name, "ops": r.num_ops}
                             for r in refs
                         ],
                     }
@@ -78,13 +78,13 @@ def describe(model: Model, nbytes: int) -> dict:
     for i, sg in enumerate(model.subgraphs):
         ins, outs = _signature_io(model, sg)
         counts: dict[str, int] = {}
-        for op in sg._order:
+        for op in sg.iter_ops():
             counts[op.type] = counts.get(op.type, 0) + 1
         subgraphs.append(
             {
                 "index": i,
                 "name": sg.name,
-                "ops": len(sg._order),
+                "ops": sg.num_ops,
                 "op_counts": dict(sorted(counts.items())),
                 "inputs": ins,
                 "outputs": outs,

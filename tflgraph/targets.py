@@ -87,7 +87,7 @@ def shape_problems(model: Model) -> dict[str, list[str]]:
     tf_keras GRU's SPLIT_V remainder: TFLM cannot allocate it). Empty lists if none."""
     found: dict[str, list[str]] = {"dynamic": [], "zero-size": []}
     for sg in model.reachable_subgraphs():
-        for op in sg._order:
+        for op in sg.iter_ops():
             for t in op.outputs:
                 if t is not None and t.is_dynamic:
                     found["dynamic"].append(t.name)

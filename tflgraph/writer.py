@@ -111,7 +111,7 @@ def _used_tensors(sg: Subgraph, extra) -> list[Tensor]:
     used = {id(t) for t in sg.inputs}
     used.update(id(t) for t in sg.outputs)
     used.update(id(t) for t in extra)
-    for op in sg._order:
+    for op in sg.iter_ops():
         used.update(id(t) for t in op.inputs if t is not None)
         used.update(id(t) for t in op.outputs if t is not None)
         used.update(id(t) for t in op.intermediates)
