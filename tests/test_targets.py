@@ -11,7 +11,7 @@ from helpers import fixture
 import tflgraph
 from tflgraph import cli, runtimes, targets
 from tflgraph.errors import TflgraphError
-from tflgraph.pipeline import _REGISTRY, Pass, register, run_passes
+from tflgraph.pipeline import Pass, register, run_passes, unregister
 
 # a sample across the table: ops the loop passes emit, and ops one runtime lacks
 SAMPLE = [
@@ -88,7 +88,7 @@ def test_run_passes_gives_the_target_to_every_pass():
         with pytest.raises(TflgraphError):
             run_passes(model, ["test-record-target"], target="gpu")
     finally:
-        _REGISTRY.pop("test-record-target")
+        unregister("test-record-target")
 
 
 def test_optimize_target_reaches_the_passes(tmp_path, capsys):

@@ -56,10 +56,10 @@ def sigmoid(x):
 def _vector(op, name: str) -> list[int] | None:
     """A vector option field, None when absent (full() fills absent vectors with 0)."""
     v = opts(op).get(name)
-    return _ints(v) if isinstance(v, (np.ndarray, list, tuple)) else None
+    return as_ints(v) if isinstance(v, (np.ndarray, list, tuple)) else None
 
 
-def _ints(x) -> list[int]:
+def as_ints(x) -> list[int]:
     return [int(v) for v in np.asarray(x).reshape(-1)]
 
 
@@ -73,7 +73,7 @@ def _axis(x, rank: int) -> int:
 
 def reshape(op, x, shape=None):
     if shape is not None:
-        new = _ints(shape)
+        new = as_ints(shape)
     elif _vector(op, "new_shape") is not None:
         new = _vector(op, "new_shape")
     else:
@@ -94,7 +94,7 @@ def split(op, axis, x):
 
 def split_v(op, x, sizes, axis):
     ax = _axis(axis, x.ndim)
-    sizes = _ints(sizes)
+    sizes = as_ints(sizes)
     if -1 in sizes:
         sizes[sizes.index(-1)] = x.shape[ax] - (sum(sizes) + 1)
     return tuple(np.split(x, np.cumsum(sizes)[:-1], ax))
@@ -103,7 +103,7 @@ def split_v(op, x, sizes, axis):
 def slice_(op, x, begin, size):
     idx = tuple(
         slice(b, x.shape[d] if s == -1 else b + s)
-        for d, (b, s) in enumerate(zip(_ints(begin), _ints(size)))
+        for d, (b, s) in enumerate(zip(as_ints(begin), as_ints(size)))
     )
     return x[idx]
 
@@ -111,7 +111,7 @@ def slice_(op, x, begin, size):
 def strided_slice(op, x, begin, end, strides):
     o = opts(op)
     index = []
-    for k, (b, e, s) in enumerate(zip(_ints(begin), _ints(end), _ints(strides))):
+    for k, (b, e, s) in enumerate(zip(as_ints(begin), as_ints(end), as_ints(strides))):
         bit = 1 << k
         if o.get("ellipsis_mask", 0) & bit:
             index.append(Ellipsis)
@@ -148,7 +148,7 @@ def gather(op, params, indices):
 
 def _reduce(fn, typed=False):
     def kernel(op, x, axes):
-        axes = tuple(sorted({_axis(a, x.ndim) for a in _ints(axes)}))
+        axes = tuple(sorted({_axis(a, x.ndim) for a in as_ints(axes)}))
         kw = {"keepdims": bool(opts(op).get("keep_dims"))}
         if typed:  # np.sum/prod/mean would widen int32 to int64
             kw["dtype"] = x.dtype
@@ -178,7 +178,7 @@ def concatenation(op, *xs):
 
 def dynamic_update_slice(op, x, update, start):
     out = np.array(x)
-    start = np.clip(_ints(start), 0, np.subtract(x.shape, update.shape))
+    start = np.clip(as_ints(start), 0, np.subtract(x.shape, update.shape))
     out[tuple(slice(s, s + n) for s, n in zip(start, update.shape))] = update
     return out
 
@@ -241,7 +241,7 @@ def dequantize(op, x):
 def sparse_to_dense(values: np.ndarray, shape, sparsity: dict) -> np.ndarray:
     """Decode a TFLite sparse tensor (SparsityParameters: traversal order, block map,
     DENSE / SPARSE_CSR dim metadata) into a dense array of `shape`."""
-    order, block_map = _ints(sparsity["traversal_order"]), _ints(sparsity.get("block_map", []))
+    order, block_map = as_ints(sparsity["traversal_order"]), as_ints(sparsity.get("block_map", []))
     pos, idx = np.zeros(1, np.int64), []  # per stored entry: position at this level, indices
     for meta in sparsity["dim_metadata"]:
         if meta.get("format", 0) == 0:  # DENSE
@@ -325,7 +325,7 @@ KERNELS = {
     "RESHAPE": reshape,
     "SQUEEZE": squeeze,
     "EXPAND_DIMS": lambda op, x, axis: np.expand_dims(x, _axis(axis, x.ndim + 1)),
-    "TRANSPOSE": lambda op, x, perm: np.transpose(x, _ints(perm)),
+    "TRANSPOSE": lambda op, x, perm: np.transpose(x, as_ints(perm)),
     "CONCATENATION": concatenation,
     "SPLIT": split,
     "SPLIT_V": split_v,
@@ -337,7 +337,7 @@ KERNELS = {
         np.take(x, k, _axis(opts(op).get("axis", 0), x.ndim))
         for k in range(x.shape[_axis(opts(op).get("axis", 0), x.ndim)])
     ),
-    "REVERSE_V2": lambda op, x, axes: np.flip(x, tuple(_axis(a, x.ndim) for a in _ints(axes))),
+    "REVERSE_V2": lambda op, x, axes: np.flip(x, tuple(_axis(a, x.ndim) for a in as_ints(axes))),
     "MEAN": _reduce(_reduce_mean, typed=True),
     "SUM": _reduce(np.sum, typed=True),
     "REDUCE_PROD": _reduce(np.prod, typed=True),
@@ -350,11 +350,11 @@ KERNELS = {
         np.asarray(paddings).reshape(-1, 2).tolist(),
         mode=("reflect", "symmetric")[opts(op).get("mode", 0)],
     ),
-    "TILE": lambda op, x, multiples: np.tile(x, _ints(multiples)),
-    "BROADCAST_TO": lambda op, x, shape: np.array(np.broadcast_to(x, _ints(shape))),
+    "TILE": lambda op, x, multiples: np.tile(x, as_ints(multiples)),
+    "BROADCAST_TO": lambda op, x, shape: np.array(np.broadcast_to(x, as_ints(shape))),
     "RANGE": lambda op, start, limit, delta: np.arange(start, limit, delta, dtype=start.dtype),
     "PADV2": pad,
-    "FILL": lambda op, dims, value: np.full(_ints(dims), value.reshape(-1)[0], value.dtype),
+    "FILL": lambda op, dims, value: np.full(as_ints(dims), value.reshape(-1)[0], value.dtype),
     "ZEROS_LIKE": lambda op, x: np.zeros_like(x),
     "SHAPE": lambda op, x: np.array(x.shape, op.outputs[0].dtype or np.int32),
     "CAST": lambda op, x: x.astype(op.outputs[0].dtype),

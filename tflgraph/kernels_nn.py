@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import ACTIVATIONS, UnsupportedOp, _ints, act, opts, sigmoid
+from .kernels import ACTIVATIONS, UnsupportedOp, act, as_ints, opts, sigmoid
 
 # ---------------------------------------------------------------- dense, conv, pool
 
@@ -109,7 +109,7 @@ def transpose_conv(op, output_shape, w, x, b=None):
             full[:, i : i + (hh - 1) * sh + 1 : sh, j : j + (ww - 1) * sw + 1 : sw] += (
                 x @ w[:, i, j].T
             )
-    oh, ow = _ints(output_shape)[1:3]
+    oh, ow = as_ints(output_shape)[1:3]
     ph = _transpose_pad(oh, kh, sh, o.get("padding", 0))
     pw = _transpose_pad(ow, kw, sw, o.get("padding", 0))
     y = np.zeros((n, oh, ow, cout), x.dtype)
@@ -142,13 +142,13 @@ def _resize_axis(op, size: int, out: int, bilinear: bool):
 
 
 def resize_nearest(op, x, size):
-    oh, ow = _ints(size)
+    oh, ow = as_ints(size)
     rows = _resize_axis(op, x.shape[1], oh, False)
     return x[:, rows][:, :, _resize_axis(op, x.shape[2], ow, False)]
 
 
 def resize_bilinear(op, x, size):
-    oh, ow = _ints(size)
+    oh, ow = as_ints(size)
     y, y0, y1 = _resize_axis(op, x.shape[1], oh, True)
     v, x0, x1 = _resize_axis(op, x.shape[2], ow, True)
     dy, dx = (y - y0)[None, :, None, None], (v - x0)[None, None, :, None]

@@ -103,6 +103,11 @@ def register(name: str):
     return wrap
 
 
+def unregister(name: str) -> None:
+    """Forget a registered pass (e.g. one a test or a --load file registered)."""
+    _REGISTRY.pop(name, None)
+
+
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group="tflgraph.passes")}
 
