@@ -264,16 +264,31 @@ class Subgraph:
         if old is not None and not any(x is old for x in op.inputs):
             self.graph.remove_edge(old, op)
 
-    def replace_all_uses(self, old: Tensor, new: Tensor) -> None:
-        """Every op reading `old` reads `new` instead; subgraph outputs too."""
+    def replace_all_uses(self, old: Tensor, new: Tensor, keep_name: bool = False) -> None:
+        """Every op reading `old` reads `new` instead; subgraph outputs and the signature
+        defs of this subgraph too. With keep_name, when `old` is a subgraph output and `new`
+        is an op's result that is not already an input or output, the two swap names, so
+        callers see the same output names."""
         if old is new:
             return
+        rename = (
+            keep_name
+            and any(t is old for t in self.outputs)
+            and self.producer(new) is not None
+            and not self._is_io(new)
+        )
         self.graph.add_node(new)
         for op in self.consumers(old):
             for i, t in enumerate(op.inputs):
                 if t is old:
                     self.set_input(op, i, new)
         self.outputs = [new if t is old else t for t in self.outputs]
+        for sd in self.model.signature_defs if self.model is not None else ():
+            if sd.subgraph is self:
+                sd.inputs = [(n, new if t is old else t) for n, t in sd.inputs]
+                sd.outputs = [(n, new if t is old else t) for n, t in sd.outputs]
+        if rename:
+            old.name, new.name = new.name, old.name
 
     def remove_op(self, op: Operator) -> None:
         """Remove an op whose outputs nobody uses (refuses otherwise)."""

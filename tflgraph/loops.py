@@ -495,14 +495,7 @@ def step_feeds(loop: RnnLoop, t: int, rng: np.random.Generator) -> dict:
 def replace_result(sg: Subgraph, old: Tensor, new: Tensor) -> None:
     """Every reader of `old` reads `new`: ops, subgraph outputs and signature defs. A subgraph
     output keeps its name (the two tensors swap names), so callers see the same outputs."""
-    was_output = any(t is old for t in sg.outputs)
-    sg.replace_all_uses(old, new)
-    for sd in sg.model.signature_defs if sg.model is not None else ():
-        if sd.subgraph is sg:
-            sd.inputs = [(n, new if t is old else t) for n, t in sd.inputs]
-            sd.outputs = [(n, new if t is old else t) for n, t in sd.outputs]
-    if was_output:
-        old.name, new.name = new.name, old.name
+    sg.replace_all_uses(old, new, keep_name=True)
 
 
 # --------------------------------------------------------------------------- loop rewrites (2)

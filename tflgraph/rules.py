@@ -94,21 +94,7 @@ class Match(dict):
     def replace(self, old: Tensor, new: Tensor) -> None:
         """Every reader of `old` reads `new`: ops, subgraph outputs and signature defs. A
         subgraph output keeps its name (the new tensor takes it), so callers see no change."""
-        if old is new:
-            return
-        sg = self.sg
-        if (
-            any(t is old for t in sg.outputs)
-            and sg.producer(new) is not None
-            and not any(t is new for t in sg.outputs)
-        ):
-            old.name, new.name = new.name, old.name
-        sg.replace_all_uses(old, new)
-        if sg.model is not None:
-            for sd in sg.model.signature_defs:
-                if sd.subgraph is sg:
-                    sd.outputs = [(n, new if t is old else t) for n, t in sd.outputs]
-                    sd.inputs = [(n, new if t is old else t) for n, t in sd.inputs]
+        self.sg.replace_all_uses(old, new, keep_name=True)
         self.changed = True
 
     def prove(self, old: Tensor, new: Tensor, trials: int = 3, atol: float = 1e-5) -> str | None:
