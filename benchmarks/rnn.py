@@ -17,6 +17,9 @@ Rows are plain data: add a fixture to FUSION_CASES, or (label, WHILE fixture, co
 fixture or None) to SPEED_CASES, or a builder to SCALING.
 
 Usage:  python benchmarks/rnn.py [--invokes N] [--passes PIPELINE] > benchmarks/rnn.md
+        python benchmarks/rnn.py --litert-grid   (LiteRT invoke time of synthetic LSTM loops,
+        fused against kept as a loop, over T, F, u, batch and output kind: the measurements
+        behind the --target litert rule of fuse-lstm; appended to benchmarks/rnn.md)
         python benchmarks/rnn.py --loops-only > benchmarks/rnn_loops.md   (issue 5 tables:
         GRU, SimpleRNN, custom cell and unfusable LSTM loops; TFLM run in a child process
         so that a hanging input loop shows as "hangs")
@@ -54,6 +57,23 @@ SPEED_CASES = [
 
 # (T, F, u) of synthetic Keras-3 LSTM loops timed in TFLM before and after fusion
 INVOKE_SWEEP = [(10, 8, 4), (10, 8, 16), (50, 8, 16), (10, 8, 64), (10, 40, 128), (50, 40, 128)]
+
+# (T, F, u, batch, whole sequence) of synthetic loops timed in LiteRT, fused against the loop
+# that the litert pipeline keeps when it does not fuse: the measurements behind the rule
+# fuse_lstm.litert_keeps_loop. The full T x F x u grid, then the break-even band filled in,
+# then whole-sequence outputs and batches 2 and 4.
+LITERT_GRID = (
+    [(t, f, u, 1, False) for t in (10, 50) for f in (8, 40, 128)
+     for u in (8, 16, 32, 48, 64, 96, 128, 256)]
+    + [(t, f, u, 1, False) for t in (10, 50)
+       for f, u in ((40, 24), (128, 12), (40, 28), (8, 40))]
+    + [(t, f, u, 1, True) for t in (10, 50)
+       for f, u in ((8, 16), (8, 32), (40, 32), (40, 48), (8, 64), (128, 32), (40, 64), (40, 96),
+                    (40, 128))]
+    + [(t, f, u, b, False) for b in (2, 4)
+       for t, f, u in ((10, 8, 8), (50, 8, 8), (10, 8, 16), (10, 128, 8), (10, 40, 32),
+                       (50, 40, 256))]
+)  # fmt: skip
 
 SCALING = [("T", t, lambda t: keras_lstm_loop(t, 40, 128)) for t in (10, 50, 200, 1000)] + [
     ("u", u, lambda u: keras_lstm_loop(50, 40, u)) for u in (16, 64, 128, 256, 512)
@@ -177,6 +197,36 @@ def sweep_row(steps: int, features: int, units: int, passes: str, invokes: int) 
         "T": steps, "F": features, "u": units, "TFLM us WHILE": f"{us[0]:.1f}",
         "TFLM us fused": f"{us[1]:.1f}", "fused/WHILE": f"{us[1] / us[0]:.3f}",
         "WHILE us per step over fused": f"{(us[0] - us[1]) / steps:.2f}",
+    }  # fmt: skip
+
+
+def litert_grid_row(
+    steps: int, features: int, units: int, batch: int, sequences: bool, invokes: int
+) -> dict:
+    """LiteRT (default delegates, one thread) on one synthetic LSTM loop: the WHILE input, the
+    loop as the litert pipeline keeps it without fuse-lstm (hoisted projection, cleanups) and
+    the fused model, invokes interleaved; medians in us. "litert picks" is what the default
+    pipeline with --target litert does to the loop."""
+    from tflgraph.pipeline import PIPELINES
+
+    data = keras_lstm_loop(steps, features, units, batch, sequences)
+    without = [p for p in PIPELINES["default"] if p != "fuse-lstm"]
+    loop = optimized_for(data, without, "litert")[0]
+    fused = optimized_for(data, "default", "any")[0]  # the same fused op as for litert
+    picked = optimized_for(data, "default", "litert")[0]
+    is_fused = [
+        "UNIDIRECTIONAL_SEQUENCE_LSTM" in tflgraph.load(m).op_counts() for m in (fused, picked)
+    ]
+    assert is_fused[0]
+    us = median_invoke_us([data, loop, fused], "litert", invokes)
+    pick = us[2] if is_fused[1] else us[1]
+    return {
+        "T": steps, "F": features, "u": units, "B": batch,
+        "output": "sequence" if sequences else "last", "4u(F+u)": 4 * units * (features + units),
+        "us WHILE in": f"{us[0]:.1f}", "us loop kept": f"{us[1]:.1f}", "us fused": f"{us[2]:.1f}",
+        "fused/loop kept": f"{us[2] / us[1]:.2f}",
+        "litert picks": "fused" if is_fused[1] else "loop",
+        "picked/faster": f"{pick / min(us[1], us[2]):.2f}",
     }  # fmt: skip
 
 
@@ -327,8 +377,18 @@ def main() -> None:
     ap.add_argument("--invokes", type=int, default=300, help="timed invokes per model (>= 200)")
     ap.add_argument("--passes", default="default", help="pipeline to optimize with")
     ap.add_argument("--loops-only", action="store_true", help="only the issue-5 loop tables")
+    ap.add_argument(
+        "--litert-grid", action="store_true", help="only the LiteRT fused-or-loop grid table"
+    )
     args = ap.parse_args()
     invokes = max(200, args.invokes)
+    if args.litert_grid:
+        print(f"`python benchmarks/rnn.py --litert-grid --invokes {args.invokes}`: ")
+        print(f"{invokes} interleaved invokes per model; times in us; ai-edge-litert "
+              f"{version('ai-edge-litert')}, default delegates, num_threads=1.\n")  # fmt: skip
+        rows = [litert_grid_row(*shape, invokes) for shape in LITERT_GRID]
+        print(table("LiteRT: fused LSTM against the loop (synthetic loops, same weights)", rows))
+        return
     if args.loops_only:
         print(f"`python benchmarks/rnn.py --loops-only --invokes {args.invokes}`: ")
         print(f"{invokes} interleaved invokes per model; times in us.\n")
@@ -444,7 +504,7 @@ def _model_bytes(source) -> bytes:
     return source() if callable(source) else (FIXTURES / f"{source}.tflite").read_bytes()
 
 
-def optimized_for(data: bytes, passes: str, target: str) -> tuple[bytes, list[str]]:
+def optimized_for(data: bytes, passes: str | list[str], target: str) -> tuple[bytes, list[str]]:
     model = tflgraph.load(data)
     records = tflgraph.optimize(model, passes, target=target, explain=True)
     return model.to_bytes(), [e for r in records for e in r.explanations]

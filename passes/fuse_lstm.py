@@ -13,6 +13,9 @@ Proof:     W, U and b are read from the body's FULLY_CONNECTED, ADD and SPLIT op
            h' and c' are evaluated with the reference interpreter on random x, h, c and
            compared with the LSTM equations (lstm_cell.prove_lstm_cell). Any mismatch, and any
            use of the loop that the rewrite cannot reproduce, leaves the loop alone.
+Cost:      for --target litert only, `litert_keeps_loop` keeps the loops that LiteRT runs faster
+           than the fused op (measured: its default XNNPACK delegate runs the loop's
+           FULLY_CONNECTED ops, not the fused LSTM kernel); TFLM and "any" always fuse.
 Invariant: every model output equals the loop's, invoke after invoke without reset: h0v and
            c0v are variable tensors that an op re-writes at the start of every invoke, so the
            fused op starts from the loop's initial state each time (LiteRT and TFLM both keep
@@ -75,6 +78,14 @@ class FuseLstm(Pass):
         if why is not None:
             self.explain(f"{loop.name}: left alone: {why}")
             return False
+        if self.target == "litert":
+            slower = litert_keeps_loop(
+                loop.trip_count, loop.x_t.shape[-1], cell.units, loop.batch,
+                loop.acc_kind == "sequence",
+            )  # fmt: skip
+            if slower is not None:
+                self.explain(f"{loop.name}: kept as a loop for litert: {slower}")
+                return False
         _LstmRewrite(loop, cell, self.stateful_streaming).apply()
         seq = loop.acc_kind == "sequence"
         self.stats["layers"].append(
@@ -120,6 +131,49 @@ class FuseLstm(Pass):
                     "loop's output, so it cannot read the fused op's in-place c"
                 )
         return None
+
+
+# per-step multiply-adds 4u(F+u) above which LiteRT runs the loop faster (batch 1)
+LITERT_LOOP_ABOVE = {"last": 8192, "sequence": 24576}
+
+
+def litert_keeps_loop(
+    steps: int, features: int, units: int, batch: int, sequence: bool
+) -> str | None:
+    """Why LiteRT runs this LSTM faster as the WHILE loop than fused, or None to fuse.
+
+    Rule (LiteRT 2.3.0, default delegates, one thread; `python benchmarks/rnn.py --litert-grid`,
+    table "LiteRT: fused LSTM against the loop" in benchmarks/rnn.md): fused median invoke time
+    over the loop's (the loop as the litert pipeline leaves it without fuse-lstm) on synthetic
+    Keras-3 loops, T in {10, 50}, u in 8..256, F in {8, 40, 128}:
+      batch 1, last step only, per-step multiply-adds m = 4u(F+u):
+        m <= 7680: 0.66 .. 1.14, fused faster in 15 of 20 rows (all 10 at T=10);
+        m >= 9216: 0.95 .. 2.38, 1.09 or more but for one T=10 tie (0.95 .. 1.04 over runs),
+        e.g. 1.68 at T=10 F=40 u=128 and 2.38 at T=50 F=128 u=256;
+      batch 1, whole sequence (the loop's accumulator costs more per step):
+        m <= 20480: 0.56 .. 1.09; m >= 26624: 1.11 .. 1.48;
+      batch 2 and 4: 0.99 .. 2.65, 1.08 or more but for one T=10 u=8 tie (the fused kernel
+        takes the batch rows one by one when not time-major; the loop's FULLY_CONNECTED
+        takes them at once).
+    So the loop is kept above LITERT_LOOP_ABOVE and at any batch > 1, only where the fused op
+    was measured slower or tied; fusing in the band below the limits costs at most 1.14x
+    (T=50, m = 5120 .. 7680: T moves the break-even, but not across the limits).
+    """
+    del steps  # measured at T = 10 and 50: the limits hold for both
+    if batch > 1:
+        return (
+            f"the fused LSTM kernel is slower than XNNPACK's FULLY_CONNECTED at batch {batch} "
+            f"(u={units}, F={features}; measured 1.2-2.6x at batch 2 and 4)"
+        )
+    kind = "sequence" if sequence else "last"
+    macs = 4 * units * (features + units)
+    if macs > LITERT_LOOP_ABOVE[kind]:
+        return (
+            f"the fused LSTM kernel is slower than XNNPACK's FULLY_CONNECTED at u={units}, "
+            f"F={features} (4u(F+u) = {macs} multiply-adds per step > "
+            f"{LITERT_LOOP_ABOVE[kind]}{' for a whole-sequence output' if sequence else ''})"
+        )
+    return None
 
 
 class _LstmRewrite(FusedRnnRewrite):

@@ -290,3 +290,46 @@ def test_fuses_after_the_loop_passes_too(name):
     loops_first, _ = fuse(model)
     assert "WHILE" not in loops_first.op_counts()
     assert_equals_litert_reference(fixture(name), loops_first.to_bytes())
+
+
+def test_litert_keeps_the_loops_its_fused_kernel_runs_slower(tmp_path, capsys):
+    """--target litert: k3_lstm_big (T=50 F=40 u=128, measured 1.8x slower fused) stays a loop
+    and --explain says why; the small k3_lstm still fuses (benchmarks/rnn.md, LiteRT grid)."""
+    out = tmp_path / "o.tflite"
+    args = ["optimize", str(fixture("k3_lstm_big")), "-o", str(out), "--explain", "--no-verify"]
+    assert cli.main(args + ["--target", "litert"]) == 0
+    text = capsys.readouterr().out
+    assert "kept as a loop for litert: the fused LSTM kernel is slower than XNNPACK's" in text
+    assert "u=128, F=40" in text
+    assert "WHILE" in tflgraph.load(out).op_counts()
+    model, why = fuse("k3_lstm_big", target="litert")
+    assert model.op_counts() == tflgraph.load(fixture("k3_lstm_big")).op_counts(), why
+    model, _ = fuse("k3_lstm", target="litert")
+    assert (
+        model.op_counts()["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1 and "WHILE" not in model.op_counts()
+    )
+
+
+# (T, F, u, batch, whole sequence) -> kept as a loop for litert: each side of both limits
+LITERT_CASES = [
+    ((10, 8, 40, 1, False), False),  # 4u(F+u) = 7680 <= 8192
+    ((10, 40, 32, 1, False), True),  # 9216 > 8192
+    ((10, 128, 32, 1, True), False),  # 20480 <= 24576 for a whole sequence
+    ((10, 40, 64, 1, True), True),  # 26624 > 24576
+    ((10, 8, 8, 2, False), True),  # batch > 1
+]
+
+
+@pytest.mark.parametrize("shape, kept", LITERT_CASES)
+@pytest.mark.parametrize("target", ["litert", "any", "tflm"])
+def test_litert_cost_rule_on_synthetic_loops(shape, kept, target):
+    """Only --target litert keeps loops (TFLM's fused op is never slower and is the one that
+    runs return_sequences right); a kept loop is left exactly as it was."""
+    steps, features, units, batch, sequences = shape
+    data = _benchmark_builder()(steps, features, units, batch=batch, sequences=sequences)
+    model, why = fuse(tflgraph.load(data), target=target)
+    loop = target == "litert" and kept
+    assert ("WHILE" in model.op_counts()) == loop, why
+    assert any("kept as a loop for litert" in w for w in why) == loop
+    if loop:
+        assert model.op_counts() == tflgraph.load(data).op_counts()
