@@ -35,6 +35,7 @@ square). Matching never raises for a mismatch (every `bind` returns None or the 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
 from tflite.ActivationFunctionType import ActivationFunctionType
@@ -68,14 +69,14 @@ def _show(x) -> str:
     return repr(x)
 
 
-class Pattern:
+class Pattern(ABC):
     """Base of every pattern. `bind(sg, t, caps)` matches the tensor `t` (an operand), adds
     to `caps`, and returns None on success or the reason it failed (never raises for that)."""
 
     name: str | None = None
 
-    def bind(self, sg: Subgraph, t: Tensor | None, caps: dict) -> str | None:
-        raise NotImplementedError
+    @abstractmethod
+    def bind(self, sg: Subgraph, t: Tensor | None, caps: dict) -> str | None: ...
 
 
 class Any(Pattern):
@@ -117,6 +118,10 @@ class Rest(Pattern):
 
     def __init__(self, name: str | None = None, each: Pattern | None = None, min: int = 0):
         self.name, self.each, self.min = name, each, min
+
+    def bind(self, sg: Subgraph, t: Tensor | None, caps: dict) -> str | None:
+        """Rest stands for a list of operands, so it never matches a single tensor."""
+        return "Rest() matches only as the last operand pattern of an Op"
 
     def bind_many(self, sg, ts: list, caps: dict) -> str | None:
         if len(ts) < self.min:

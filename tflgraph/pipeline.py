@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,7 +64,7 @@ class PassError(TflgraphError):
     """A pass is unknown, failed to load, or broke the graph."""
 
 
-class Pass:
+class Pass(ABC):
     """Base class of a rewrite pass: `run(model)` mutates in place, returns True on change."""
 
     name: str = ""
@@ -76,8 +77,9 @@ class Pass:
         self.explanations: list[str] | None = None  # collected when explaining
         self.stats: dict[str, object] = {}
 
-    def run(self, model: Model) -> bool:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, model: Model) -> bool:
+        """Rewrite the model in place; True if anything changed."""
 
     def explain(self, message: str) -> None:
         """Record why a candidate was not rewritten (shown by `optimize --explain`)."""

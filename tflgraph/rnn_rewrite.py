@@ -15,6 +15,8 @@ are re-set from the loop's initial state at the start of every invoke (unless st
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from .ir import Operator, Subgraph, Tensor
@@ -26,7 +28,7 @@ FUSED_ACTIVATION = {"TANH": 4, "RELU": 1}  # ActivationFunctionType codes
 _MAY_ALIAS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "BITCAST"}
 
 
-class FusedRnnRewrite:
+class FusedRnnRewrite(ABC):
     """Build the fused op for one proven loop and move every reader of the loop onto it.
 
     `cell` has states `h` and `c` (tflgraph.loops.Operand; `c` is `h` for a cell without a
@@ -45,9 +47,9 @@ class FusedRnnRewrite:
         self.c_var: Tensor | None = None  # the in-place cell state, set by `operands` if any
         self._fill: list[Tensor] | None = None
 
+    @abstractmethod
     def operands(self, x: Tensor) -> tuple[list[Tensor | None], dict]:
         """The fused op's inputs (x first) and options; `self.time_major` is set."""
-        raise NotImplementedError
 
     def apply(self) -> None:
         """Add the fused op, move the loop's readers onto it and remove the loop."""
