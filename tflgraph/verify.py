@@ -333,7 +333,8 @@ def _compare(
             with np.errstate(invalid="ignore"):  # inf - inf where both are inf
                 diff = np.where(same, 0.0, np.abs(a - b))
             err = float(np.max(np.nan_to_num(diff, nan=np.inf, posinf=np.inf), initial=0.0))
-            mag = float(np.max(np.abs(np.nan_to_num(a)), initial=0.0))
+            # finite values only: an inf in A must not make every finite error tolerable
+            mag = float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0))
         worst_abs = max(worst_abs, err)
         worst_rel = max(worst_rel, err / mag if mag else (np.inf if err else 0.0))
         tol = max(atol, rtol * mag)
