@@ -32,7 +32,10 @@ def option(op: Operator, name: str, default=0):
 
 
 def activation(code: int, x: np.ndarray) -> np.ndarray:
-    """A fused activation applied to known constants (NaN = unknown stays unknown)."""
+    """A fused activation applied to known constants (NaN = unknown stays unknown), as the
+    clamping kernels (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, pooling, ...) apply
+    it. LiteRT and TFLM ignore TANH and SIGN_BIT there (an unbounded range) or refuse them:
+    no constant is claimed for those."""
     if code == 0:
         return x
     if code == 1:
@@ -41,8 +44,6 @@ def activation(code: int, x: np.ndarray) -> np.ndarray:
         return np.clip(x, -1.0, 1.0)
     if code == 3:
         return np.clip(x, 0.0, 6.0)
-    if code == 4:
-        return np.tanh(x)
     return np.full_like(x, np.nan)
 
 
@@ -198,7 +199,7 @@ class Layer:
             g = _CELL_GATE
             dead = ~(real(op.inputs[_LSTM_W[g]]).any(1) | real(op.inputs[_LSTM_U[g]]).any(1))
             dead &= self.bias(g) == 0
-            zero = activation(act, np.zeros(1))[0] == 0
+            zero = act == 4 or activation(act, np.zeros(1))[0] == 0  # the LSTM applies TANH
             return np.where(dead & zero, 0.0, np.nan)
         w = self.weights()[0]
         zero_rows = ~(w != 0).reshape(w.shape[0], -1).any(axis=1)

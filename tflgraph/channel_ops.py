@@ -104,6 +104,8 @@ def _layer(g: ChannelGraph, layer: Layer) -> ValueFn | None:
     g.layers.append(layer)
     if layer.kind == "DEPTHWISE_CONV_2D":
         g.union(g.slots(x), g.slots(y), x.shape[-1])
+        if layer.hybrid:  # its input range spans every channel: only zero channels may go
+            g.boundaries.append((layer, x, layer.reads()))
     else:
         g.boundaries.append((layer, x, layer.reads()))
     if layer.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
