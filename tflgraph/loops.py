@@ -542,6 +542,8 @@ def rebuild_while(sg: Subgraph, op: Operator, drop=(), add=()) -> tuple[Operator
         args.append(arg)
     old_results = [op.outputs[i] for i in keep]
     new_results = [_like(sg, t) for t in old_results] + [_like(sg, t) for t in add]
+    for old_t, new_t in zip(old_results, new_results):
+        new_t.is_variable = old_t.is_variable  # a result may be a fused op's in-place state
     inputs = [op.inputs[i] for i in keep] + list(add)
     new = sg.add_op(dataclasses.replace(op, inputs=inputs, outputs=new_results))
     for old_t, new_t in zip(old_results, new_results):

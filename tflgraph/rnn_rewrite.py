@@ -104,7 +104,11 @@ class FusedRnnRewrite(ABC):
             if sg.is_used(loop.acc.result):
                 replace_result(sg, loop.acc.result, self._time_major_y())
         if sg.is_used(cell.h.result):
-            replace_result(sg, cell.h.result, self._last_step())
+            last = self._last_step()
+            # the final h already is the state of a fused op after this loop (a decoder fused
+            # first, see `_own_output`): the slice that replaces it must stay a variable tensor
+            last.is_variable = cell.h.result.is_variable
+            replace_result(sg, cell.h.result, last)
         if sg.is_used(cell.c.result):  # (never when c is h: its readers have just moved)
             replace_result(sg, cell.c.result, self.c_var)
         for o in loop.sequences + loop.invariants:
