@@ -3,7 +3,9 @@
 Pattern:   a recurrent WHILE loop (tflgraph.loops.analyze_loop) with a "last" accumulator:
            each step writes acc' = RESHAPE(h', [1, B, u]) where h' is also the next value of
            a state operand s, and after the loop the caller reads the accumulator only as
-           acc[-1] (STRIDED_SLICE, time axis shrunk, [B, u]); the loop runs at least once.
+           acc[-1] (STRIDED_SLICE, time axis shrunk, [B, u]); the loop runs at least once;
+           the final s is not a variable tensor (a fused op after the loop, e.g. a decoder
+           fused by fuse-lstm, updates it in place: its readers would see the decoder's h).
 Rewrite:   the readers of acc[-1] read the loop's final s instead; the accumulator is then
            unread and drop-dead-loop-values stops carrying it (one op and one carried tensor
            less per step).
@@ -37,6 +39,9 @@ class LastStepFromState(Pass):
         state = next((s for s in loop.states if s.next is loop.acc_value), None)
         if state is None:
             self.explain(f"{loop.name}: the accumulated value is not a state")
+            return 0
+        if state.result.is_variable:  # a fused op after the loop updates it in place
+            self.explain(f"{loop.name}: the final state is a fused op's in-place state")
             return 0
         readers = sg.consumers(acc.result)
         if not readers or any(t is acc.result or t is state.result for t in sg.outputs):

@@ -6,18 +6,15 @@ import numpy as np
 from helpers import fixture, outputs_in
 
 import tflgraph
-from tflgraph.loops import rebuild_while
+from tflgraph.loops import analyze_loop, rebuild_while
+from tflgraph.lstm_cell import match_lstm_cell
 
 
-def seq2seq_with_a_dead_encoder_state() -> bytes:
-    """k3_seq2seq whose encoder loop also carries s' = s + 1 (never read after the loop).
-
-    The third state stops fuse-lstm on the encoder in the first round of the default
-    pipeline, while the decoder (h0, c0 = the encoder loop's results) is fused, its states
-    becoming those WHILE results. drop-dead-loop-values then rebuilds the encoder WHILE and
-    fuse-lstm fuses it in the next round: both steps must keep the decoder's states variable
-    tensors (LiteRT refused to load the result: 'output_state != nullptr')."""
-    model = tflgraph.load(fixture("k3_seq2seq"))
+def seq2seq_with_an_extra_encoder_state(model=None, read_after: bool = False) -> tflgraph.Model:
+    """k3_seq2seq whose encoder loop also carries s' = s + 1, a third state that keeps
+    fuse-lstm off the encoder (while it is there) but not off the decoder, whose h0 and c0
+    are the encoder loop's results. read_after: s is a model output, so the state stays."""
+    model = model or tflgraph.load(fixture("k3_seq2seq"))
     sg = model.main
     encoder = sg.ops_of_type("WHILE")[0]
     init = sg.new_constant(np.zeros((1, 4), np.float32), "extra_init")
@@ -27,24 +24,70 @@ def seq2seq_with_a_dead_encoder_state() -> bytes:
     one = body.new_constant(np.ones((1, 4), np.float32), "one")
     body.add_op("ADD", [arg, one], [step], {"fused_activation_function": 0})
     body.outputs[-1] = step
+    if read_after:
+        sg.outputs.append(new.outputs[-1])
     model.check()
-    return model.to_bytes()
+    return model
 
 
-def test_decoder_fused_before_its_encoder_keeps_variable_states():
-    original = seq2seq_with_a_dead_encoder_state()
-    model = tflgraph.load(original)
-    tflgraph.optimize(model, "default", check_each=True)
-    assert "WHILE" not in model.op_counts()
+def seq2seq_with_encoder_last_step_output() -> tflgraph.Model:
+    """The encoder loop also keeps acc' = RESHAPE(h', [1, 1, 16]); acc[-1] is a new model
+    output (Keras' return_state: the output sequence's last step next to h and c)."""
+    model = tflgraph.load(fixture("k3_seq2seq"))
     sg = model.main
-    for op in sg.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
-        assert op.inputs[18].is_variable and op.inputs[19].is_variable
-    # the original's TFLM outputs are wrong (dynamic-shape decoder accumulator): LiteRT judges
+    encoder = sg.ops_of_type("WHILE")[0]
+    h = match_lstm_cell(analyze_loop(sg, encoder)).h
+    new, (acc,) = rebuild_while(
+        sg, encoder, add=[sg.new_constant(np.zeros((1, 1, 16), np.float32))]
+    )
+    body = new.options["body_subgraph_index"]
+    row = body.new_tensor("acc_next", (1, 1, 16))
+    shape = body.new_constant(np.array([1, 1, 16], np.int32), "row_shape")
+    body.add_op("RESHAPE", [body.outputs[h.index], shape], [row], {"new_shape": [1, 1, 16]})
+    body.outputs[-1] = row
+    last = sg.new_tensor("encoder_last_step", (1, 16))
+    ends = [sg.new_constant(np.array(v, np.int32)) for v in ([-1, 0, 0], [0, 0, 0], [1, 1, 1])]
+    options = {"begin_mask": 6, "end_mask": 6, "shrink_axis_mask": 1}
+    sg.add_op("STRIDED_SLICE", [new.outputs[-1], *ends], [last], options)
+    sg.outputs.append(last)
+    model.check()
+    return model
+
+
+def assert_equals_litert_reference(original: bytes, model: tflgraph.Model) -> None:
+    """Both runtimes give the original's LiteRT outputs, five invokes without reset (the
+    original's TFLM outputs are wrong: the decoder has a dynamic-shape accumulator)."""
     want = outputs_in(original, "litert")
     for rt in ("litert", "tflm"):
         got = outputs_in(model.to_bytes(), rt)
-        for w, g in zip(want, got):
-            for a, b in zip(w, g):
+        for k, (w, g) in enumerate(zip(want, got)):
+            for j, (a, b) in enumerate(zip(w, g)):
                 assert a.shape == b.shape
                 err = float(np.max(np.abs(a - b)))
-                assert err <= 1e-5 * max(1.0, float(np.max(np.abs(a)))), (rt, err)
+                assert err <= 1e-5 * max(1.0, float(np.max(np.abs(a)))), (rt, k, j, err)
+
+
+def test_decoder_fused_before_its_encoder_keeps_variable_states():
+    """Round 1 of the default pipeline fuses the decoder (its states become the encoder
+    WHILE's results); drop-dead-loop-values rebuilds the encoder WHILE, and round 2 fuses
+    it. Both must keep the decoder's states variable tensors (LiteRT refused to load the
+    result: 'output_state != nullptr'; TFLM could not allocate it)."""
+    original = seq2seq_with_an_extra_encoder_state().to_bytes()
+    model = tflgraph.load(original)
+    tflgraph.optimize(model, "default", check_each=True)
+    assert "WHILE" not in model.op_counts()
+    for op in model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
+        assert op.inputs[18].is_variable and op.inputs[19].is_variable
+    assert_equals_litert_reference(original, model)
+
+
+def test_last_step_is_not_read_from_a_state_a_fused_op_updates_in_place():
+    """The encoder stays a loop; the fused decoder updates the encoder's final h in place.
+    last-step-from-state moved the acc[-1] output onto that h, so the model returned the
+    decoder's final h there (off by 0.46 in LiteRT and TFLM)."""
+    model = seq2seq_with_an_extra_encoder_state(seq2seq_with_encoder_last_step_output(), True)
+    original = model.to_bytes()
+    tflgraph.optimize(model, "default", check_each=True)
+    assert model.op_counts()["WHILE"] == 1
+    assert model.op_counts()["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
+    assert_equals_litert_reference(original, model)
