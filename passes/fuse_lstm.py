@@ -120,6 +120,8 @@ class FuseLstm(Pass):
             return "dynamic shapes (the fused op's state tensors need a static batch)"
         if not last_step_read_only(loop):
             return "the last-step accumulator is read other than as acc[-1]"
+        if cell.h.init is cell.c.init and cell.h.init.is_variable:
+            return "h0 and c0 are one variable tensor: the fused op would update it as both"
         for state in (cell.h, cell.c):
             if state.init.is_variable and state_source(sg, state.init, loop.op) is None:
                 return "an initial state is a variable tensor that another op also updates"

@@ -91,3 +91,33 @@ def test_last_step_is_not_read_from_a_state_a_fused_op_updates_in_place():
     assert model.op_counts()["WHILE"] == 1
     assert model.op_counts()["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
     assert_equals_litert_reference(original, model)
+
+
+def test_decoder_starting_h_and_c_from_one_fused_cell_state_is_left_alone():
+    """Decoder h0 = c0 = the encoder's final c, the decoder's input depending on the
+    encoder's h (so the encoder is fused first and its in-place c could be shared). Both
+    decoder states became that one variable tensor, updated as h and as c: off by 0.14."""
+    model = tflgraph.load(fixture("k3_seq2seq"))
+    sg = model.main
+    encoder, decoder = sg.ops_of_type("WHILE")
+    enc = match_lstm_cell(analyze_loop(sg, encoder))
+    dec_loop = analyze_loop(sg, decoder)
+    dec = match_lstm_cell(dec_loop)
+    to_time_major = sg.producer(dec_loop.seq.init)  # RESHAPE(dec [1, 5, 6])
+    weights = np.random.default_rng(0).uniform(-1, 1, (6, 16)).astype(np.float32)
+    proj = sg.new_tensor("proj", (1, 6))
+    sg.add_op("FULLY_CONNECTED", [enc.h.result, sg.new_constant(weights), None], [proj], {})
+    row = sg.new_tensor("proj_row", (1, 1, 6))
+    shape = sg.new_constant(np.array([1, 1, 6], np.int32))
+    sg.add_op("RESHAPE", [proj, shape], [row], {"new_shape": [1, 1, 6]})
+    x = sg.new_tensor("dec_plus_proj", (1, 5, 6))
+    sg.add_op("ADD", [to_time_major.inputs[0], row], [x], {"fused_activation_function": 0})
+    sg.set_input(to_time_major, 0, x)
+    sg.set_input(decoder, dec.h.index, enc.c.result)
+    sg.set_input(decoder, dec.c.index, enc.c.result)
+    model.check()
+    original = model.to_bytes()
+    tflgraph.optimize(model, "default", check_each=True)
+    for op in model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
+        assert op.inputs[18] is not op.inputs[19]
+    assert_equals_litert_reference(original, model)
