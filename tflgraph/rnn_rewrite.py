@@ -117,11 +117,15 @@ class FusedRnnRewrite(ABC):
 
     def _own_output(self, init: Tensor) -> bool:
         """True if `init` is computed by an op for this loop alone (a decoder's h0 = the
-        encoder's last step), so it can be the variable tensor itself, with no copy."""
+        encoder's last step), so it can be the variable tensor itself, with no copy. Not
+        when every input of the producer is a constant: LiteRT may compute such an op once,
+        at Prepare, into read-only memory (DEQUANTIZE of a float16 h0), and the state would
+        then carry over into the next invoke."""
         sg, producer = self.sg, self.sg.producer(init)
         return (
             producer is not None
             and producer.type not in _MAY_ALIAS
+            and any(t is not None and not t.is_constant for t in producer.inputs)
             and sg.consumers(init) == [self.loop.op]
             and not any(init is t for t in sg.outputs)
             and self.cell.h.init is not self.cell.c.init
