@@ -21,7 +21,7 @@ from .reader import load
 from .summary import describe, format_description, format_summary_table, summary
 from .targets import TARGETS, shape_problems, unsupported_ops
 from .verify import verify
-from .writer import save
+from .writer import save, write_atomic
 
 
 def _die(message: str, code: int = 2) -> int:
@@ -194,14 +194,20 @@ def cmd_optimize(args) -> int:
         options=options,
         target=args.target,
     )
-    refused, checked = _verify_before_writing(args, model, names, records, output)
-    if refused:
-        return refused
+    checked = data = None
+    if _verification_wanted(args):
+        data = model.to_bytes()  # serialized once: verified, then written as it is
+        refused, checked = _verify_before_writing(args, data, names, records, output)
+        if refused:
+            return refused
     try:
-        save(model, output)
+        if data is not None:
+            write_atomic(output, [data])
+        else:
+            save(model, output)  # straight from the builder, no copy of the bytes
     except OSError as e:
         return _die(f"{output}: cannot write ({e.strerror or e})")
-    after = summary(load(output), os.path.getsize(output))
+    after = summary(model, os.path.getsize(output))
     if not args.quiet:
         print(format_summary_table(args.input, output, before, after))
         changed = [r.name for r in records if r.changed]
@@ -249,24 +255,26 @@ def cmd_optimize(args) -> int:
     return 0
 
 
-def _verify_before_writing(args, model, names, records, output):
+def _verification_wanted(args) -> bool:
+    """--verify / --no-verify, else on when LiteRT is installed."""
+    import importlib.util
+
+    if args.verify is not None:
+        return args.verify
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
+def _verify_before_writing(args, data: bytes, names, records, output):
     """With --verify (the default when LiteRT is installed): compare the optimized model with
     the input file in memory. Returns (exit code, report): the code is 1 after printing the
     difference (then nothing is written), 2 when --verify was asked for but impossible."""
-    import importlib.util
-
-    enabled = args.verify
-    if enabled is None:
-        enabled = importlib.util.find_spec("ai_edge_litert") is not None
-    if not enabled:
-        return 0, None
     # a model optimized for LiteRT alone may use ops TFLM lacks: judge it in LiteRT only
     target = getattr(args, "target", "any")
     # --stateful-streaming carries LSTM state across invokes on purpose: outputs must still
     # match when the runtime resets between samples
     modes = ("reset",) if args.stateful_streaming else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
-    report = verify(args.input, model, runtime=runtime, modes=modes)
+    report = verify(args.input, data, runtime=runtime, modes=modes)
     ran = f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
     if report.verdict == "unverified":
         if args.verify:

@@ -27,15 +27,24 @@ FLATBUFFER_LIMIT = 2**31 - 2**24  # leave room for tables and padding under 2 Gi
 
 def save(model: Model, path, **kw) -> None:
     """Write the model to `path` atomically."""
-    builder, tail = _build(model, **kw)
+    write_atomic(path, _parts(*_build(model, **kw)))
+
+
+def to_bytes(model: Model, **kw) -> bytes:
+    return b"".join(_parts(*_build(model, **kw)))
+
+
+def write_atomic(path, parts) -> None:
+    """Write the bytes-like `parts` to `path` through a temporary file in the same folder and
+    a rename, so that `path` is never seen half-written (and an error leaves it as it was)."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(
         dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
     )
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(builder.Bytes)[builder.Head() :])
-            _write_tail(f, tail)
+            for part in parts:
+                f.write(part)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -46,19 +55,12 @@ def save(model: Model, path, **kw) -> None:
         raise
 
 
-def to_bytes(model: Model, **kw) -> bytes:
-    builder, tail = _build(model, **kw)
-    out = bytearray(memoryview(builder.Bytes)[builder.Head() :])
+def _parts(builder: flatbuffers.Builder, tail) -> list:
+    """The file's pieces without copying: the flatbuffer, then padded external buffers."""
+    parts = [memoryview(builder.Bytes)[builder.Head() :]]
     for pad, data in tail:
-        out += bytes(pad)
-        out += memoryview(data)
-    return bytes(out)
-
-
-def _write_tail(f, tail) -> None:
-    for pad, data in tail:
-        f.write(bytes(pad))
-        f.write(memoryview(data))
+        parts += [bytes(pad), memoryview(np.ascontiguousarray(data)).cast("B")]
+    return parts
 
 
 class _Buffers:
