@@ -10,10 +10,9 @@ Invariant: every model output is computed exactly as before (nothing read is rem
 
 from __future__ import annotations
 
-import hashlib
-
-from tflgraph.ir import Buffer, Model
+from tflgraph.ir import Model
 from tflgraph.pipeline import Pass, register, remove_dead_code
+from tflgraph.writer import BufferTable
 
 
 @register("cleanup")
@@ -33,19 +32,15 @@ class Cleanup(Pass):
 
 
 def dedupe_buffers(model: Model) -> int:
-    """Point every tensor at the first Buffer with the same bytes; return how many moved."""
-    first: dict[tuple[int, bytes], Buffer] = {}
+    """Point every tensor at the first Buffer with the same bytes (the writer's own dedupe
+    table decides what is the same); return how many tensors moved."""
+    table = BufferTable()
     moved = 0
     for sg in model.subgraphs:
         for t in sg.tensors:
-            if not t.is_constant:
-                continue
-            key = (
-                t.buffer.nbytes,
-                hashlib.blake2b(memoryview(t.buffer.data).cast("B"), digest_size=16).digest(),
-            )
-            keep = first.setdefault(key, t.buffer)
-            if keep is not t.buffer:
-                t.buffer = keep
-                moved += 1
+            if t.is_constant:
+                keep = table.owners[table.index(t.buffer)]
+                if keep is not t.buffer:
+                    t.buffer = keep
+                    moved += 1
     return moved

@@ -63,14 +63,16 @@ def _parts(builder: flatbuffers.Builder, tail) -> list:
     return parts
 
 
-class _Buffers:
-    """Unique constant buffers in order of first use; identical contents share one index.
+class BufferTable:
+    """Unique constant buffers in order of first use; identical contents share one index
+    (`owners[i]` is the first Buffer seen with index i's bytes).
 
     A buffer is hashed only once another buffer of the same size shows up, so a model whose
     buffers all differ in size never pays for hashing; lookups are O(1) either way."""
 
     def __init__(self):
         self.data: list[np.ndarray | None] = [None]  # buffer 0 stays empty
+        self.owners: list[Buffer | None] = [None]
         self._index: dict[int, int] = {}  # id(Buffer) -> index
         self._unhashed: dict[int, int] = {}  # size -> index of the one buffer of that size
         self._by_digest: dict[tuple[int, bytes], int] = {}
@@ -101,6 +103,7 @@ class _Buffers:
                 return i
         i = len(self.data)
         self.data.append(buf.data)
+        self.owners.append(buf)
         if key is None:
             self._unhashed[size] = i
         else:
@@ -151,7 +154,7 @@ def _build(model: Model, external_buffers: bool | None = None):
     for sd in model.signature_defs:
         signature_tensors.setdefault(sd.subgraph, []).extend(t for _, t in sd.inputs + sd.outputs)
 
-    buffers = _Buffers()
+    buffers = BufferTable()
     opcodes: dict[tuple, int] = {}
     plans = []  # per subgraph: (tensors, tensor index map, ops)
     for sg in subgraphs:
