@@ -556,13 +556,13 @@ class _UnknownField(SchemaError):
 
 # --------------------------------------------------------------------------- writing
 
-_PREPEND = {fmt: f"Prepend{name}Slot" for name, fmt in _PREPEND_FORMATS.items()}
+_UNION_CODES = {union: {n: c for c, n in members.items()} for union, members in UNIONS.items()}
 
 
 def union_type_code(union: str, value) -> int:
     if isinstance(value, RawTable):
         return value.type_code
-    return {n: c for c, n in UNIONS[union].items()}[value.kind]
+    return _UNION_CODES[union][value.kind]
 
 
 def write_table(builder: flatbuffers.Builder, table_spec: TableSpec, values: dict) -> int:
