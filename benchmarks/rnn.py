@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 import tflgraph
-from tflgraph import runtimes
-from tflgraph.schema import new_options
+from tflgraph.io.schema import new_options
+from tflgraph.runtime import runtimes
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -468,7 +468,7 @@ LOOP_SPEED_CASES = [  # (label, fixture, pipeline, target)
 
 _TFLM_CHILD = """
 import sys, numpy as np
-from tflgraph import runtimes
+from tflgraph.runtime import runtimes
 data = open(sys.argv[1], "rb").read()
 s = runtimes.Session(data, "tflm")
 rng = np.random.default_rng(0)
@@ -511,7 +511,7 @@ def optimized_for(data: bytes, passes: str | list[str], target: str) -> tuple[by
 
 
 def loop_row(label: str, source, passes: str, target: str) -> dict:
-    from tflgraph.targets import unsupported_ops
+    from tflgraph.runtime.targets import unsupported_ops
 
     data = _model_bytes(source)
     after, _ = optimized_for(data, passes, target)
@@ -538,7 +538,7 @@ def loop_speed_row(label: str, name, passes: str, target: str, invokes: int) -> 
     data = _model_bytes(name)
     after, _ = optimized_for(data, passes, target)
     row = {"model": label, "target": target, "bytes WHILE": len(data), "bytes ours": len(after)}
-    from tflgraph.targets import unsupported_ops
+    from tflgraph.runtime.targets import unsupported_ops
 
     for rt, short in (("tflm", "TFLM"), ("litert", "LiteRT")):
         if rt == "tflm" and unsupported_ops(tflgraph.load(after), "tflm"):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import tflgraph
-from tflgraph import runtimes
+from tflgraph.runtime import runtimes
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CASES = [f"strip_{kind}_{pct}" for kind in ("cnn", "mlp") for pct in (25, 50, 75)]

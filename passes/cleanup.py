@@ -10,9 +10,9 @@ Invariant: every model output is computed exactly as before (nothing read is rem
 
 from __future__ import annotations
 
+from tflgraph.io.writer import BufferTable
 from tflgraph.ir import Model
 from tflgraph.pipeline import Pass, register, remove_dead_code
-from tflgraph.writer import BufferTable
 
 
 @register("cleanup")

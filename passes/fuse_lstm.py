@@ -1,7 +1,7 @@
 """Fuse every WHILE loop that computes one LSTM step into one UNIDIRECTIONAL_SEQUENCE_LSTM.
 
-Pattern:   a recurrent WHILE loop (tflgraph.loops: counters, GATHER(seq, t), accumulator,
-           states h and c) whose body is one Keras LSTM step (tflgraph.lstm_cell: sigmoid
+Pattern:   a recurrent WHILE loop (tflgraph.rnn.loops: counters, GATHER(seq, t), accumulator,
+           states h and c) whose body is one Keras LSTM step (tflgraph.rnn.lstm_cell: sigmoid
            gates i|f|c|o, tanh or relu activation, no mask).
 Rewrite:   h0v, c0v = FILL([B, u], 0.0) twice       # or RESHAPE(h0) for a non-zero state
            y = UNIDIRECTIONAL_SEQUENCE_LSTM(x, W_i..W_o, U_i..U_o, b_i..b_o, h0v, c0v,
@@ -26,19 +26,19 @@ Invariant: every model output equals the loop's, invoke after invoke without res
 
 from __future__ import annotations
 
+from tflgraph.io.schema import new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
-from tflgraph.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.pipeline import Pass, register
-from tflgraph.rnn_rewrite import (
+from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
+from tflgraph.rnn.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
+from tflgraph.rnn.rewrite import (
     FUSED_ACTIVATION,
     FusedRnnRewrite,
     last_step_read_only,
     reachable,
     state_source,
 )
-from tflgraph.schema import new_options
-from tflgraph.targets import supports
+from tflgraph.runtime.targets import supports
 
 _EMITS = (
     "UNIDIRECTIONAL_SEQUENCE_LSTM",
@@ -179,7 +179,7 @@ def litert_keeps_loop(
 
 
 class _LstmRewrite(FusedRnnRewrite):
-    """UNIDIRECTIONAL_SEQUENCE_LSTM for one proven loop (tflgraph.rnn_rewrite does the rest)."""
+    """UNIDIRECTIONAL_SEQUENCE_LSTM for one proven loop (tflgraph.rnn.rewrite does the rest)."""
 
     op_type, suffix, reverses = "UNIDIRECTIONAL_SEQUENCE_LSTM", "lstm", True
 

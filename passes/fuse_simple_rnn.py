@@ -1,13 +1,13 @@
 """Fuse a WHILE loop computing one SimpleRNN step into UNIDIRECTIONAL_SEQUENCE_RNN.
 
-Pattern:   a recurrent WHILE loop (tflgraph.loops) with one sequence and one state h whose
+Pattern:   a recurrent WHILE loop (tflgraph.rnn.loops) with one sequence and one state h whose
            body computes h' = act(FC(x_t, W) + FC(h, R) + constants), act TANH or RELU (as
            an op, or fused into the last ADD), and accumulates h' (last step or sequence).
            Only where the target runs the fused op: LiteRT has it, TFLM has no kernel, so
            the pass runs for `--target litert` only.
 Rewrite:   h0v = FILL([B, u], 0.0)                  # or RESHAPE(h0) for a non-zero state
            y = UNIDIRECTIONAL_SEQUENCE_RNN(x, W, R, b, h0v, time_major, act)
-           readers of the loop move onto y exactly as for fuse-lstm (tflgraph.rnn_rewrite):
+           readers of the loop move onto y exactly as for fuse-lstm (tflgraph.rnn.rewrite):
            acc[-1] and the final h -> STRIDED_SLICE(y)[last step]; the sequence -> y.
 Proof:     W, R, b are read from the body's FULLY_CONNECTED and ADD ops; the body's h' (and
            accumulated value) are evaluated with the reference interpreter on random x, h
@@ -23,15 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflgraph import loops
-from tflgraph.cell_terms import affine_terms, fused_activation
-from tflgraph.interpreter import UnsupportedOp, evaluate_tensors
+from tflgraph.io.schema import new_options
 from tflgraph.ir import Model, Tensor
-from tflgraph.kernels import ACTIVATIONS
 from tflgraph.pipeline import Pass, register
-from tflgraph.rnn_rewrite import FUSED_ACTIVATION, FusedRnnRewrite, last_step_read_only
-from tflgraph.schema import new_options
-from tflgraph.targets import supports
+from tflgraph.reference.interpreter import UnsupportedOp, evaluate_tensors
+from tflgraph.reference.kernels import ACTIVATIONS
+from tflgraph.rnn import loops
+from tflgraph.rnn.cell_terms import affine_terms, fused_activation
+from tflgraph.rnn.rewrite import FUSED_ACTIVATION, FusedRnnRewrite, last_step_read_only
+from tflgraph.runtime.targets import supports
 
 _FUSED_NAMES = {v: k for k, v in FUSED_ACTIVATION.items()}  # 4 -> TANH, 1 -> RELU
 
@@ -39,7 +39,7 @@ _FUSED_NAMES = {v: k for k, v in FUSED_ACTIVATION.items()}  # 4 -> TANH, 1 -> RE
 @dataclass(eq=False)
 class RnnCell:
     """One SimpleRNN step: h' = act(x W^T + h R^T + b). `c` is `h` (no cell state), so the
-    shared reader-moving code (tflgraph.rnn_rewrite) finds nothing more to move for it."""
+    shared reader-moving code (tflgraph.rnn.rewrite) finds nothing more to move for it."""
 
     h: loops.Operand
     W: np.ndarray  # [u, F]
@@ -145,7 +145,7 @@ def prove_rnn_cell(loop: loops.RnnLoop, cell: RnnCell, trials: int = 3) -> str |
 
 
 class _RnnRewrite(FusedRnnRewrite):
-    """UNIDIRECTIONAL_SEQUENCE_RNN for one proven loop (tflgraph.rnn_rewrite does the rest)."""
+    """UNIDIRECTIONAL_SEQUENCE_RNN for one proven loop (tflgraph.rnn.rewrite does the rest)."""
 
     op_type, suffix, reverses = "UNIDIRECTIONAL_SEQUENCE_RNN", "rnn", False
 

@@ -1,7 +1,7 @@
 """Hoist the input projection of a recurrent loop out of the loop: one FULLY_CONNECTED over
 all T steps instead of one per step.
 
-Pattern:   a recurrent WHILE loop (tflgraph.loops.analyze_loop) whose body reads the step
+Pattern:   a recurrent WHILE loop (tflgraph.rnn.loops.analyze_loop) whose body reads the step
            x_t = GATHER(seq, t) [B, F] with one or more
                y = FULLY_CONNECTED(x_t, W [U, F], b [U] | none)      (constant W and b)
            each optionally followed by its only reader ADD(y, c), c a constant of [U] or a
@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflgraph import loops
-from tflgraph.cell_terms import fused_activation, is_float_const
-from tflgraph.interpreter import UnsupportedOp, evaluate_tensors
+from tflgraph.io.schema import new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
-from tflgraph.schema import new_options
+from tflgraph.reference.interpreter import UnsupportedOp, evaluate_tensors
+from tflgraph.rnn import loops
+from tflgraph.rnn.cell_terms import fused_activation, is_float_const
 
 RTOL = 1e-6
 

@@ -1,6 +1,6 @@
 """Give WHILE-loop RNNs static shapes, so that TFLM (which has no dynamic tensors) runs them.
 
-Pattern:   (1) a recurrent WHILE loop (tflgraph.loops.analyze_loop) whose body writes its
+Pattern:   (1) a recurrent WHILE loop (tflgraph.rnn.loops.analyze_loop) whose body writes its
            per-step output h' [B, u] into the [T, B, u] accumulator with the converter's
            dynamic-shape idiom
                acc' = CONCATENATION(SLICE(acc, [0, 0, 0], [t, -1, -1]),
@@ -28,11 +28,11 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from tflgraph import loops
-from tflgraph.interpreter import UnsupportedOp, evaluate_tensors
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
-from tflgraph.targets import supports
+from tflgraph.reference.interpreter import UnsupportedOp, evaluate_tensors
+from tflgraph.rnn import loops
+from tflgraph.runtime.targets import supports
 
 
 @register("static-loop-outputs")

@@ -1,6 +1,6 @@
 """Physically remove dead neurons and filters (channel-pruned or zeroed channels).
 
-Pattern:   channel classes found by tflgraph/channels.py (dependency groups through
+Pattern:   channel classes found by tflgraph/channels/graph.py (dependency groups through
            activations, pooling, MEAN, PAD, STRIDED_SLICE, depthwise convs, ADD/SUB/MUL/
            MAXIMUM, CONCATENATION, SPLIT, flattening RESHAPEs and WHILE loop-carried
            operands) that are *dead*: no consumer weight reads them, or their value is a known
@@ -18,7 +18,7 @@ Rewrite:   slice the weight rows of the producers (FULLY_CONNECTED [out, in], CO
            leave more producer channels unread.
 Proof:     exact by construction (a removed channel contributes exactly zero, or exactly its
            folded constant, to every consumer; channel-wise ops compute the kept channels as
-           before), AND checked on the reference interpreter (tflgraph/interpreter.py) for every
+           before), AND checked on the reference interpreter (tflgraph/reference/) for every
            round: the entry subgraphs on seeded random inputs, three invokes in a row; a
            mismatch beyond 1e-5 undoes the round. Where the interpreter cannot run the model
            (quantized ops) the proof is the construction, which the tests confirm in LiteRT
@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflgraph.channel_layers import slice_constant
-from tflgraph.channels import ChannelGraph, Removal
-from tflgraph.interpreter import UnsupportedOp, evaluate_subgraph
+from tflgraph.channels.analysis import analyze
+from tflgraph.channels.graph import Removal
+from tflgraph.channels.layers import slice_constant
 from tflgraph.ir import Model, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
+from tflgraph.reference.interpreter import UnsupportedOp, evaluate_subgraph
 
 MAX_ROUNDS = 16
 TOLERANCE = 1e-5
@@ -62,7 +63,7 @@ class StripDeadChannels(Pass):
         return changed
 
     def _round(self, model: Model, layers: dict) -> bool:
-        plan = ChannelGraph(model).removal()
+        plan = analyze(model).removal()
         self._kept = plan.kept
         if not plan.keep:
             return False

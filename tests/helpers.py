@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import tflgraph
-from tflgraph import runtimes
+from tflgraph.runtime import runtimes
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tflgraph import Model, new_options
-from tflgraph.interpreter import evaluate_subgraph
-from tflgraph.schema import tensor_type_of
+from tflgraph.io.schema import tensor_type_of
+from tflgraph.reference.interpreter import evaluate_subgraph
 
 
 @dataclass

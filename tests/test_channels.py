@@ -1,4 +1,4 @@
-"""Channel dependency analysis (tflgraph/channels.py) on small graphs built through the IR.
+"""Channel dependency analysis (tflgraph/channels/graph.py) on small graphs built through the IR.
 
 Each case states which channels the analysis may remove and which it must keep; the cases that
 remove something are also run through the pass and compared on the reference interpreter.
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tflgraph.passes.strip_dead_channels import StripDeadChannels
 
 from tflgraph import Model, new_options
-from tflgraph.channels import ChannelGraph
-from tflgraph.interpreter import evaluate_subgraph
+from tflgraph.channels.analysis import analyze
+from tflgraph.passes.strip_dead_channels import StripDeadChannels
 from tflgraph.pipeline import remove_dead_code
+from tflgraph.reference.interpreter import evaluate_subgraph
 
 RNG = np.random.default_rng(7)
 SAME, VALID = 0, 1
@@ -61,7 +61,7 @@ def weights(o, i):
 
 def removable(model, t):
     """Channels of tensor `t` the analysis removes (sorted list)."""
-    keep = ChannelGraph(model).removal().keep.get(t)
+    keep = analyze(model).removal().keep.get(t)
     return [] if keep is None else [int(c) for c in np.flatnonzero(~keep)]
 
 

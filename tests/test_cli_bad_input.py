@@ -13,7 +13,7 @@ import pytest
 from helpers import fixture
 
 import tflgraph
-from tflgraph.schema import Offset, Options, spec, write_offset_vector, write_table
+from tflgraph.io.schema import Offset, Options, spec, write_offset_vector, write_table
 
 
 def run_cli(*args, cwd=None, user=None):

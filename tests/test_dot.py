@@ -12,9 +12,9 @@ from helpers import all_fixtures, fixture
 from test_plugins import tflgraph_cli
 
 import tflgraph
-from tflgraph.dot import render, to_dot
+from tflgraph.io.schema import new_options
 from tflgraph.ir import Model
-from tflgraph.schema import new_options
+from tflgraph.tools.dot import render, to_dot
 
 needs_graphviz = pytest.mark.skipif(
     shutil.which("dot") is None, reason="Graphviz 'dot' is not installed (.ci/run installs it)"

@@ -10,8 +10,8 @@ from helpers import all_fixtures
 from modelbuild import Const, Input, Var, block_sparse, single_op
 
 import tflgraph
-from tflgraph import Model, new_options, runtimes
-from tflgraph.interpreter import (
+from tflgraph import Model, new_options
+from tflgraph.reference.interpreter import (
     KERNELS,
     STATEFUL,
     EvaluationError,
@@ -20,6 +20,7 @@ from tflgraph.interpreter import (
     evaluate_subgraph,
     evaluate_tensors,
 )
+from tflgraph.runtime import runtimes
 
 pytestmark = pytest.mark.skipif(not runtimes.available("litert"), reason="needs ai-edge-litert")
 
@@ -490,7 +491,7 @@ def test_bad_operands_raise_evaluation_error():
 
 def test_unknown_op_is_named():
     model, feeds = single_op("FULLY_CONNECTED", [f(2, 3), C(f(4, 3)), None])
-    model.main.operators[0].opcode = tflgraph.schema.OP_CODES["SEGMENT_SUM"]
+    model.main.operators[0].opcode = tflgraph.io.schema.OP_CODES["SEGMENT_SUM"]
     with pytest.raises(UnsupportedOp, match="SEGMENT_SUM"):
         evaluate(model, feeds)
 

@@ -1,4 +1,4 @@
-"""tflgraph.loops: the roles of a Keras/TF recurrent WHILE loop's operands, on real fixtures."""
+"""tflgraph.rnn.loops: the roles of a Keras/TF recurrent WHILE loop's operands, on real fixtures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from helpers import fixture
 
 import tflgraph
-from tflgraph.loops import (
+from tflgraph.rnn.loops import (
     analyze_loop,
     batch_major_source,
     is_last_step_slice,

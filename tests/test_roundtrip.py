@@ -5,9 +5,9 @@ import pytest
 from helpers import all_fixtures, assert_same_outputs
 
 import tflgraph
-from tflgraph import runtimes
-from tflgraph.compare import model_diff
-from tflgraph.schema import Reader, spec
+from tflgraph.io.schema import Reader, spec
+from tflgraph.runtime import runtimes
+from tflgraph.tools.compare import model_diff
 
 FIXTURES = all_fixtures()
 
@@ -93,7 +93,7 @@ def test_external_buffers_round_trip(tmp_path):
 
 def test_unknown_options_table_and_op_survive():
     """An op code and an options table this schema does not know are written back unchanged."""
-    from tflgraph.schema import RawTable
+    from tflgraph.io.schema import RawTable
 
     model = tflgraph.load(FIXTURES[0].parent / "mlp.tflite")
     op = model.main.operators[0]

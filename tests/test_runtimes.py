@@ -1,4 +1,4 @@
-"""tflgraph.runtimes: the isolated worker (timeouts, crashes, reasons) and the two run modes."""
+"""tflgraph.runtime.runtimes: the isolated worker (timeouts, crashes, reasons), the run modes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import fixture
 
-from tflgraph import runtimes
+from tflgraph.runtime import runtimes
 
 needs_both = pytest.mark.skipif(
     not (runtimes.available("litert") and runtimes.available("tflm")),

@@ -1,4 +1,4 @@
-"""tflgraph.targets: the per-runtime op tables agree with the installed runtimes; `inspect
+"""tflgraph.runtime.targets: the per-runtime op tables agree with the installed runtimes; `inspect
 --target` reports what TFLM cannot run; `optimize --target` reaches the passes."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import pytest
 from helpers import fixture
 
 import tflgraph
-from tflgraph import cli, runtimes, targets
+from tflgraph import cli
 from tflgraph.errors import TflgraphError
 from tflgraph.pipeline import Pass, register, run_passes, unregister
+from tflgraph.runtime import runtimes, targets
 
 # a sample across the table: ops the loop passes emit, and ops one runtime lacks
 SAMPLE = [

@@ -15,8 +15,9 @@ import pytest
 from helpers import ROOT, fixture
 
 import tflgraph
-from tflgraph import Buffer, runtimes
-from tflgraph.verify import VerifyError, verify
+from tflgraph import Buffer
+from tflgraph.runtime import runtimes
+from tflgraph.runtime.verify import VerifyError, verify
 
 pytestmark = pytest.mark.skipif(
     not (runtimes.available("litert") and runtimes.available("tflm")),
@@ -257,7 +258,7 @@ def test_tflm_is_not_trusted_with_dynamic_shape_while(tmp_path):
 def test_model_b_that_a_runtime_cannot_run_is_different():
     model = tflgraph.load(fixture("mlp"))
     softmax = model.main.ops_of_type("SOFTMAX")[0]
-    softmax.opcode = tflgraph.schema.CUSTOM
+    softmax.opcode = tflgraph.io.schema.CUSTOM
     softmax.custom_code = "NoSuchOp"
     report = verify(fixture("mlp"), model)
     assert report.verdict == "different"

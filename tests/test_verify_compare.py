@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tflgraph.verify import Port, Row, RuntimeStatus, VerifyReport, _compare, match
+from tflgraph.runtime.verify import Port, Row, RuntimeStatus, VerifyReport, _compare, match
 
 
 def port(dtype, scale=0.0, zero_point=0, name="y") -> Port:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from modelbuild import Const, single_op
 
-from tflgraph import runtimes
-from tflgraph.verify import Port, _compare, verify
+from tflgraph.runtime import runtimes
+from tflgraph.runtime.verify import Port, _compare, verify
 
 
 def port(dtype=np.float32) -> Port:

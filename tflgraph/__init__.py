@@ -1,14 +1,14 @@
 """tflgraph: a graph-rewriting compiler for TensorFlow Lite flatbuffers."""
 
-from .errors import ModelError, TflgraphError
-from .ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
-from .pattern import Any, Const, Op, Rest
-from .pipeline import Pass, PassError, optimize, register, run_passes
-from .reader import load
-from .rules import Match, RulePass, rule
-from .schema import Options, new_options
-from .verify import VerifyError, VerifyReport, verify
-from .writer import save, to_bytes
+from tflgraph.errors import ModelError, TflgraphError
+from tflgraph.io.reader import load
+from tflgraph.io.schema import Options, new_options
+from tflgraph.io.writer import save, to_bytes
+from tflgraph.ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
+from tflgraph.pattern import Any, Const, Op, Rest
+from tflgraph.pipeline import Pass, PassError, optimize, register, run_passes
+from tflgraph.rules import Match, RulePass, rule
+from tflgraph.runtime.verify import VerifyError, VerifyReport, verify
 
 __version__ = "0.1.0"
 

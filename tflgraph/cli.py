@@ -11,17 +11,17 @@ import json
 import os
 import sys
 
-from . import __version__
-from .dot import dot_after, to_dot
-from .dot import write as write_dot
-from .errors import TflgraphError
-from .passdoc import passes_markdown
-from .pipeline import all_passes, get_pass, load_pass_file, resolve, run_passes
-from .reader import load
-from .summary import describe, format_description, format_summary_table, summary
-from .targets import TARGETS, shape_problems, unsupported_ops
-from .verify import verify
-from .writer import save, write_atomic
+from tflgraph import __version__
+from tflgraph.errors import TflgraphError
+from tflgraph.io.reader import load
+from tflgraph.io.writer import save, write_atomic
+from tflgraph.pipeline import all_passes, get_pass, load_pass_file, resolve, run_passes
+from tflgraph.runtime.targets import TARGETS, shape_problems, unsupported_ops
+from tflgraph.runtime.verify import verify
+from tflgraph.tools.dot import dot_after, to_dot
+from tflgraph.tools.dot import write as write_dot
+from tflgraph.tools.passdoc import passes_markdown
+from tflgraph.tools.summary import describe, format_description, format_summary_table, summary
 
 
 def _die(message: str, code: int = 2) -> int:

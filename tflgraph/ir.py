@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from .errors import TflgraphError
-from .schema import (
+from tflgraph.errors import TflgraphError
+from tflgraph.io.schema import (
     CUSTOM,
     NUMPY_DTYPES,
     OP_CODES,
@@ -394,7 +394,7 @@ def _check_shapes(sg: Subgraph, op: Operator) -> None:
 
 
 def _default_options_kind(code: int) -> str:
-    from .schema import OPTIONS_CODES
+    from tflgraph.io.schema import OPTIONS_CODES
 
     name = OP_NAMES[code]
     camel = "".join(p.capitalize() for p in name.split("_")) + "Options"
@@ -469,7 +469,7 @@ class Model:
         return dict(sorted(counts.items()))
 
     def to_bytes(self, **kw) -> bytes:
-        from .writer import to_bytes
+        from tflgraph.io.writer import to_bytes
 
         return to_bytes(self, **kw)
 

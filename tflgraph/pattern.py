@@ -40,8 +40,8 @@ from collections.abc import Callable, Iterator
 
 from tflite.ActivationFunctionType import ActivationFunctionType
 
-from .ir import Operator, Subgraph, Tensor
-from .schema import Options
+from tflgraph.io.schema import Options
+from tflgraph.ir import Operator, Subgraph, Tensor
 
 ACTIVATIONS = {
     v: k for k, v in vars(ActivationFunctionType).items() if not k.startswith("_")

@@ -1,10 +1,11 @@
 """Passes: the base class, the registry, named pipelines and the driver.
 
-Built-in passes live in `tflgraph.passes` (the repository's top-level `passes/` folder) and are
-found lazily through BUILTIN_PASSES, so importing the core never imports a pass. Plugins
-register through the `tflgraph.passes` entry-point group or a file given to `--load`.
-The driver removes dead code after every pass, so pass authors never do, and can run
-`Model.check()` after each pass, naming the pass that broke the graph.
+Built-in passes live in `tflgraph.passes` (the repository's top-level `passes/` folder), one per
+module named after the pass, and are found lazily through BUILTIN_PASSES (derived from the
+module names), so importing the core never imports a pass. Plugins register through the
+`tflgraph.passes` entry-point group or a file given to `--load`. The driver removes dead code
+after every pass, so pass authors never do, and can run `Model.check()` after each pass,
+naming the pass that broke the graph.
 """
 
 from __future__ import annotations
@@ -13,28 +14,30 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import pkgutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import TflgraphError
-from .ir import GraphError, Model, Operator, Subgraph
-from .targets import check_target
+from tflgraph.errors import TflgraphError
+from tflgraph.ir import GraphError, Model, Operator, Subgraph
+from tflgraph.runtime.targets import check_target
 
-# name -> module under tflgraph.passes
-BUILTIN_PASSES: dict[str, str] = {
-    "cleanup": "cleanup",
-    "strip-dead-channels": "strip_dead_channels",
-    "fuse-lstm": "fuse_lstm",
-    "static-loop-outputs": "static_loop_outputs",
-    "merge-loop-counters": "loop_merge_counters",
-    "constant-trip-count": "loop_trip_count",
-    "hoist-input-projection": "hoist_input_projection",
-    "drop-dead-loop-values": "loop_dead_values",
-    "fuse-simple-rnn": "fuse_simple_rnn",
-    "last-step-from-state": "loop_last_step",
-}
+
+def _builtin_passes() -> dict[str, str]:
+    """Pass name -> module under tflgraph.passes: each module is named after its pass
+    (`constant_trip_count.py` registers `constant-trip-count`), so the table is derived."""
+    import tflgraph.passes
+
+    return {
+        m.name.replace("_", "-"): m.name
+        for m in pkgutil.iter_modules(tflgraph.passes.__path__)
+        if not m.name.startswith("_")
+    }
+
+
+BUILTIN_PASSES: dict[str, str] = _builtin_passes()
 
 # WHILE loops that stay loops: static shapes for TFLM, then less work per step
 LOOP_PASSES = [
@@ -70,7 +73,7 @@ class Pass(ABC):
     name: str = ""
     summary: str = ""
     # runtime the rewritten model must run on: "tflm", "litert" or "any" (both); set by
-    # run_passes. A pass emits an op only if tflgraph.targets.supports(self.target, op).
+    # run_passes. A pass emits an op only if tflgraph.runtime.targets.supports(self.target, op).
     target: str = "any"
 
     def __init__(self):

@@ -20,7 +20,7 @@ Several rules can share one pass as rows of a table: subclass RulePass and set
 `rules = [(PATTERN_A, rewrite_a), (PATTERN_B, rewrite_b)]`.
 
 Numerical proof: before `m.replace(old, new)`, `why = m.prove(old, new)` evaluates both tensors
-with the reference interpreter (tflgraph/interpreter.py) on seeded random values of the
+with the reference interpreter (tflgraph/reference/interpreter.py) on seeded random values of the
 region's inputs and returns None when they agree, else the reason to decline with. The new ops
 that a declined rule made are dead and removed by the pipeline.
 """
@@ -31,11 +31,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import TflgraphError
-from .ir import Model, Operator, Subgraph, Tensor
-from .pattern import Op
-from .pipeline import Pass, PassError, register
-from .schema import Options
+from tflgraph.errors import TflgraphError
+from tflgraph.io.schema import Options
+from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.pattern import Op
+from tflgraph.pipeline import Pass, PassError, register
 
 Rewrite = Callable[["Match"], object]
 
@@ -104,7 +104,7 @@ class Match(dict):
         inputs get seeded random values (float in [-1, 1), bool), `trials` times. Agreement
         is |a - b| <= atol * max(1, max |a|). Integer inputs, ops the interpreter lacks and
         quantized tensors make the proof fail (a rule then declines)."""
-        from .interpreter import evaluate_tensors
+        from tflgraph.reference.interpreter import evaluate_tensors
 
         region = {self.op, *self.new_ops, *(v for v in self.values() if isinstance(v, Operator))}
         frontier: dict[int, Tensor] = {}

@@ -9,8 +9,8 @@ from helpers import assert_same_outputs, fixture, outputs_in
 
 import tflgraph
 from tflgraph import cli
+from tflgraph.io.schema import OP_CODES
 from tflgraph.pipeline import run_passes
-from tflgraph.schema import OP_CODES
 
 # fixture -> fused ops expected
 FUSED = {
@@ -121,8 +121,8 @@ def test_what_remains_around_the_fused_ops(name, ops):
 
 
 def test_weights_are_split_in_keras_gate_order():
-    from tflgraph.loops import analyze_loop, while_loops
-    from tflgraph.lstm_cell import match_lstm_cell
+    from tflgraph.rnn.loops import analyze_loop, while_loops
+    from tflgraph.rnn.lstm_cell import match_lstm_cell
 
     original = tflgraph.load(fixture("k3_lstm"))
     cell = match_lstm_cell(analyze_loop(original.main, while_loops(original.main)[0]))

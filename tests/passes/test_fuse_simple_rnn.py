@@ -66,7 +66,7 @@ def test_a_different_activation_is_left_alone():
     (op,) = model.main.ops_of_type("WHILE")
     body = op.options["body_subgraph_index"]
     (tanh,) = body.ops_of_type("TANH")
-    tanh.opcode = tflgraph.schema.OP_CODES["LOGISTIC"]
+    tanh.opcode = tflgraph.io.schema.OP_CODES["LOGISTIC"]
     _, records = run(model, ("fuse-simple-rnn",), target="litert")
     assert not changed(records, "fuse-simple-rnn")
 

@@ -15,7 +15,7 @@ from test_static_loop_outputs import (
 )
 
 import tflgraph
-from tflgraph import loops
+from tflgraph.rnn import loops
 
 HOIST = ("static-loop-outputs", "hoist-input-projection", "drop-dead-loop-values")
 

@@ -14,7 +14,7 @@ from test_static_loop_outputs import (
 )
 
 import tflgraph
-from tflgraph import loops
+from tflgraph.rnn import loops
 
 CLEANUPS = ("merge-loop-counters", "constant-trip-count", "drop-dead-loop-values")
 

@@ -6,8 +6,8 @@ import numpy as np
 from helpers import assert_same_outputs, fixture, outputs_in
 
 import tflgraph
-from tflgraph.loops import analyze_loop, rebuild_while
-from tflgraph.lstm_cell import match_lstm_cell
+from tflgraph.rnn.loops import analyze_loop, rebuild_while
+from tflgraph.rnn.lstm_cell import match_lstm_cell
 
 
 def seq2seq_with_an_extra_encoder_state(model=None, read_after: bool = False) -> tflgraph.Model:

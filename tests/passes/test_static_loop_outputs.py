@@ -104,7 +104,7 @@ def test_last_step_loops_are_left_alone(name):
 
 def test_accumulator_read_inside_the_body_is_left_alone():
     """Near-miss: when the body also reads the accumulator, it is not the append idiom."""
-    from tflgraph import loops
+    from tflgraph.rnn import loops
 
     model = tflgraph.load(fixture("k3_gru_seq"))
     loop = loops.analyze_loop(model.main, model.main.ops_of_type("WHILE")[0])

@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 from helpers import assert_same_outputs, fixture
-from tflgraph.passes.strip_dead_channels import StripDeadChannels
 
 import tflgraph
-from tflgraph.channel_layers import LAYER_TYPES
+from tflgraph.channels.layers import LAYER_TYPES
+from tflgraph.passes.strip_dead_channels import StripDeadChannels
 from tflgraph.pipeline import optimize, remove_dead_code
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from helpers import assert_same_outputs
 from test_channels import SAME, VALID, G
-from tflgraph.passes.strip_dead_channels import StripDeadChannels
 
+from tflgraph.passes.strip_dead_channels import StripDeadChannels
 from tflgraph.pipeline import remove_dead_code
 
 RNG = np.random.default_rng(11)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import ACTIVATIONS, UnsupportedOp, act, as_ints, opts, sigmoid
+from tflgraph.reference.kernels import ACTIVATIONS, UnsupportedOp, act, as_ints, opts, sigmoid
 
 # ---------------------------------------------------------------- dense, conv, pool
 

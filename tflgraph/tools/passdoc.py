@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import sys
 
-from .pipeline import BUILTIN_PASSES, PIPELINES, get_pass
+from tflgraph.pipeline import BUILTIN_PASSES, PIPELINES, get_pass
 
 HEADER = """# Built-in passes
 

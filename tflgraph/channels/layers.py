@@ -3,7 +3,7 @@
 A `Layer` wraps one FULLY_CONNECTED ([out, in]), CONV_2D ([out, h, w, in]),
 DEPTHWISE_CONV_2D ([1, h, w, C], multiplier 1) or float UNIDIRECTIONAL_SEQUENCE_LSTM (gate
 matrices W_g [u, F], recurrent U_g [u, u], biases b_g [u], variable states [B, u]). It answers
-the questions of the channel analysis (tflgraph/channels.py):
+the questions of the channel analysis (tflgraph/channels/graph.py):
 
 - `reads()`        which input channels some weight reads (a column/in-slice that is not zero),
 - `out_value(v)`   the per-output-channel constant the layer computes where its weights for
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import Operator, Subgraph, Tensor
+from tflgraph.ir import Operator, Subgraph, Tensor
 
 LAYER_TYPES = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 _LSTM_W, _LSTM_U, _LSTM_B = (1, 2, 3, 4), (5, 6, 7, 8), (12, 13, 14, 15)

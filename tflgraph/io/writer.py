@@ -16,10 +16,10 @@ import tempfile
 import flatbuffers
 import numpy as np
 
-from .errors import TflgraphError
-from .ir import Buffer, Model, Subgraph, Tensor
-from .reader import FILE_IDENTIFIER, subgraph_fields
-from .schema import Offset, Options, spec, write_offset_vector, write_table
+from tflgraph.errors import TflgraphError
+from tflgraph.io.reader import FILE_IDENTIFIER, subgraph_fields
+from tflgraph.io.schema import Offset, Options, spec, write_offset_vector, write_table
+from tflgraph.ir import Buffer, Model, Subgraph, Tensor
 
 ALIGNMENT = 16
 FLATBUFFER_LIMIT = 2**31 - 2**24  # leave room for tables and padding under 2 GiB

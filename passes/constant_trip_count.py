@@ -1,6 +1,6 @@
 """Make a recurrent loop's condition one comparison with its constant trip count.
 
-Pattern:   a recurrent WHILE loop (tflgraph.loops.analyze_loop) whose cond is a tree of
+Pattern:   a recurrent WHILE loop (tflgraph.rnn.loops.analyze_loop) whose cond is a tree of
            LOGICAL_AND over LESS(counter, constant) (Keras 3: two counters, two LESS and a
            LOGICAL_AND), or whose single LESS compares against a bound other than
            start(time) + T.
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflgraph import loops
 from tflgraph.ir import Model
 from tflgraph.pipeline import Pass, register
+from tflgraph.rnn import loops
 
 
 @register("constant-trip-count")

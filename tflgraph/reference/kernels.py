@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from .errors import TflgraphError
-from .schema import Options
+from tflgraph.errors import TflgraphError
+from tflgraph.io.schema import Options
 
 
 class UnsupportedOp(TflgraphError):

@@ -1,11 +1,11 @@
-"""Read the constant weights of a recurrent cell out of a loop body (see tflgraph.loops).
+"""Read the constant weights of a recurrent cell out of a loop body (see tflgraph.rnn.loops).
 
 A converted Keras RNN step (LSTM, SimpleRNN) computes its pre-activation as
 
     z = FC(x_t, W) + FC(h, U) + b      # ADDs in any order; the FCs may carry the bias
 
 `affine_terms` walks that sum back from its ADD tree and returns W, U and the constant bias
-terms; the caller checks the shapes its cell needs (tflgraph.lstm_cell: four gate blocks, the
+terms; the caller checks the shapes its cell needs (tflgraph.rnn.lstm_cell: four gate blocks, the
 fuse-simple-rnn pass: one) and proves the cell numerically. The predicates it is made of
 (plain float32 constant, FULLY_CONNECTED without extras, fused activation code) serve the
 other loop passes too.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import Operator, Subgraph, Tensor
+from tflgraph.ir import Operator, Subgraph, Tensor
 
 
 def is_float_const(t: Tensor | None) -> bool:

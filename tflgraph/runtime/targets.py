@@ -8,7 +8,8 @@ WHILE) were resolved but then crashed preparing the malformed probe op, which co
 resolved. LiteRT resolves ops when the interpreter is built, per version: an op counts if any
 version 1-8 resolves. The names of the registration functions in TFLM's `_runtime.so`
 (`nm -DC ... | grep Register_`) agree with the TFLM table, apart from custom ops. Re-run with
-`python -m tflgraph.targets` after upgrading a runtime; tests/test_targets.py re-probes a sample.
+`python -m tflgraph.runtime.targets` after upgrading a runtime; tests/test_targets.py re-probes
+a sample.
 
 The tables are per op name, not per dtype or per shape: TFLM also needs static shapes (see
 passes/static_loop_outputs.py), and both runtimes run custom ops only if a kernel is registered.
@@ -20,8 +21,8 @@ import os
 import subprocess
 import sys
 
-from .ir import Model
-from .schema import CUSTOM, OP_CODES
+from tflgraph.io.schema import CUSTOM, OP_CODES
+from tflgraph.ir import Model
 
 TARGETS = ("tflm", "litert", "any")
 
@@ -62,7 +63,7 @@ _RUNTIME_OPS = {"tflm": TFLM_OPS, "litert": LITERT_OPS}
 
 def check_target(target: str) -> str:
     if target not in TARGETS:
-        from .errors import TflgraphError
+        from tflgraph.errors import TflgraphError
 
         raise TflgraphError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
     return target
@@ -149,7 +150,7 @@ def probe(runtime: str, names: list[str] | None = None, timeout: float = 120) ->
     found: dict[str, bool] = {}
     while todo:
         proc = subprocess.run(
-            [sys.executable, "-m", "tflgraph.targets", "--child", runtime, *todo],
+            [sys.executable, "-m", "tflgraph.runtime.targets", "--child", runtime, *todo],
             capture_output=True,
             text=True,
             timeout=timeout,

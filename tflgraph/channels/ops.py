@@ -1,4 +1,4 @@
-"""How each op maps channels between its inputs and outputs (for tflgraph/channels.py).
+"""How each op maps channels between its inputs and outputs (for tflgraph/channels/graph.py).
 
 `visit(g, sg, op)` ties the op's slots in the ChannelGraph `g` and returns the function that
 computes the op's output values (per-channel constants, NaN = unknown) from its input values,
@@ -9,19 +9,14 @@ HANDLERS is the table: one row per op type.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .channel_layers import LAYER_TYPES, Layer, activation, is_quantized, option, real
-from .channel_loops import visit_while
-from .ir import Operator, Subgraph, Tensor
-from .schema import Options
-
-if TYPE_CHECKING:
-    from .channels import ChannelGraph
-
-ValueFn = Callable[[], None]
+from tflgraph.channels.graph import ChannelGraph, ValueFn
+from tflgraph.channels.layers import LAYER_TYPES, Layer, activation, is_quantized, option, real
+from tflgraph.channels.loops import visit_while
+from tflgraph.io.schema import Options
+from tflgraph.ir import Operator, Subgraph, Tensor
 
 UNARY = {  # channel-wise activations and what they do to a known constant
     "RELU": lambda v: activation(1, v),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ir import Model, Subgraph, Tensor
+from tflgraph.ir import Model, Subgraph, Tensor
 
 
 def _tensor_info(name: str, t: Tensor) -> dict:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import Buffer, Model, Operator, Subgraph, Tensor
-from .schema import Options, RawTable
+from tflgraph.io.schema import Options, RawTable
+from tflgraph.ir import Buffer, Model, Operator, Subgraph, Tensor
 
 _TENSOR_FIELDS = (
     "name",

@@ -17,10 +17,10 @@ import subprocess
 
 import numpy as np
 
-from .errors import TflgraphError
-from .ir import Model, Operator, Subgraph, Tensor
-from .pattern import ACTIVATIONS
-from .schema import Options, spec
+from tflgraph.errors import TflgraphError
+from tflgraph.io.schema import Options, spec
+from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.pattern import ACTIVATIONS
 
 TEXT_FORMATS = {".dot", ".gv"}
 IMAGE_FORMATS = {".svg", ".png", ".pdf"}

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels, kernels_nn
-from .errors import TflgraphError
-from .ir import Model, Operator, Subgraph, Tensor
-from .kernels import UnsupportedOp, opts
+from tflgraph.errors import TflgraphError
+from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.reference import kernels, kernels_nn
+from tflgraph.reference.kernels import UnsupportedOp, opts
 
 __all__ = [
     "KERNELS",

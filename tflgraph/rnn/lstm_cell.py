@@ -1,4 +1,4 @@
-"""Recognise and prove one LSTM step inside a recurrent loop body (see tflgraph.loops).
+"""Recognise and prove one LSTM step inside a recurrent loop body (see tflgraph.rnn.loops).
 
 The converter writes a Keras LSTM step (gate order i|f|c|o, recurrent activation sigmoid,
 activation `act` = tanh or relu) as
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cell_terms import affine_terms
-from .interpreter import UnsupportedOp, evaluate_tensors
-from .ir import Subgraph
-from .loops import Operand, RnnLoop, scalar_value
-from .pattern import Any, Op
+from tflgraph.ir import Subgraph
+from tflgraph.pattern import Any, Op
+from tflgraph.reference.interpreter import UnsupportedOp, evaluate_tensors
+from tflgraph.rnn.cell_terms import affine_terms
+from tflgraph.rnn.loops import Operand, RnnLoop, scalar_value
 
 ACTIVATIONS = {"TANH": np.tanh, "RELU": lambda v: np.maximum(v, 0)}
 _ACT = tuple(ACTIVATIONS)

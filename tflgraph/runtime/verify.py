@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import runtimes
-from .errors import TflgraphError
-from .ir import Model, Tensor
-from .reader import load
-from .runtimes import MODES, IODetail, RuntimeUnavailable
+from tflgraph.errors import TflgraphError
+from tflgraph.io.reader import load
+from tflgraph.ir import Model, Tensor
+from tflgraph.runtime import runtimes
+from tflgraph.runtime.runtimes import MODES, IODetail, RuntimeUnavailable
 
 FLOAT_TOLERANCE = 1e-5
 

@@ -1,4 +1,4 @@
-"""WHILE loops in the channel analysis (tflgraph/channels.py).
+"""WHILE loops in the channel analysis (tflgraph/channels/graph.py).
 
 A WHILE op's operand i is one value seen through five tensors: the initial value fed by the
 caller, the cond argument, the body argument, the body result and the loop result. They must
@@ -19,16 +19,11 @@ outputs blocked.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from .ir import Model, Operator, Subgraph
-from .loops import subgraph_users
-
-if TYPE_CHECKING:
-    from .channel_ops import ValueFn
-    from .channels import ChannelGraph
+from tflgraph.channels.graph import ChannelGraph, ValueFn
+from tflgraph.ir import Model, Operator, Subgraph
+from tflgraph.rnn.loops import subgraph_users
 
 MAX_FIXED_POINT_ROUNDS = 64
 

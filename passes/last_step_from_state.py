@@ -1,6 +1,6 @@
 """Read a loop's last output from its state instead of a one-row accumulator.
 
-Pattern:   a recurrent WHILE loop (tflgraph.loops.analyze_loop) with a "last" accumulator:
+Pattern:   a recurrent WHILE loop (tflgraph.rnn.loops.analyze_loop) with a "last" accumulator:
            each step writes acc' = RESHAPE(h', [1, B, u]) where h' is also the next value of
            a state operand s, and after the loop the caller reads the accumulator only as
            acc[-1] (STRIDED_SLICE, time axis shrunk, [B, u]); the loop runs at least once;
@@ -17,9 +17,9 @@ Invariant: model outputs are bit-identical, under the same names.
 
 from __future__ import annotations
 
-from tflgraph import loops
 from tflgraph.ir import Model
 from tflgraph.pipeline import Pass, register
+from tflgraph.rnn import loops
 
 
 @register("last-step-from-state")

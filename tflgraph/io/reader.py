@@ -15,9 +15,9 @@ import struct
 import networkx as nx
 import numpy as np
 
-from .errors import ModelError
-from .ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
-from .schema import Options, Reader, SchemaError, spec
+from tflgraph.errors import ModelError
+from tflgraph.io.schema import Options, Reader, SchemaError, spec
+from tflgraph.ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
 
 FILE_IDENTIFIER = b"TFL3"
 

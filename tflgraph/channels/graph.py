@@ -4,9 +4,9 @@ Every non-constant tensor that a channel-aware op touches gets one *slot* per ch
 last axis. Ops tie slots together in a union-find (as Torch-Pruning's DepGraph groups
 coupled channels); each resulting *class* is removed from every tensor in it, or not at all.
 
-The per-op rules are rows of a table in tflgraph/channel_ops.py, the weighted layers live in
-tflgraph/channel_layers.py and WHILE loops in tflgraph/channel_loops.py; this module holds the
-slots, the values and the decision.
+The per-op rules are rows of a table in tflgraph/channels/ops.py, the weighted layers live in
+tflgraph/channels/layers.py and WHILE loops in tflgraph/channels/loops.py; this module holds the
+slots, the values and the decision, and tflgraph/channels/analysis.py walks a model with them.
 
 - identity ties (channel c <-> channel c): RELU-like activations, LOGISTIC, TANH,
   MAX/AVERAGE_POOL_2D, MEAN over non-channel axes, PAD without padding on the channel axis,
@@ -18,7 +18,7 @@ slots, the values and the decision.
   last dimension is a multiple M*C of its input's C (a flatten [B,H,W,C] -> [B,H*W*C]) maps
   input channel c to output positions c, c+C, ..., c+(M-1)C, because NHWC flattening keeps the
   channel as the fastest-varying index;
-- WHILE (tflgraph/channel_loops.py) ties each loop-carried operand's initial value, cond and
+- WHILE (tflgraph/channels/loops.py) ties each loop-carried operand's initial value, cond and
   body argument, body result and loop result, so a recurrent state's unit is one class with
   everything the body computes for it;
 - boundaries: FULLY_CONNECTED, CONV_2D and UNIDIRECTIONAL_SEQUENCE_LSTM read channels with
@@ -40,14 +40,15 @@ windows never cross a padding border (VALID or 1x1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import channel_loops
-from .channel_layers import Layer, is_quantized, real
-from .channel_ops import ValueFn, visit
-from .ir import Model, Operator, Subgraph, Tensor
+from tflgraph.channels.layers import Layer, is_quantized, real
+from tflgraph.ir import Operator, Subgraph, Tensor
+
+ValueFn = Callable[[], None]  # computes an op's output values from its input values
 
 
 @dataclass
@@ -66,7 +67,9 @@ class Removal:
 
 
 class ChannelGraph:
-    def __init__(self, model: Model):
+    """Slots, ties and values of one model; tflgraph.channels.analysis.analyze fills it."""
+
+    def __init__(self, inner: set[Subgraph], top: list[Subgraph]):
         self.base: dict[Tensor, int] = {}
         self.parent: list[int] = []
         self.blocked: dict[Tensor, str] = {}  # tensor -> why its channels must stay
@@ -76,19 +79,8 @@ class ChannelGraph:
         self.boundaries: list[tuple[Layer, Tensor, np.ndarray]] = []  # (layer, input, reads)
         self.edits: list[tuple[Subgraph, Operator, str]] = []
         self.constants: list[tuple[Subgraph, Operator, int]] = []
-        self.inner = channel_loops.loop_subgraphs(model)
-        self.top = [sg for sg in model.subgraphs if sg not in self.inner]
-        for sg in self.top:
-            self.block(sg.inputs + sg.outputs, "a subgraph input or output")
-        for sg in model.subgraphs:
-            for op in sg.operators:
-                fn = visit(self, sg, op)
-                if fn is None:
-                    self.block(op.inputs + op.outputs, f"{op.type} (not channel-wise here)")
-                else:
-                    self.fns[op] = fn
-        for sg in self.top:
-            self.run_values(sg)
+        self.inner = inner  # cond/body subgraphs of the loops tied through
+        self.top = top  # every other subgraph
 
     def block(self, tensors, why: str) -> None:
         for t in tensors:

@@ -4,7 +4,7 @@ Pattern:   a WHILE op whose cond and body are used by it alone, and a set D of o
            indices such that, for every i in D, the loop result i is unused by the caller,
            cond never reads its argument i, and no body output outside D (nor any op with
            side effects) depends on body argument i.
-Rewrite:   a WHILE without the operands in D (tflgraph.loops.rebuild_while); the body ops
+Rewrite:   a WHILE without the operands in D (tflgraph.rnn.loops.rebuild_while); the body ops
            that computed them become dead and the driver removes them.
 Proof:     every value the loop still produces (results outside D, the cond decision) is
            computed only from operands outside D, whose initial values and step functions are
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import networkx as nx
 
-from tflgraph import loops
 from tflgraph.ir import Model, Operator, Subgraph
 from tflgraph.pipeline import Pass, has_side_effects, register
+from tflgraph.rnn import loops
 
 
 @register("drop-dead-loop-values")

@@ -28,7 +28,7 @@ from tflite.BuiltinOptions import BuiltinOptions
 from tflite.BuiltinOptions2 import BuiltinOptions2
 from tflite.TensorType import TensorType
 
-from .errors import ModelError
+from tflgraph.errors import ModelError
 
 
 class SchemaError(ModelError):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .ir import Operator, Subgraph, Tensor
+from tflgraph.ir import Operator, Subgraph, Tensor
 
 __all__ = [
     "Operand",

@@ -1,6 +1,6 @@
 """Merge loop counters that always hold the same value (Keras 3 carries two).
 
-Pattern:   a recurrent WHILE loop (tflgraph.loops.analyze_loop) with a second int32 counter c
+Pattern:   a recurrent WHILE loop (tflgraph.rnn.loops.analyze_loop) with a second int32 counter c
            next to the time counter t: both start at the same constant and step by ADD 1.
 Rewrite:   every reader of c (in cond, in the body, of the next value, of the loop result)
            reads t instead; c is then dead and drop-dead-loop-values stops carrying it.
@@ -11,9 +11,9 @@ Invariant: model outputs are bit-identical.
 
 from __future__ import annotations
 
-from tflgraph import loops
 from tflgraph.ir import Model
 from tflgraph.pipeline import Pass, register
+from tflgraph.rnn import loops
 
 
 @register("merge-loop-counters")

@@ -1,4 +1,4 @@
-"""Replace a proven recurrent WHILE loop (tflgraph.loops.RnnLoop) by one fused sequence op.
+"""Replace a proven recurrent WHILE loop (tflgraph.rnn.loops.RnnLoop) by one fused sequence op.
 
 Shared by fuse-lstm (UNIDIRECTIONAL_SEQUENCE_LSTM) and fuse-simple-rnn
 (UNIDIRECTIONAL_SEQUENCE_RNN). `FusedRnnRewrite.apply` builds
@@ -19,9 +19,15 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from .ir import Operator, Subgraph, Tensor
-from .loops import RnnLoop, batch_major_source, is_last_step_slice, replace_result, swaps_time_batch
-from .pipeline import has_side_effects
+from tflgraph.ir import Operator, Subgraph, Tensor
+from tflgraph.pipeline import has_side_effects
+from tflgraph.rnn.loops import (
+    RnnLoop,
+    batch_major_source,
+    is_last_step_slice,
+    replace_result,
+    swaps_time_batch,
+)
 
 FUSED_ACTIVATION = {"TANH": 4, "RELU": 1}  # ActivationFunctionType codes
 # ops whose output a runtime may place on the input's memory: never make those variable
@@ -31,7 +37,7 @@ _MAY_ALIAS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "BITCAST"}
 class FusedRnnRewrite(ABC):
     """Build the fused op for one proven loop and move every reader of the loop onto it.
 
-    `cell` has states `h` and `c` (tflgraph.loops.Operand; `c` is `h` for a cell without a
+    `cell` has states `h` and `c` (tflgraph.rnn.loops.Operand; `c` is `h` for a cell without a
     cell state), `units` and `activation`. A subclass sets `op_type`, `suffix` (y's name is
     <layer>/<suffix>), `reverses` (True: a go_backwards batch-major input is fed through
     REVERSE_V2; False: such a loop reads the time-major sequence) and implements `operands`.

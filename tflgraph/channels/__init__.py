@@ -1,0 +1,1 @@
+"""Channel dependency analysis: which channels of a model can be removed together."""

@@ -1,0 +1,1 @@
+"""The file format: the schema as data, the zero-copy reader and the aligned, atomic writer."""

@@ -1,0 +1,1 @@
+"""The numpy reference interpreter, its kernels and the one equivalence checker."""

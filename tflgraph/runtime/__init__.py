@@ -1,0 +1,1 @@
+"""The real runtimes (LiteRT, TFLM): isolated runners, model verification, targets."""
