@@ -88,7 +88,7 @@ def optimized(data: bytes, passes: str, explain: bool = False) -> tuple[bytes, f
     start = time.perf_counter()
     model = tflgraph.load(data)
     records = tflgraph.optimize(model, passes, explain=explain)
-    out = model.to_bytes()
+    out = tflgraph.to_bytes(model)
     seconds = time.perf_counter() - start
     return out, seconds, [e for r in records for e in r.explanations]
 
@@ -337,7 +337,7 @@ def keras_lstm_loop(
         y = op(main, "STRIDED_SLICE", [results[2], *ends], state, options=options)
     main.outputs = [y]
     model.check()
-    return model.to_bytes()
+    return tflgraph.to_bytes(model)
 
 
 # --------------------------------------------------------------------------- output
@@ -507,7 +507,7 @@ def _model_bytes(source) -> bytes:
 def optimized_for(data: bytes, passes: str | list[str], target: str) -> tuple[bytes, list[str]]:
     model = tflgraph.load(data)
     records = tflgraph.optimize(model, passes, target=target, explain=True)
-    return model.to_bytes(), [e for r in records for e in r.explanations]
+    return tflgraph.to_bytes(model), [e for r in records for e in r.explanations]
 
 
 def loop_row(label: str, source, passes: str, target: str) -> dict:
@@ -562,7 +562,7 @@ def fc_floor_us(invokes: int) -> dict:
         b = sg.new_constant(np.ones(n, np.float32), "b")
         sg.inputs, sg.outputs = [x], [y]
         sg.add_op("FULLY_CONNECTED", [x, w, b], [y], {})
-        return m.to_bytes()
+        return tflgraph.to_bytes(m)
 
     empty = fc(1, 1, 1)  # the invoke overhead of the harness, subtracted
     us = [

@@ -37,7 +37,7 @@ def measure(name: str, invokes: int, warmup: int = 20) -> dict:
     before = (FIXTURES / f"{name}.tflite").read_bytes()
     model = tflgraph.load(before)
     records = tflgraph.optimize(model, "default")
-    after = model.to_bytes()
+    after = tflgraph.to_bytes(model)
     stats = next((r.stats for r in records if r.name == "strip-dead-channels" and r.changed), {})
     a, b = runtimes.Session(before, "tflm"), runtimes.Session(after, "tflm")
     x = runtimes.random_inputs(a.inputs, np.random.default_rng(0))

@@ -32,7 +32,7 @@ def manifest() -> dict:
 
 def as_bytes(model) -> bytes:
     if isinstance(model, tflgraph.Model):
-        return model.to_bytes()
+        return tflgraph.to_bytes(model)
     if isinstance(model, (str, Path)):
         return Path(model).read_bytes()
     return bytes(model)

@@ -185,7 +185,7 @@ def test_cli_without_graphviz_is_a_clear_error(tmp_path):
 
 def test_optimize_dot_after_a_pass(tmp_path):
     src = tmp_path / "in.tflite"
-    src.write_bytes(tflgraph.load(fixture("dead_mlp")).to_bytes())
+    src.write_bytes(tflgraph.to_bytes(tflgraph.load(fixture("dead_mlp"))))
     out = tmp_path / "out.tflite"
     r = tflgraph_cli("optimize", src, "-o", out, "--passes", "cleanup", "--dot-after", "cleanup",
                      "--dot-after", f"cleanup={tmp_path / 'custom.dot'}")  # fmt: skip

@@ -59,7 +59,7 @@ def test_mutated_models_fail_cleanly(chunk):
             try:
                 model = tflgraph.load(data)
                 tflgraph.run_passes(model, ["cleanup"])
-                tflgraph.load(model.to_bytes())
+                tflgraph.load(tflgraph.to_bytes(model))
                 outcomes["loaded"] += 1
             except TflgraphError:
                 outcomes["rejected"] += 1

@@ -61,7 +61,7 @@ def assert_close(want: list, got: list, where: str = "") -> None:
 
 def check_against_litert(model: Model, feeds: list, invokes: int = 1) -> None:
     """Invoke LiteRT and the interpreter `invokes` times in a row without reset."""
-    session = runtimes.Session(model.to_bytes(), "litert")
+    session = runtimes.Session(tflgraph.to_bytes(model), "litert")
     state: dict = {}
     for k in range(invokes):
         assert_close(session.invoke(feeds), evaluate(model, feeds, state), f"invoke {k}")

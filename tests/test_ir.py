@@ -36,7 +36,7 @@ def test_replace_all_uses_rewires_ops_outputs_and_signatures_keeping_names():
     assert model.signature_defs[0].outputs == [("y", z)]
     sg.remove_op(add)  # now unused
     sg.check()
-    out = tflgraph.load(model.to_bytes())
+    out = tflgraph.load(tflgraph.to_bytes(model))
     assert out.op_counts() == {"MUL": 1}
     assert [t.name for t in out.main.outputs] == ["y"]
 

@@ -235,7 +235,7 @@ def test_rule_replaces_a_graph_output_keeping_its_name_and_signature():
     (out,) = sg.outputs
     assert out.name == "probs" and sg.producer(out).type == "SOFTMAX"
     assert m.signature_defs[0].outputs == [("p", out)]
-    again = tflgraph.load(m.to_bytes())
+    again = tflgraph.load(tflgraph.to_bytes(m))
     assert again.signature_defs[0].outputs[0][1].name == "probs"
     assert again.signature_defs[0].outputs[0][1] is again.main.outputs[0]
     assert not run_passes(m, ["test-drop-mul-by-one"])[0].changed

@@ -72,7 +72,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_readme_example_folds_the_mul_as_printed(case, readme_pass, tmp_path):
     src, out = tmp_path / "in.tflite", tmp_path / "out.tflite"
-    src.write_bytes(CASES[case]().to_bytes())
+    src.write_bytes(tflgraph.to_bytes(CASES[case]()))
     r = tflgraph_cli(
         "optimize", src, "-o", out, "--load", readme_pass,
         "--passes", "fold-mul-into-fc,cleanup", "--check-each",
@@ -99,7 +99,7 @@ def test_readme_example_folds_the_mul_as_printed(case, readme_pass, tmp_path):
 )
 def test_readme_example_leaves_near_misses_alone(model, reason, readme_pass, tmp_path):
     src, out = tmp_path / "in.tflite", tmp_path / "out.tflite"
-    src.write_bytes(model().to_bytes())
+    src.write_bytes(tflgraph.to_bytes(model()))
     r = tflgraph_cli(
         "optimize", src, "-o", out, "--load", readme_pass,
         "--passes", "fold-mul-into-fc", "--explain",

@@ -194,7 +194,7 @@ def test_int8_weights_moved_are_different_in_output_steps():
 def test_stateless_copy_is_really_stateless():
     x = [np.full((1, 10, 8), 0.5, np.float32)]
     for rt in ("litert", "tflm"):
-        fixed = runtimes.run(stateless_lstm().to_bytes(), [x, x], rt)
+        fixed = runtimes.run(tflgraph.to_bytes(stateless_lstm()), [x, x], rt)
         kept = runtimes.run(fixture("tfk_lstm_fused").read_bytes(), [x, x], rt)
         assert np.array_equal(fixed[0][0], fixed[1][0])
         assert not np.array_equal(kept[0][0], kept[1][0])  # the fixture keeps state

@@ -14,7 +14,7 @@ import sys
 from tflgraph import __version__
 from tflgraph.errors import TflgraphError
 from tflgraph.io.reader import load
-from tflgraph.io.writer import save, write_atomic
+from tflgraph.io.writer import save, to_bytes, write_atomic
 from tflgraph.pipeline import all_passes, get_pass, load_pass_file, resolve, run_passes
 from tflgraph.runtime.targets import TARGETS, shape_problems, unsupported_ops
 from tflgraph.runtime.verify import verify
@@ -196,7 +196,7 @@ def cmd_optimize(args) -> int:
     )
     checked = data = None
     if _verification_wanted(args):
-        data = model.to_bytes()  # serialized once: verified, then written as it is
+        data = to_bytes(model)  # serialized once: verified, then written as it is
         refused, checked = _verify_before_writing(args, data, names, records, output)
         if refused:
             return refused

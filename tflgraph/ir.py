@@ -468,10 +468,5 @@ class Model:
                 counts[op.type] = counts.get(op.type, 0) + 1
         return dict(sorted(counts.items()))
 
-    def to_bytes(self, **kw) -> bytes:
-        from tflgraph.io.writer import to_bytes
-
-        return to_bytes(self, **kw)
-
     def __repr__(self):
         return f"Model({len(self.subgraphs)} subgraphs)"

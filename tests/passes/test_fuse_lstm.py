@@ -80,7 +80,7 @@ def test_fixture_is_fused_and_equal(name):
     for op in model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
         assert op.options["cell_clip"] == 0.0 and op.options["fused_activation_function"] == 4
         assert op.inputs[18].is_variable and op.inputs[19].is_variable
-    data = model.to_bytes()
+    data = tflgraph.to_bytes(model)
     assert_same_outputs(fixture(name), data, ("litert",))
     assert_equals_litert_reference(fixture(name), data)
     if name not in SEQUENCE_OUTPUT:
@@ -138,7 +138,7 @@ def test_weights_are_split_in_keras_gate_order():
 def test_stateful_streaming_keeps_state_across_invokes_only_when_asked():
     model, _ = fuse("k3_lstm", stateful_streaming=True)
     assert "FILL" not in model.op_counts()
-    data = model.to_bytes()
+    data = tflgraph.to_bytes(model)
     for rt in ("litert", "tflm"):
         want = outputs_in(fixture("k3_lstm"), rt)
         carried = outputs_in(data, rt)
@@ -249,7 +249,7 @@ def test_synthetic_loops_batch_and_sequences(steps, batch, sequences, backwards)
     assert not op.options["time_major"]
     assert op.inputs[0] is x or model.main.producer(op.inputs[0]).inputs[0] is x
     assert_same_outputs(data, model, ("litert",))
-    assert_equals_litert_reference(data, model.to_bytes())
+    assert_equals_litert_reference(data, tflgraph.to_bytes(model))
 
 
 def test_loop_that_outputs_c_instead_of_h_is_left_alone():
@@ -273,7 +273,7 @@ def test_computed_initial_state_becomes_the_variable_tensor():
         weights = sg.new_constant(np.eye(16, dtype=np.float32) * (0.5 + k))
         sg.add_op("FULLY_CONNECTED", [loop.inputs[k], weights, None], [state], {})
         sg.set_input(loop, k, state)
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     fused, _ = fuse(tflgraph.load(original))
     (op,) = fused.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
     assert [fused.main.producer(op.inputs[k]).type for k in (18, 19)] == ["FULLY_CONNECTED"] * 2
@@ -289,7 +289,7 @@ def test_fuses_after_the_loop_passes_too(name):
     assert "WHILE" in model.op_counts()
     loops_first, _ = fuse(model)
     assert "WHILE" not in loops_first.op_counts()
-    assert_equals_litert_reference(fixture(name), loops_first.to_bytes())
+    assert_equals_litert_reference(fixture(name), tflgraph.to_bytes(loops_first))
 
 
 def test_litert_keeps_the_loops_its_fused_kernel_runs_slower(tmp_path, capsys):

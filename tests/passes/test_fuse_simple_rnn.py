@@ -28,7 +28,7 @@ def test_simple_rnn_is_fused_for_litert(name):
     state = rnn.inputs[4]
     assert state.is_variable and model.main.producer(state).type == "FILL"
     assert_same_outputs(fixture(name), model, runtime_names=("litert",))
-    assert len(model.to_bytes()) <= fixture(name).stat().st_size
+    assert len(tflgraph.to_bytes(model)) <= fixture(name).stat().st_size
 
 
 def test_without_the_reset_op_state_would_carry_over():

@@ -92,7 +92,7 @@ def test_separate_bias_add_is_folded_into_the_hoisted_bias():
     body.set_input(reader, reader.inputs.index(y), biased)
     body.add_op("ADD", [y, bias], [biased], {"fused_activation_function": 0})
     model.check()
-    reference = model.to_bytes()
+    reference = tflgraph.to_bytes(model)
     _, records = run(model, HOIST, target="litert")
     assert changed(records, "hoist-input-projection")
     assert not any(o.type == "ADD" and o.inputs[1] is bias for o in body_of(model)[1].operators)

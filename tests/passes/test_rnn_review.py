@@ -59,7 +59,7 @@ def assert_equals_litert_reference(original: bytes, model: tflgraph.Model) -> No
     original's TFLM outputs are wrong: the decoder has a dynamic-shape accumulator)."""
     want = outputs_in(original, "litert")
     for rt in ("litert", "tflm"):
-        got = outputs_in(model.to_bytes(), rt)
+        got = outputs_in(tflgraph.to_bytes(model), rt)
         for k, (w, g) in enumerate(zip(want, got)):
             for j, (a, b) in enumerate(zip(w, g)):
                 assert a.shape == b.shape
@@ -72,7 +72,7 @@ def test_decoder_fused_before_its_encoder_keeps_variable_states():
     WHILE's results); drop-dead-loop-values rebuilds the encoder WHILE, and round 2 fuses
     it. Both must keep the decoder's states variable tensors (LiteRT refused to load the
     result: 'output_state != nullptr'; TFLM could not allocate it)."""
-    original = seq2seq_with_an_extra_encoder_state().to_bytes()
+    original = tflgraph.to_bytes(seq2seq_with_an_extra_encoder_state())
     model = tflgraph.load(original)
     tflgraph.optimize(model, "default", check_each=True)
     assert "WHILE" not in model.op_counts()
@@ -86,7 +86,7 @@ def test_last_step_is_not_read_from_a_state_a_fused_op_updates_in_place():
     last-step-from-state moved the acc[-1] output onto that h, so the model returned the
     decoder's final h there (off by 0.46 in LiteRT and TFLM)."""
     model = seq2seq_with_an_extra_encoder_state(seq2seq_with_encoder_last_step_output(), True)
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     tflgraph.optimize(model, "default", check_each=True)
     assert model.op_counts()["WHILE"] == 1
     assert model.op_counts()["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
@@ -116,7 +116,7 @@ def test_decoder_starting_h_and_c_from_one_fused_cell_state_is_left_alone():
     sg.set_input(decoder, dec.h.index, enc.c.result)
     sg.set_input(decoder, dec.c.index, enc.c.result)
     model.check()
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     tflgraph.optimize(model, "default", check_each=True)
     for op in model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
         assert op.inputs[18] is not op.inputs[19]
@@ -137,7 +137,7 @@ def test_initial_state_computed_from_constants_only_is_copied_every_invoke():
         half = sg.new_constant(np.full((1, 16), value, np.float16), f"half{state.index}")
         sg.add_op("DEQUANTIZE", [half], [init])
         sg.set_input(loop, state.index, init)
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     tflgraph.optimize(model, "default", check_each=True)
     assert model.op_counts()["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
     assert_same_outputs(original, model, ("litert",))

@@ -200,7 +200,7 @@ def test_loop_unit_with_a_nonzero_initial_state_stays():
     loop_c0 = model.main.new_constant(c0, "c0")
     model.main.set_input(loop, 4, loop_c0)
     remove_dead_code(model)
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     assert strip(model)[0]
     assert loop_shapes(model) == ([(52, 13), (52, 8)], [(1, 1, 13), (1, 13), (1, 13)])
     assert_same_outputs(original, model)
@@ -224,7 +224,7 @@ def test_fused_lstm_unit_with_a_nonzero_cell_bias_stays():
     bias_c[2] = 0.5  # unit 2: g = tanh(0.5) != 0, so c and h grow although W, U rows are zero
     model.main.set_input(lstm, 14, model.main.new_constant(bias_c, "bias_c"))
     remove_dead_code(model)
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     assert strip(model)[0]
     assert weight_shapes(model) == [("UNID", (13, 8)), ("FULL", (10, 13))]
     assert_same_outputs(original, model)
@@ -235,7 +235,7 @@ def test_dynamic_batch_models_are_stripped():
     for t in model.main.tensors:
         if not t.is_constant:
             t.shape_signature = (-1, *t.shape[1:])
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     assert strip(model)[0]
     assert weight_shapes(model) == EXPECTED["dead_mlp"]
     assert_same_outputs(original, model)
@@ -257,7 +257,7 @@ def test_dynamic_range_layers_only_lose_zero_channels():
         }
         sg.set_input(op, 1, sg.new_constant(q, "w_int8", quantization=quant))
     remove_dead_code(model)
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     assert strip(model)[0]
     assert weight_shapes(model) == [("FULL", (24, 16)), ("FULL", (32, 24)), ("FULL", (10, 32))]
     assert len(sg.ops_of_type("FULLY_CONNECTED")[0].inputs[1].quantization["scale"]) == 24

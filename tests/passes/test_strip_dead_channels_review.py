@@ -11,6 +11,7 @@ import pytest
 from helpers import assert_same_outputs
 from test_channels import SAME, VALID, G
 
+import tflgraph
 from tflgraph.passes.strip_dead_channels import StripDeadChannels
 from tflgraph.pipeline import remove_dead_code
 
@@ -24,7 +25,7 @@ def w(*shape):
 
 def strip(model) -> bytes:
     """The original bytes; the model is stripped in place (and must change)."""
-    original = model.to_bytes()
+    original = tflgraph.to_bytes(model)
     assert StripDeadChannels().run(model)
     remove_dead_code(model)
     model.check()

@@ -16,10 +16,8 @@ import networkx as nx
 import numpy as np
 
 from tflgraph.errors import ModelError
-from tflgraph.io.schema import Options, Reader, SchemaError, spec
+from tflgraph.io.schema import FILE_IDENTIFIER, Options, Reader, SchemaError, spec, subgraph_fields
 from tflgraph.ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
-
-FILE_IDENTIFIER = b"TFL3"
 
 
 def load(source) -> Model:
@@ -225,18 +223,6 @@ def _tensor(t: dict, buffer_at) -> Tensor:
     )
 
 
-SUBGRAPH_FIELDS = {"CallOptions": ("subgraph",)}
-
-
-def subgraph_fields(opts: Options) -> list[str]:
-    """Fields of an options table that hold a subgraph index."""
-    return [
-        f.name
-        for f in spec(opts.kind).fields
-        if f.name.endswith("subgraph_index") or f.name in SUBGRAPH_FIELDS.get(opts.kind, ())
-    ]
-
-
 def _options(model: Model, opts):
     if not isinstance(opts, Options):
         return opts
@@ -245,4 +231,4 @@ def _options(model: Model, opts):
     return opts
 
 
-__all__ = ["load", "SchemaError", "subgraph_fields"]
+__all__ = ["load", "SchemaError"]

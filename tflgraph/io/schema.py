@@ -689,3 +689,17 @@ def new_options(kind: str, **fields) -> Options:
     if unknown:
         raise SchemaError(f"{kind} has no field {sorted(unknown)}; fields: {sorted(known)}")
     return Options(kind, fields)
+
+
+FILE_IDENTIFIER = b"TFL3"  # the four bytes after the root offset of every .tflite file
+
+SUBGRAPH_FIELDS = {"CallOptions": ("subgraph",)}
+
+
+def subgraph_fields(opts: Options) -> list[str]:
+    """Fields of an options table that hold a subgraph index."""
+    return [
+        f.name
+        for f in spec(opts.kind).fields
+        if f.name.endswith("subgraph_index") or f.name in SUBGRAPH_FIELDS.get(opts.kind, ())
+    ]

@@ -17,8 +17,15 @@ import flatbuffers
 import numpy as np
 
 from tflgraph.errors import TflgraphError
-from tflgraph.io.reader import FILE_IDENTIFIER, subgraph_fields
-from tflgraph.io.schema import Offset, Options, spec, write_offset_vector, write_table
+from tflgraph.io.schema import (
+    FILE_IDENTIFIER,
+    Offset,
+    Options,
+    spec,
+    subgraph_fields,
+    write_offset_vector,
+    write_table,
+)
 from tflgraph.ir import Buffer, Model, Subgraph, Tensor
 
 ALIGNMENT = 16

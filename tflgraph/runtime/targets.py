@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 from tflgraph.io.schema import CUSTOM, OP_CODES
+from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model
 
 TARGETS = ("tflm", "litert", "any")
@@ -106,7 +107,7 @@ def _one_op_model(code: int, version: int) -> bytes:
     x, y = sg.new_tensor("x", (1, 4)), sg.new_tensor("y", (1, 4))
     sg.inputs, sg.outputs = [x], [y]
     sg.add_op(code, [x], [y], version=version)
-    return m.to_bytes()
+    return to_bytes(m)
 
 
 def _load_errors(runtime: str, data: bytes) -> str:

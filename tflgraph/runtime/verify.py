@@ -26,6 +26,7 @@ import numpy as np
 
 from tflgraph.errors import TflgraphError
 from tflgraph.io.reader import load
+from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model, Tensor
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.runtimes import MODES, IODetail, RuntimeUnavailable
@@ -180,7 +181,7 @@ def _state_hint(rows: list[Row]) -> str:
 
 def _as_model(x, label: str) -> tuple[Model, bytes, str]:
     if isinstance(x, Model):
-        return x, x.to_bytes(), f"<{label}: Model in memory>"
+        return x, to_bytes(x), f"<{label}: Model in memory>"
     if isinstance(x, (bytes, bytearray, memoryview)):
         data = bytes(x)
         return load(data), data, f"<{label}: bytes>"
