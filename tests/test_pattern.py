@@ -303,7 +303,7 @@ def test_prove_accepts_exact_rewrites_and_refutes_wrong_ones():
     records = run_passes(m, ["test-wrong-drop-mul"], explain=True, check_each=True)
     assert not records[0].changed and m.op_counts() == before
     (line,) = records[0].explanations
-    assert re.fullmatch(r"main: MUL -> 'y': declined: proof failed: max error \S+ > \S+", line)
+    assert re.fullmatch(r"main: MUL -> 'y': declined: not equal: 'y': max error \S+ > \S+", line)
 
 
 def test_prove_refuses_what_it_cannot_evaluate():
@@ -316,7 +316,7 @@ def test_prove_refuses_what_it_cannot_evaluate():
     sg.inputs, sg.outputs = [i], [y]
     lines = run_passes(m, ["test-wrong-drop-mul"], explain=True)[0].explanations
     assert lines == [
-        "main: MUL -> 'y': declined: cannot prove: no random values for INT32 tensor 'i'"
+        "main: MUL -> 'y': declined: cannot check: no random values for INT32 tensor 'i'"
     ]
 
 

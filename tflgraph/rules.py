@@ -31,11 +31,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tflgraph.errors import TflgraphError
 from tflgraph.io.schema import Options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pattern import Op
 from tflgraph.pipeline import Pass, PassError, register
+from tflgraph.reference.equivalence import RTOL, check_equal
 
 Rewrite = Callable[["Match"], object]
 
@@ -97,41 +97,16 @@ class Match(dict):
         self.sg.replace_all_uses(old, new, keep_name=True)
         self.changed = True
 
-    def prove(self, old: Tensor, new: Tensor, trials: int = 3, atol: float = 1e-5) -> str | None:
+    def prove(self, old: Tensor, new: Tensor, trials: int = 3, atol: float = RTOL) -> str | None:
         """None if `old` and `new` agree on the reference interpreter, else why not.
 
         The region is the matched ops plus the ops made by `new_op`; its other non-constant
-        inputs get seeded random values (float in [-1, 1), bool), `trials` times. Agreement
-        is |a - b| <= atol * max(1, max |a|). Integer inputs, ops the interpreter lacks and
-        quantized tensors make the proof fail (a rule then declines)."""
-        from tflgraph.reference.interpreter import evaluate_tensors
-
+        inputs get seeded random values (float in [-1, 1), bool), `trials` times, and the two
+        tensors are compared by tflgraph.reference.equivalence (|a - b| <= atol * max(1,
+        max |a|)). Integer inputs, ops the interpreter lacks and quantized tensors make the
+        check fail (a rule then declines)."""
         region = {self.op, *self.new_ops, *(v for v in self.values() if isinstance(v, Operator))}
-        frontier: dict[int, Tensor] = {}
-        for op in region:
-            for t in op.inputs:
-                if t is not None and not t.is_constant and self.sg.producer(t) not in region:
-                    frontier[id(t)] = t
-        rng = np.random.default_rng(0)
-        for _ in range(trials):
-            feeds = {}
-            for t in frontier.values():
-                if t.dtype is None or t.dtype.kind not in "fb":
-                    return f"cannot prove: no random values for {t.type_name} tensor {t.name!r}"
-                x = rng.uniform(-1, 1, t.shape) if t.dtype.kind == "f" else rng.random(t.shape)
-                feeds[t] = (x if t.dtype.kind == "f" else x < 0.5).astype(t.dtype)
-            try:
-                a, b = evaluate_tensors(self.sg, feeds, [old, new])
-            except (TflgraphError, ValueError) as e:
-                return f"cannot prove: {e}"
-            if a.shape != b.shape:
-                return f"proof failed: shape {list(a.shape)} became {list(b.shape)}"
-            a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-            err = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
-            tol = atol * max(1.0, float(np.max(np.abs(a64))) if a.size else 1.0)
-            if not err <= tol:
-                return f"proof failed: max error {err:.3g} > {tol:.3g}"
-        return None
+        return check_equal(self.sg, old, new, trials, region=region, rtol=atol)
 
 
 class RulePass(Pass):
