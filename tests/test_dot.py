@@ -157,12 +157,71 @@ def test_cli_dot_stdout_files_and_errors(tmp_path):
     )
     for args, message in [
         (("--subgraph", "7"), "subgraph 7 does not exist (the model has 3)"),
-        (("--subgraph", "body"), "--subgraph must be an index or 'all'"),
+        (("--subgraph", "body"), "--subgraph 'body' is no subgraph's name: give an index, 'all'"),
         (("-o", tmp_path / "g.jpg"), "unknown graph format .jpg"),
     ]:
         r = tflgraph_cli("dot", fixture("k3_lstm"), *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_small_constants_show_their_values_large_ones_their_size():
+    model = tflgraph.load(fixture("k3_lstm"))
+    text = to_dot(model)
+    (slice_label,) = [x for x in node_labels(cluster(text, 0)) if x.startswith("STRIDED_SLICE")]
+    # begin, end and strides of the slice that takes the last step
+    assert re.search(r"#1 \S+: \[3\] int32 = \[-1,0,0\]", slice_label), slice_label
+    assert re.search(r"#3 \S+: \[3\] int32 = \[1,1,1\]", slice_label), slice_label
+    body = cluster(text, 2)
+    assert re.search(r'label="ADD\\n#1 \S+: \[\] int32 = 1"', body)  # the step counter's +1
+    assert "float32, 64 B" in text  # 16 floats: over the limit, shown by size
+    m = Model()
+    sg = m.add_subgraph("main")
+    x, y = sg.new_tensor("x", (3,)), sg.new_tensor("y", (3,))
+    sg.add_op("SUB", [sg.new_constant(np.float32(1.0), "one"), x], [y], options={})
+    sg.inputs, sg.outputs = [x], [y]
+    assert "#0 one: [] float32 = 1" in to_dot(m)
+
+
+def test_while_operands_have_edges_to_the_body_inputs_they_become():
+    model = tflgraph.load(fixture("k3_lstm"))
+    (while_op,) = model.main.ops_of_type("WHILE")
+    body = while_op.options["body_subgraph_index"]
+    kb = model.subgraphs.index(body)
+    text = to_dot(model)
+    edges = re.findall(rf"^  s0_op1 -> s{kb}_in(\d+) \[style=dotted.*label=\"#(\d+)\"", text, re.M)
+    assert [(int(a), int(b)) for a, b in edges] == [(i, i) for i in range(len(body.inputs))]
+    if shutil.which("dot"):
+        render(text, "svg")
+
+
+def test_subgraph_by_name():
+    m = if_model()
+    assert to_dot(m, "else") == to_dot(m, 2)
+    r = tflgraph_cli(
+        "dot", fixture("k3_lstm"), "--subgraph", tflgraph.load(fixture("k3_lstm")).subgraphs[2].name
+    )
+    assert r.returncode == 0 and "cluster_s2" in r.stdout and "cluster_s0" not in r.stdout
+
+
+def test_dot_after_highlights_the_ops_the_pass_added(tmp_path):
+    from tflgraph.pipeline import run_passes
+    from tflgraph.tools.dot import ADDED_STYLE, dot_after
+
+    model = tflgraph.load(fixture("k3_lstm"))
+    before = set(model.main.iter_ops())
+    path = tmp_path / "after.dot"
+    specs = [f"fuse-lstm={path}", f"cleanup={tmp_path / 'cleanup.dot'}"]
+    hook = dot_after(specs, ["fuse-lstm", "cleanup"], str(tmp_path / "o.tflite"), model)
+    run_passes(model, ["fuse-lstm", "cleanup"], after_pass=hook, fixed_point=False)
+    bold = re.findall(
+        r"^\s+s\d+_op\d+ \[shape=box" + re.escape(ADDED_STYLE) + r', label="(\w+)',
+        path.read_text(),
+        re.M,
+    )
+    added = [op.type for op in model.main.operators if op not in before]
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in bold and bold == added
+    assert "penwidth" not in (tmp_path / "cleanup.dot").read_text()  # cleanup added no op
 
 
 @needs_graphviz

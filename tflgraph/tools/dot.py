@@ -2,11 +2,14 @@
 
 Ops are boxes labelled with their type, the options that differ from the defaults, and the
 constants they read (name, shape, dtype, bytes). Tensors are edges labelled with shape and
-dtype (the tensor name is the edge tooltip). Subgraph inputs and outputs are ellipses; tensors
-read without a producer that are neither inputs nor constants (variables, states) are
-diamonds. Every subgraph is a cluster; WHILE/IF/CALL_ONCE link to the clusters of the
-subgraphs they run with a dashed edge labelled cond/body/then/else/init. The output depends
-only on the model: same model, same bytes.
+dtype (the tensor name is the edge tooltip); a constant of at most SMALL_CONSTANT elements
+shows its values (a scalar 1.0, slice begin/end/strides, shape and axis operands). Subgraph
+inputs and outputs are ellipses; tensors read without a producer that are neither inputs nor
+constants (variables, states) are diamonds. Every subgraph is a cluster; WHILE/IF/CALL_ONCE
+link to the clusters of the subgraphs they run with a dashed edge labelled
+cond/body/then/else/init, and a WHILE's operand i has a dotted edge to the body input i it
+becomes. Ops in `highlight` (those a pass added, with `optimize --dot-after`) are drawn bold
+and green. The output depends only on the model: same model, same bytes.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from tflgraph.io.schema import Options, spec
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pattern import ACTIVATIONS
 
+SMALL_CONSTANT = 8  # constants with at most this many elements show their values
+ADDED_STYLE = ', style="filled,bold", penwidth=2, color="#2e7d32", fillcolor="#dff5d8"'
 TEXT_FORMATS = {".dot", ".gv"}
 IMAGE_FORMATS = {".svg", ".png", ".pdf"}
 
 
-def to_dot(model: Model, subgraph: int | str = "all") -> str:
-    """DOT text of subgraph `subgraph` (and the subgraphs its ops run), or of all of them."""
+def to_dot(model: Model, subgraph: int | str = "all", highlight=frozenset()) -> str:
+    """DOT text of subgraph `subgraph` (an index or a name; with the subgraphs its ops run),
+    or of all of them. Ops in `highlight` are drawn bold."""
     index = {sg: k for k, sg in enumerate(model.subgraphs)}
     shown = _select(model, subgraph)
     lines = [
@@ -39,7 +45,7 @@ def to_dot(model: Model, subgraph: int | str = "all") -> str:
     ]
     links: list[str] = []
     for sg in shown:
-        lines += _cluster(sg, index[sg], index, links)
+        lines += _cluster(sg, index[sg], index, links, highlight)
     lines += links
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -51,7 +57,14 @@ def _select(model: Model, subgraph: int | str) -> list[Subgraph]:
     try:
         k = int(subgraph)
     except ValueError:
-        raise TflgraphError(f"--subgraph must be an index or 'all', not {subgraph!r}") from None
+        names = [sg.name for sg in model.subgraphs]
+        if names.count(subgraph) != 1:
+            known = ", ".join(repr(n) for n in names if n)
+            why = "names several subgraphs" if subgraph in names else "is no subgraph's name"
+            raise TflgraphError(
+                f"--subgraph {subgraph!r} {why}: give an index, 'all' or one of {known}"
+            ) from None
+        k = names.index(subgraph)
     if not 0 <= k < len(model.subgraphs):
         raise TflgraphError(f"subgraph {k} does not exist (the model has {len(model.subgraphs)})")
     seen, stack = set(), [model.subgraphs[k]]
@@ -63,7 +76,7 @@ def _select(model: Model, subgraph: int | str) -> list[Subgraph]:
     return [sg for sg in model.subgraphs if sg in seen]
 
 
-def _cluster(sg: Subgraph, k: int, index: dict, links: list[str]) -> list[str]:
+def _cluster(sg: Subgraph, k: int, index: dict, links: list[str], highlight) -> list[str]:
     ops = sg.operators
     op_id = {op: f"s{k}_op{i}" for i, op in enumerate(ops)}
     source: dict[int, str] = {}  # id(tensor) -> node id of what provides it
@@ -90,9 +103,7 @@ def _cluster(sg: Subgraph, k: int, index: dict, links: list[str]) -> list[str]:
             if t is None:
                 continue
             if id(t) not in source and t.is_constant:
-                consts.append(
-                    f"#{i} {_short(t.name)}: {_tensor_label(t)}, {_size(t.buffer.nbytes)}"
-                )
+                consts.append(f"#{i} {_short(t.name)}: {_constant_label(t)}")
                 continue
             if id(t) not in source:
                 source[id(t)] = f"s{k}_v{extra}"
@@ -102,12 +113,15 @@ def _cluster(sg: Subgraph, k: int, index: dict, links: list[str]) -> list[str]:
             edges.append(_edge(source[id(t)], op_id[op], t))
         label = "\n".join([op.type, *_option_lines(op), *consts])
         style = ', style=filled, fillcolor="#fff2cc"' if op.subgraphs() else ""
+        style = ADDED_STYLE if op in highlight else style
         out.append(f"    {op_id[op]} [shape=box{style}, label={_q(label)}];")
         for field, target in _subgraph_refs(op):
             links.append(
                 f"  {op_id[op]} -> {_anchor(target, index[target])} [style=dashed, "
                 f"lhead=cluster_s{index[target]}, label={_q(field)}];"
             )
+            if field == "body":
+                links += _operand_edges(op_id[op], op, target, index[target])
     for j, t in enumerate(sg.outputs):
         node = f"s{k}_out{j}"
         label = f"output {j}: {_short(t.name)}"
@@ -134,6 +148,26 @@ def _anchor(sg: Subgraph, k: int) -> str:
     if sg.operators:
         return f"s{k}_op0"
     return f"s{k}_out0" if sg.outputs else f"s{k}_empty"
+
+
+def _operand_edges(node: str, op: Operator, body: Subgraph, kb: int) -> list[str]:
+    """Dotted edges from a WHILE to each body input, labelled with the operand they carry."""
+    return [
+        f'  {node} -> s{kb}_in{i} [style=dotted, arrowhead=empty, color="#888888", '
+        f"label={_q(f'#{i}')}, tooltip={_q(t.name)}];"
+        for i, t in enumerate(op.inputs[: len(body.inputs)])
+        if t is not None
+    ]
+
+
+def _constant_label(t: Tensor) -> str:
+    """Shape and dtype, then the values of a small constant or the size of a large one."""
+    data = t.data if t.buffer is not None else None
+    if data is None or data.size > SMALL_CONSTANT or data.dtype.kind not in "biuf":
+        return f"{_tensor_label(t)}, {_size(t.buffer.nbytes)}"
+    items = [f"{x:g}" if isinstance(x, float) else str(x) for x in data.reshape(-1).tolist()]
+    values = items[0] if data.ndim == 0 else f"[{','.join(items)}]"
+    return f"{_tensor_label(t)} = {values}"
 
 
 def _edge(src: str, dst: str, t: Tensor) -> str:
@@ -228,13 +262,13 @@ def render(dot_text: str, fmt: str) -> bytes:
     return proc.stdout
 
 
-def write(model: Model, path: str, subgraph: int | str = "all") -> None:
+def write(model: Model, path: str, subgraph: int | str = "all", highlight=frozenset()) -> None:
     """Write DOT text (.dot, .gv) or an image rendered by Graphviz (.svg, .png, .pdf)."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in TEXT_FORMATS | IMAGE_FORMATS:
         formats = ", ".join(sorted(TEXT_FORMATS | IMAGE_FORMATS))
         raise TflgraphError(f"{path}: unknown graph format {ext or '(none)'}; use {formats}")
-    text = to_dot(model, subgraph)
+    text = to_dot(model, subgraph, highlight)
     data = text.encode() if ext in TEXT_FORMATS else render(text, ext[1:])
     try:
         with open(path, "wb") as f:
@@ -243,9 +277,11 @@ def write(model: Model, path: str, subgraph: int | str = "all") -> None:
         raise TflgraphError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
-def dot_after(specs: list[str], names: list[str], output: str):
+def dot_after(specs: list[str], names: list[str], output: str, model: Model | None = None):
     """The `optimize --dot-after PASS[=PATH]` hook: None, or a callback for run_passes that
-    writes the graph each time one of the named passes has run. Bad specs fail up front."""
+    writes the graph each time one of the named passes has run, the ops that pass added drawn
+    bold (`model`: the model before the first pass, to know what the first pass added). Bad
+    specs fail up front."""
     targets: dict[str, str] = {}
     for item in specs:
         name, _, path = item.partition("=")
@@ -263,8 +299,17 @@ def dot_after(specs: list[str], names: list[str], output: str):
     if not targets:
         return None
 
+    seen = _ops(model) if model is not None else None
+
     def after_pass(name: str, model: Model) -> None:
+        nonlocal seen
+        now = _ops(model)
         if name in targets:
-            write(model, targets[name])
+            write(model, targets[name], highlight=now - seen if seen is not None else frozenset())
+        seen = now
 
     return after_pass
+
+
+def _ops(model: Model) -> set[Operator]:
+    return {op for sg in model.subgraphs for op in sg.iter_ops()}
