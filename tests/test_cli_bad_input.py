@@ -106,6 +106,9 @@ CASES = {
     "missing_buffer": (lambda good: _raw_model(tensor_buffer=7), ["buffer 7"]),
     "missing_subgraph": (lambda good: _raw_model(while_subgraph=5), ["subgraph 5"]),
     "tiny": (lambda good: b"TFL3", ["too short"]),
+    # what Keras writes: model.save("m.h5") is HDF5, model.save("m.keras") a zip archive
+    "keras_h5": (lambda good: b"\x89HDF\r\n\x1a\n" + good, ["Keras HDF5", "convert it first"]),
+    "keras_zip": (lambda good: b"PK\x03\x04" + good, ["a Keras 3 .keras model", "convert it"]),
 }
 
 
@@ -128,6 +131,10 @@ def test_bad_model_file(tmp_path, case, command):
 def test_directory_and_missing_path(tmp_path):
     assert_clean_error(run_cli("optimize", tmp_path, "-o", tmp_path / "o.tflite"), "is a directory")
     assert_clean_error(run_cli("inspect", tmp_path / "nope.tflite"), "no such file")
+    saved_model = tmp_path / "saved"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"")
+    assert_clean_error(run_cli("inspect", saved_model), "a TensorFlow SavedModel", "convert it")
     assert_clean_error(
         run_cli("optimize", fixture("mlp"), "-o", tmp_path / "no" / "o.tflite"), "does not exist"
     )

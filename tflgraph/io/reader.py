@@ -19,11 +19,23 @@ from tflgraph.errors import ModelError
 from tflgraph.io.schema import FILE_IDENTIFIER, Options, Reader, SchemaError, spec, subgraph_fields
 from tflgraph.ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
 
+# files users pass by mistake: the leading bytes that name them, and what to do instead
+FOREIGN_FORMATS = (
+    (b"\x89HDF\r\n\x1a\n", "a Keras HDF5 model (.h5)"),
+    (b"PK\x03\x04", "a zip archive (a Keras 3 .keras model?)"),
+)
+CONVERT = (
+    "convert it first (tf.lite.TFLiteConverter.from_keras_model(model).convert(), or "
+    "from_saved_model(dir); PyTorch and ONNX models through litert-torch or onnx2tf)"
+)
+
 
 def load(source) -> Model:
     """Load a model from a path, bytes, bytearray or memoryview."""
     what = str(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
     if isinstance(source, (str, os.PathLike)):
+        if os.path.isdir(source) and os.path.exists(os.path.join(source, "saved_model.pb")):
+            raise ModelError(f"{what}: a TensorFlow SavedModel, not a .tflite file; {CONVERT}")
         data = _map_file(source)
     else:
         data = source
@@ -67,6 +79,9 @@ def _load(data) -> Model:
         raise ModelError(f"too short to be a TFLite model ({len(data)} bytes)")
     ident = bytes(data[4:8])
     if ident != FILE_IDENTIFIER:
+        for magic, kind in FOREIGN_FORMATS:
+            if bytes(data[: len(magic)]) == magic:
+                raise ModelError(f"{kind}, not a TFLite model; {CONVERT}")
         raise ModelError(f"not a TFLite model (file identifier {ident!r}, expected b'TFL3')")
     r = Reader(data)
     m = r.read_table(r.root(), spec("Model"))
