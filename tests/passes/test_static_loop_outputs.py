@@ -4,6 +4,9 @@ original (which TFLM computed wrongly, hung on, or could not allocate)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from helpers import assert_same_outputs, fixture, outputs_in
@@ -124,6 +127,39 @@ def test_accumulator_read_inside_the_body_is_left_alone():
     _, records = run(model)
     assert not changed(records, "static-loop-outputs")
     assert "DYNAMIC_UPDATE_SLICE" not in model.op_counts()
+
+
+def test_body_reading_a_resource_variable_is_left_alone_with_a_reason(tmp_path):
+    """The check cannot evaluate a body that reads a resource variable (nothing assigned it
+    in the step evaluated alone): the loop is left alone with the reason in --explain; the
+    interpreter's EvaluationError used to abort the whole run (exit 2)."""
+    from tflgraph.io.schema import TENSOR_TYPES
+    from tflgraph.ir import Tensor
+
+    model = tflgraph.load(fixture("k3_simplernn_seq"))
+    (while_op,) = model.main.ops_of_type("WHILE")
+    body = while_op.subgraphs()[1]
+    (tanh,) = body.ops_of_type("TANH")
+    (write,) = [op for op in body.consumers(tanh.outputs[0]) if op.type == "RESHAPE"]
+    # the accumulator receives h' + bias, bias read from a resource variable
+    handle = body.add_tensor(Tensor("bias_var", TENSOR_TYPES["RESOURCE"]))
+    body.add_op("VAR_HANDLE", [], [handle], {"container": "", "shared_name": "bias"})
+    bias = body.new_tensor("bias", tanh.outputs[0].shape)
+    body.add_op("READ_VARIABLE", [handle], [bias])
+    biased = body.new_tensor("biased", bias.shape)
+    body.add_op("ADD", [tanh.outputs[0], bias], [biased])
+    body.set_input(write, 0, biased)
+    model.check()
+    src, out = tmp_path / "in.tflite", tmp_path / "out.tflite"
+    src.write_bytes(tflgraph.to_bytes(model))
+    r = subprocess.run(
+        [sys.executable, "-m", "tflgraph", "optimize", src, "-o", out,
+         "--passes", "static-loop-outputs", "--explain", "--no-verify"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "accumulator not proved equal: cannot check: READ_VARIABLE" in r.stdout
+    assert "DYNAMIC_UPDATE_SLICE" not in tflgraph.load(out).op_counts()
 
 
 def test_split_v_with_a_used_inferred_part_gets_explicit_sizes():
