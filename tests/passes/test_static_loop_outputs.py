@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import assert_same_outputs, fixture, outputs_in
+from helpers import assert_gives_litert_reference, assert_same_outputs, fixture, outputs_in
 
 import tflgraph
 from tflgraph.ir import Model
@@ -36,17 +36,6 @@ def assert_second_run_changes_nothing(name: str, passes, target: str = "any") ->
     _, records = run(model, passes, target)
     assert not any(r.changed for r in records)
     assert tflgraph.to_bytes(model) == before
-
-
-def assert_tflm_gives_litert_reference(original, rewritten, samples: int = 5) -> None:
-    """The rewritten model in TFLM gives the ORIGINAL's LiteRT outputs, invoke after invoke."""
-    want = outputs_in(original, "litert", samples)
-    got = outputs_in(rewritten, "tflm", samples)
-    for k, (w, g) in enumerate(zip(want, got)):
-        for j, (a, b) in enumerate(zip(w, g)):
-            assert a.shape == b.shape, (k, j, a.shape, b.shape)
-            err = float(np.max(np.abs(a - b)))
-            assert err <= 1e-5 * max(1.0, float(np.max(np.abs(a)))), (k, j, err)
 
 
 def dynamic_tensors(model: Model) -> list[str]:
@@ -82,7 +71,7 @@ def test_fixture_gets_static_shapes_and_same_outputs(name):
         assert "SPLIT_V" not in model.op_counts()
     original = fixture(name)
     assert_same_outputs(original, model, runtime_names=("litert",))
-    assert_tflm_gives_litert_reference(original, model)
+    assert_gives_litert_reference(original, model, ("tflm",))
     assert tflgraph.to_bytes(model).__len__() <= original.stat().st_size
 
 
@@ -193,4 +182,4 @@ def test_synthetic_batch_sequence_loops(steps, batch):
     assert records[0].stats["accumulators"] == 1
     assert dynamic_tensors(model) == []
     assert_same_outputs(data, model, runtime_names=("litert",))
-    assert_tflm_gives_litert_reference(data, model)
+    assert_gives_litert_reference(data, model, ("tflm",))
