@@ -155,6 +155,11 @@ def test_a_mapping_replaces_each_old_tensor():
     assert not wrong.run(blend_model()) and "refused: not equal" in wrong.explanations[0]
 
 
+def test_returning_the_old_tensor_changes_nothing():
+    p = rule_pass(BLEND, lambda m: m.out)
+    assert not p.run(blend_model()) and p.stats == {"matched": 1, "rewritten": 0}
+
+
 def test_returning_a_tensor_after_m_replace_is_an_error():
     def both(m):
         y = short_blend(m)

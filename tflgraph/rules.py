@@ -62,7 +62,8 @@ class Match(dict):
     def __init__(self, sg: Subgraph, op: Operator, captures: dict, matched=()):
         super().__init__(captures)
         self.sg, self.op = sg, op
-        self.matched: tuple[Operator, ...] = tuple(matched) or (op,)  # every op matched
+        # every op the pattern matched, named or not: innermost first, the root last
+        self.matched: tuple[Operator, ...] = tuple(matched) or (op,)
         self.changed = False
         self.new_ops: list[Operator] = []
 
@@ -249,7 +250,9 @@ class RulePass(Pass):
                     f"rule {self.name!r} both called m.replace and returned a replacement; "
                     "do one of the two"
                 )
-            pairs = list(result.items())
+            pairs = [(old, new) for old, new in result.items() if old is not new]
+            if not pairs:
+                return False
             if self.prove and (why := m.check([o for o, _ in pairs], [n for _, n in pairs])):
                 self.explain(f"{where}: refused: {why}")
                 return False
