@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import FIXTURES as FIXTURES_DIR
-from helpers import all_fixtures
+from helpers import all_fixtures, assert_equal_values
 from modelbuild import Const, Input, Var, block_sparse, single_op
 
 import tflgraph
@@ -45,18 +45,12 @@ def opt(kind, **kw):
 
 
 def assert_close(want: list, got: list, where: str = "") -> None:
+    """The interpreter's outputs `got` equal LiteRT's `want`: same dtypes, and values by the
+    equivalence checker's bound."""
     assert len(want) == len(got), where
     for k, (a, g) in enumerate(zip(want, got)):
-        assert a.shape == g.shape, f"{where} output {k}: shape {g.shape}, LiteRT {a.shape}"
         assert a.dtype == g.dtype, f"{where} output {k}: dtype {g.dtype}, LiteRT {a.dtype}"
-        if a.dtype.kind != "f":
-            assert np.array_equal(a, g), f"{where} output {k} differs"
-            continue
-        assert np.array_equal(np.isnan(a), np.isnan(g)), f"{where} output {k}: NaNs differ"
-        a, g = np.nan_to_num(a), np.nan_to_num(g)
-        tol = 1e-5 * max(1.0, float(np.max(np.abs(a)))) if a.size else 0.0
-        err = float(np.max(np.abs(a - g))) if a.size else 0.0
-        assert err <= tol, f"{where} output {k}: max error {err} > {tol}"
+        assert_equal_values(a, g, where=f"{where} output {k}")
 
 
 def check_against_litert(model: Model, feeds: list, invokes: int = 1) -> None:

@@ -5,47 +5,65 @@
         ...
         if not exact:
             return "scale is not per output channel"   # declined; shown by --explain
-        y = m.new_op("FULLY_CONNECTED", [m["x"], m.constant(w2), m.constant(b2)], like=m.out)
-        m.replace(m.out, y)                            # m.out: the root op's output
+        return m.new_op("FULLY_CONNECTED", [m["x"], m.constant(w2), m.constant(b2)])
 
 A rule pass visits every subgraph (WHILE bodies too), tries the pattern on each op of its root
 types in execution order, and calls the rewrite on each match. The rewrite builds new ops next
-to the old ones and redirects the old output with `m.replace`; the pipeline then deletes what
-became dead, so rules never remove ops themselves. Returning a string declines the match with
-that reason (it must come before any `m.replace`); a rewrite that edits `m.sg` directly
-instead of through the helpers returns True to say so. Candidates that did not match are
-explained with the pattern's first failed constraint under `tflgraph optimize --explain`.
+to the old ones (`m.new_op`, `m.constant`) and returns what replaces what:
+
+- a Tensor: it replaces the root op's output `m.out`;
+- a dict {old: new}: each `new` replaces its `old`;
+- a string: the match is declined with that reason (shown by `tflgraph optimize --explain`);
+- None: nothing to do (or the rewrite already called `m.replace` itself); True: the rewrite
+  edited `m.sg` directly instead of through the helpers.
+
+Before a returned replacement is committed, the framework checks it (`Match.check`): the old
+and new tensors are evaluated with the reference interpreter on seeded random values of the
+region's inputs (tflgraph/reference/equivalence.py), the region being the root op, EVERY op
+the pattern matched (named or not) and the ops made by `m.new_op`. A mismatch refuses the
+rewrite with the reason in --explain. `@rule(..., prove=False)` skips the check, for rewrites
+whose docstring argues exactness where random samples cannot (integer inputs, ops the
+interpreter lacks). The uses are then replaced; the pipeline deletes what became dead, so
+rules never remove ops themselves (the new ops of a declined or refused match are dead too).
+Candidates that did not match are explained with the pattern's first failed constraint.
 
 Several rules can share one pass as rows of a table: subclass RulePass and set
 `rules = [(PATTERN_A, rewrite_a), (PATTERN_B, rewrite_b)]`.
 
-Numerical proof: before `m.replace(old, new)`, `why = m.prove(old, new)` evaluates both tensors
-with the reference interpreter (tflgraph/reference/interpreter.py) on seeded random values of the
-region's inputs and returns None when they agree, else the reason to decline with. The new ops
-that a declined rule made are dead and removed by the pipeline.
+Older rules check and commit by hand: `why = m.prove(old, new)` then `m.replace(old, new)`.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
 
+from tflgraph.errors import TflgraphError
 from tflgraph.io.schema import Options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.pattern import Op
+from tflgraph.pattern import Op, Pattern, Rest
 from tflgraph.pipeline import Pass, PassError, register
 from tflgraph.reference.equivalence import RTOL, check_equal
+from tflgraph.reference.interpreter import evaluate_tensors
 
 Rewrite = Callable[["Match"], object]
+TRIALS = 3  # random samples a returned replacement is checked on
+# ops whose output dtype is an option (the reference kernels read it from the output tensor)
+_OUTPUT_TYPE = {"CAST": "out_data_type", "ARG_MAX": "output_type", "ARG_MIN": "output_type",
+                "SHAPE": "out_type"}  # fmt: skip
+_MATCHED = "\0matched ops"  # the private capture under which _Recording lists matched ops
 
 
 class Match(dict):
     """The captures of one match (a dict) plus helpers that keep the graph valid."""
 
-    def __init__(self, sg: Subgraph, op: Operator, captures: dict):
+    def __init__(self, sg: Subgraph, op: Operator, captures: dict, matched=()):
         super().__init__(captures)
         self.sg, self.op = sg, op
+        # every op the pattern matched, named or not: innermost first, the root last
+        self.matched: tuple[Operator, ...] = tuple(matched) or (op,)
         self.changed = False
         self.new_ops: list[Operator] = []
 
@@ -58,6 +76,12 @@ class Match(dict):
         """The root op's first output."""
         return self.op.outputs[0]
 
+    @property
+    def region(self) -> set[Operator]:
+        """The ops a check evaluates: every op the pattern matched and every op made by
+        `new_op`; the tensors they read from outside get random values."""
+        return {self.op, *self.matched, *self.new_ops}
+
     def constant(self, array, like: Tensor | None = None, name: str | None = None) -> Tensor:
         """A new constant with its own buffer (shared buffers are never edited). With `like`,
         the array is cast to that tensor's dtype and named after it."""
@@ -66,14 +90,22 @@ class Match(dict):
             arr = arr.astype(like.dtype, copy=False)
         return self.sg.new_constant(arr, name=name or (like.name if like else "const"))
 
-    def new_op(self, op_type: str, inputs: list, like, options=None, name: str | None = None):
-        """Add an op whose outputs have the shape, dtype and quantization of `like` (a tensor
-        or a list of tensors); return its output (or the list of outputs). `options` may be
-        an Options (copied, never shared) or a dict of fields for the op's default table."""
-        likes = like if isinstance(like, (list, tuple)) else [like]
-        outs = [self._tensor_like(t, name) for t in likes]
+    def new_op(self, op_type: str, inputs: list, like=None, options=None, name: str | None = None):
+        """Add an op and return its output (or the list of outputs).
+
+        With `like` (a tensor or a list of tensors), the outputs take their shape, dtype and
+        quantization. Without it, the op has one output whose shape and dtype the reference
+        interpreter infers by running the op once on its inputs (constants as they are,
+        other inputs zero); that needs static float or integer inputs, else pass `like`.
+        `options` may be an Options (copied, never shared) or a dict of fields for the op's
+        default table."""
         if isinstance(options, Options):
             options = Options(options.kind, options)
+        if like is None:
+            outs = [self._inferred_output(op_type, inputs, options, name)]
+        else:
+            likes = like if isinstance(like, (list, tuple)) else [like]
+            outs = [self._tensor_like(t, name) for t in likes]
         self.new_ops.append(self.sg.add_op(op_type, inputs, outs, options=options))
         return outs if isinstance(like, (list, tuple)) else outs[0]
 
@@ -86,6 +118,35 @@ class Match(dict):
             quantization=t.quantization,
         )
 
+    def _inferred_output(self, op_type: str, inputs: list, options, name) -> Tensor:
+        """A new tensor of the shape and dtype that `op_type` computes from `inputs`."""
+        where = f"m.new_op({op_type!r}) without like="
+        feeds = {}
+        for t in inputs:
+            if t is None or t.is_constant:
+                continue
+            if t.is_dynamic or t.dtype is None:
+                raise PassError(
+                    f"{where}: cannot infer the output of {t.type_name} input {t.name!r}"
+                    f"{' (dynamic shape)' if t.is_dynamic else ''}; pass like=<a tensor>"
+                )
+            feeds[t] = np.zeros(t.shape, t.dtype)
+        scratch = Subgraph("new_op shape inference")
+        probe = scratch.add_tensor(Tensor("probe"))
+        field = _OUTPUT_TYPE.get(op_type)  # these kernels read the output tensor's dtype
+        if field is not None:
+            if not options or options.get(field) is None:
+                raise PassError(f"{where}: give options {{{field!r}: ...}} or like=")
+            probe.type = options[field]
+        try:
+            scratch.add_op(op_type, inputs, [probe], options=options)
+            with np.errstate(all="ignore"):
+                (value,) = evaluate_tensors(scratch, feeds, [probe])
+        except (TflgraphError, ValueError) as e:
+            raise PassError(f"{where}: cannot infer the output ({e}); pass like=") from None
+        value = np.asarray(value)
+        return self.sg.new_tensor(name or f"{op_type.lower()}_rw", value.shape, value.dtype)
+
     def set_input(self, op: Operator, index: int, t: Tensor | None) -> None:
         """Point one operand of `op` at `t`."""
         self.sg.set_input(op, index, t)
@@ -97,54 +158,107 @@ class Match(dict):
         self.sg.replace_all_uses(old, new, keep_name=True)
         self.changed = True
 
-    def prove(self, old: Tensor, new: Tensor, trials: int = 3, atol: float = RTOL) -> str | None:
-        """None if `old` and `new` agree on the reference interpreter, else why not.
+    def check(self, old, new, trials: int = TRIALS, rtol: float = RTOL) -> str | None:
+        """None if `new` equals `old` (tensors, or equal-length lists of them) on the reference
+        interpreter, else why not: tflgraph.reference.equivalence.check_equal over `region`,
+        `trials` seeded random samples (float in [-1, 1), bool) of the region's inputs, the
+        bound |a - b| <= rtol * max(1, max |a|). Integer inputs, ops the interpreter lacks
+        and quantized tensors cannot be checked (the reason says so)."""
+        olds = list(old) if isinstance(old, (list, tuple)) else [old]
+        news = list(new) if isinstance(new, (list, tuple)) else [new]
+        for a, b in zip(olds, news):
+            if a.dtype != b.dtype:
+                return f"not equal: {a.name!r}: dtype {a.type_name} became {b.type_name}"
+        return check_equal(self.sg, olds, news, trials, region=self.region, rtol=rtol)
 
-        The region is the matched ops plus the ops made by `new_op`; its other non-constant
-        inputs get seeded random values (float in [-1, 1), bool), `trials` times, and the two
-        tensors are compared by tflgraph.reference.equivalence (|a - b| <= atol * max(1,
-        max |a|)). Integer inputs, ops the interpreter lacks and quantized tensors make the
-        check fail (a rule then declines)."""
-        region = {self.op, *self.new_ops, *(v for v in self.values() if isinstance(v, Operator))}
-        return check_equal(self.sg, old, new, trials, region=region, rtol=atol)
+    def prove(self, old: Tensor, new: Tensor, trials: int = TRIALS, atol: float = RTOL):
+        """`check` under its older name (rules that commit with `m.replace` call it)."""
+        return self.check(old, new, trials, rtol=atol)
+
+
+class _Recording(Op):
+    """An Op pattern that also lists every op it matched under the private capture _MATCHED
+    (a tuple, so the commutative retries of pattern.Op, which copy the captures, stay right)."""
+
+    def bind_op(self, sg, op, caps, read=None):
+        why = super().bind_op(sg, op, caps, read)
+        if why is None:
+            caps[_MATCHED] = (*caps.get(_MATCHED, ()), op)
+        return why
+
+
+def _recording(p: Pattern | None) -> Pattern | None:
+    """A copy of pattern `p` whose Op nodes (nested ones and Rest(each=) too) are _Recording."""
+    if isinstance(p, Op):
+        q = copy.copy(p)
+        q.__class__ = _Recording
+        q.operands = [_recording(o) for o in p.operands]
+        return q
+    if isinstance(p, Rest) and p.each is not None:
+        q = copy.copy(p)
+        q.each = _recording(p.each)
+        return q
+    return p
 
 
 class RulePass(Pass):
     """A pass made of rows (pattern, rewrite); see the module docstring."""
 
     rules: list[tuple[Op, Rewrite]] = []
+    prove: bool = True  # check returned replacements on the reference interpreter
 
     def run(self, model: Model) -> bool:
         changed = False
         matched = rewritten = 0
+        rows = [(pattern, _recording(pattern), rewrite) for pattern, rewrite in self.rules]
         for sg in model.subgraphs:
-            for pattern, rewrite in self.rules:
+            for pattern, recording, rewrite in rows:
                 for op in pattern.candidates(sg):
                     if op not in sg.graph or not any(
                         t is not None and sg.is_used(t) for t in op.outputs
                     ):
                         continue  # replaced by an earlier match in this sweep
                     caps: dict = {}
-                    why = pattern.bind_op(sg, op, caps)
+                    why = recording.bind_op(sg, op, caps)
                     where = f"{sg.name or 'subgraph'}: {op.type} -> {_out_name(op)}"
                     if why:
                         self.explain(f"{where}: no match: {why}")
                         continue
                     matched += 1
-                    m = Match(sg, op, caps)
-                    result = rewrite(m)
-                    if isinstance(result, str):
-                        if m.changed:
-                            raise PassError(
-                                f"rule {self.name!r} declined after changing the graph "
-                                f"({result}); decline before calling m.replace"
-                            )
-                        self.explain(f"{where}: declined: {result}")
-                    elif m.changed or result is True:
+                    m = Match(sg, op, caps, caps.pop(_MATCHED, ()))
+                    if self._apply(m, rewrite(m), where):
                         rewritten += 1
                         changed = True
         self.stats = {"matched": matched, "rewritten": rewritten}
         return changed
+
+    def _apply(self, m: Match, result, where: str) -> bool:
+        """Commit what the rewrite returned (see the module docstring); True if it changed."""
+        if isinstance(result, str):
+            if m.changed:
+                raise PassError(
+                    f"rule {self.name!r} declined after changing the graph ({result}); "
+                    "decline before calling m.replace"
+                )
+            self.explain(f"{where}: declined: {result}")
+            return False
+        if isinstance(result, Tensor):
+            result = {m.out: result}
+        if isinstance(result, dict):
+            if m.changed:
+                raise PassError(
+                    f"rule {self.name!r} both called m.replace and returned a replacement; "
+                    "do one of the two"
+                )
+            pairs = [(old, new) for old, new in result.items() if old is not new]
+            if not pairs:
+                return False
+            if self.prove and (why := m.check([o for o, _ in pairs], [n for _, n in pairs])):
+                self.explain(f"{where}: refused: {why}")
+                return False
+            for old, new in pairs:
+                m.replace(old, new)
+        return m.changed or result is True
 
 
 def _out_name(op: Operator) -> str:
@@ -152,8 +266,10 @@ def _out_name(op: Operator) -> str:
     return repr(t.name) if t is not None else "(no output)"
 
 
-def rule(name: str, pattern: Op, summary: str | None = None):
-    """Decorator: register `fn(m: Match)` as the pass `name` rewriting `pattern`'s matches."""
+def rule(name: str, pattern: Op, summary: str | None = None, prove: bool = True):
+    """Decorator: register `fn(m: Match)` as the pass `name` rewriting `pattern`'s matches.
+    prove=False commits what the rewrite returns without checking it (see the module
+    docstring): for rewrites whose docstring argues why they are exact."""
 
     def wrap(fn: Rewrite) -> Rewrite:
         doc = (fn.__doc__ or "").strip().splitlines()
@@ -162,6 +278,7 @@ def rule(name: str, pattern: Op, summary: str | None = None):
             (RulePass,),
             {
                 "rules": [(pattern, fn)],
+                "prove": prove,
                 "summary": summary or (doc[0] if doc else f"rewrite {pattern!r}"),
                 "__doc__": fn.__doc__,
                 "__module__": fn.__module__,

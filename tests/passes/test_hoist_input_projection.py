@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_same_outputs, fixture
+from helpers import assert_gives_litert_reference, assert_same_outputs, fixture
 from test_static_loop_outputs import (
     assert_second_run_changes_nothing,
-    assert_tflm_gives_litert_reference,
     changed,
     run,
 )
@@ -56,7 +55,7 @@ def test_projection_leaves_the_loop_for_litert(name):
     assert len(main_fcs) == 1 and main_fcs[0].outputs[0].shape[0] == 10 * loops_batch(model)
     model.check()
     assert_same_outputs(fixture(name), model, runtime_names=("litert",))
-    assert_tflm_gives_litert_reference(fixture(name), model)
+    assert_gives_litert_reference(fixture(name), model, ("tflm",))
 
 
 def loops_batch(model) -> int:

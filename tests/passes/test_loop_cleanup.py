@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_same_outputs, fixture
+from helpers import assert_gives_litert_reference, assert_same_outputs, fixture
 from test_static_loop_outputs import (
     assert_second_run_changes_nothing,
-    assert_tflm_gives_litert_reference,
     changed,
     run,
 )
@@ -56,7 +55,7 @@ def test_sequence_loop_keeps_its_accumulator_and_runs_in_tflm():
     op, _, _ = the_loop(model)
     assert len(op.inputs) == 4  # time, accumulator, h, x: the accumulator result is read
     assert_same_outputs(fixture("k3_gru_seq"), model, runtime_names=("litert",), exact=True)
-    assert_tflm_gives_litert_reference(fixture("k3_gru_seq"), model)
+    assert_gives_litert_reference(fixture("k3_gru_seq"), model, ("tflm",))
 
 
 @pytest.mark.parametrize("name", ["k3_gru", "tfk_gru_reset_before"])

@@ -12,13 +12,17 @@ values with `compare` and, where it evaluates tensors itself, draws inputs with 
 - Shapes must be equal: a broadcast that changes a shape is a difference, not a tolerance.
 
 `check_equal(sg, old, new, trials, seed)` evaluates two tensors of one subgraph on seeded
-random values of the region's inputs and returns None when they agree, else the reason.
-Callers whose tolerance differs from the default say why next to the call.
+random values of the region's inputs and returns None when they agree, else the reason;
+`check_values(sg, tensors, expected, feeds)` compares tensors with reference arrays computed
+from the same feeds (a loop body against a cell's equations). `bound(a, rtol, atol)` is the
+tolerance itself, which `verify` uses with its own atol/rtol. Callers whose tolerance differs
+from the default say why next to the call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import numpy as np
 
@@ -29,10 +33,21 @@ from tflgraph.reference.interpreter import evaluate_tensors
 RTOL = 1e-5  # the default relative bound for floats (see the module docstring)
 
 
+def finite_max_abs(a: np.ndarray) -> float:
+    """max |a| over the finite elements (0 if there are none)."""
+    a = np.asarray(a, np.float64)
+    return float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0))
+
+
 def magnitude(a: np.ndarray) -> float:
     """max(1, max finite |a|): the scale the relative bound is taken against."""
-    a = np.asarray(a, np.float64)
-    return max(1.0, float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0)))
+    return max(1.0, finite_max_abs(a))
+
+
+def bound(a: np.ndarray, rtol: float = RTOL, atol: float | None = None) -> float:
+    """The largest tolerated error against the reference `a`: max(atol, rtol * max finite |a|).
+    `atol` defaults to `rtol`, which is the checker's bound rtol * max(1, max finite |a|)."""
+    return max(rtol if atol is None else atol, rtol * finite_max_abs(a))
 
 
 def max_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,7 +71,7 @@ def compare(a, b, rtol: float = RTOL, what: str = "values") -> str | None:
         return None if np.array_equal(a, b) else f"{what}: differ"
     err = max_error(a, b)
     exact = a.dtype.kind in "biu" and b.dtype.kind in "biu"
-    tol = 0.0 if exact else rtol * magnitude(a)
+    tol = 0.0 if exact else bound(a, rtol)
     if err <= tol:
         return None
     return f"{what}: max error {err:.3g} > {tol:.3g}"
@@ -105,29 +120,75 @@ def check_equal(
     equal length (each pair is compared)."""
     olds = list(old) if isinstance(old, (list, tuple)) else [old]
     news = list(new) if isinstance(new, (list, tuple)) else [new]
-    if region is None:
-        region = _ancestors(sg, olds + news)
-    inputs = region_inputs(sg, region)
-    rng = np.random.default_rng(seed)
-    for _ in range(trials):
-        if feeds is not None:
-            values = feeds(rng)
-        else:
-            values = {}
-            for t in inputs:
-                x = random_feed(t, rng)
-                if x is None:
-                    return f"cannot check: no random values for {t.type_name} tensor {t.name!r}"
-                values[t] = x
-        try:
-            got = evaluate_tensors(sg, values, olds + news)
-        except (TflgraphError, ValueError) as e:
-            return f"cannot check: {e}"
+    if feeds is None:
+        inputs = region_inputs(sg, _ancestors(sg, olds + news) if region is None else region)
+        feeds = partial(_random_feeds, inputs)
+
+    def judge(values: dict, got: list) -> str | None:
         for a, b, t in zip(got[: len(olds)], got[len(olds) :], olds):
             why = compare(a, b, rtol, what=repr(t.name))
             if why:
                 return f"not equal: {why}"
+        return None
+
+    return _trials(sg, olds + news, feeds, judge, trials, seed)
+
+
+def check_values(
+    sg: Subgraph,
+    tensors: list[Tensor],
+    expected: Callable[[dict], list],
+    feeds: Callable[[np.random.Generator], dict],
+    trials: int = 3,
+    seed: int = 0,
+    *,
+    rtol: float = RTOL,
+    what: list[str] | None = None,
+) -> str | None:
+    """None if `tensors`, evaluated on `feeds(rng)`, equal the reference arrays
+    `expected(feeds)` (one per tensor), `trials` times; else why not, naming the tensor by
+    `what` (default: its name). A value is compared in its reference's shape when the sizes
+    agree: a loop body may hold [1, B, u] where the equations give [B, u]."""
+    names = what or [repr(t.name) for t in tensors]
+
+    def judge(values: dict, got: list) -> str | None:
+        for r, g, name in zip(expected(values), got, names):
+            if np.size(g) == np.size(r):
+                g = np.reshape(g, np.shape(r))
+            why = compare(r, g, rtol, what=name)
+            if why:
+                return why
+        return None
+
+    return _trials(sg, tensors, feeds, judge, trials, seed)
+
+
+def _trials(sg: Subgraph, wanted: list[Tensor], feeds, judge, trials: int, seed: int):
+    """Evaluate `wanted` on `feeds(rng)` (a dict, or a str saying why there are none) `trials`
+    times; the first reason `judge(feeds, values)` gives, else None."""
+    rng = np.random.default_rng(seed)
+    for _ in range(trials):
+        values = feeds(rng)
+        if isinstance(values, str):
+            return values
+        try:
+            got = evaluate_tensors(sg, values, wanted)
+        except (TflgraphError, ValueError) as e:
+            return f"cannot check: {e}"
+        why = judge(values, got)
+        if why:
+            return why
     return None
+
+
+def _random_feeds(inputs: list[Tensor], rng: np.random.Generator) -> dict | str:
+    values = {}
+    for t in inputs:
+        x = random_feed(t, rng)
+        if x is None:
+            return f"cannot check: no random values for {t.type_name} tensor {t.name!r}"
+        values[t] = x
+    return values
 
 
 def _ancestors(sg: Subgraph, tensors: list[Tensor]) -> set[Operator]:

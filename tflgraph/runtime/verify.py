@@ -6,7 +6,8 @@ samples one after another into one interpreter ("no-reset"), once resetting betw
 ("reset"), so a model that keeps (or stops keeping) state across invokes shows up as a
 difference. A is compared with B within each runtime, never one runtime with the other.
 
-Tolerance, per output and invoke: max|B - A| <= max(atol, rtol * max|A|). Defaults: floats
+Tolerance, per output and invoke: max|B - A| <= max(atol, rtol * max finite |A|) (the
+equivalence checker's `bound`, tflgraph/reference/equivalence.py). Defaults: floats
 atol = rtol = 1e-5, i.e. 1e-5 x max(1, max|A|); quantized integers atol = 1 (one quantization
 step); plain integers (indices, counts), booleans and strings must be equal. Giving atol or
 rtol replaces both defaults (the other becomes 0). Quantized outputs whose scale or zero point
@@ -28,10 +29,11 @@ from tflgraph.errors import TflgraphError
 from tflgraph.io.reader import load
 from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model, Tensor
+from tflgraph.reference.equivalence import RTOL, bound, finite_max_abs, max_error
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.runtimes import MODES, IODetail, RuntimeUnavailable
 
-FLOAT_TOLERANCE = 1e-5
+FLOAT_TOLERANCE = RTOL  # the equivalence checker's bound: 1e-5 x max(1, max|A|)
 
 
 class VerifyError(TflgraphError):
@@ -323,22 +325,16 @@ def _compare(
     for a, b in zip(ref, got):
         if a.shape != b.shape:
             return np.inf, np.inf, 0.0, False, f"shape {list(b.shape)} vs {list(a.shape)}"
-        if a.dtype.kind in "SUO":
-            err, mag = float(np.count_nonzero(a != b)), 1.0
+        if a.dtype.kind in "SUO":  # strings must be equal (no tolerance applies)
+            err, mag, tol = float(np.count_nonzero(a != b)), 1.0, 0.0
         else:
             if as_real:
                 a = (a.astype(np.float64) - pa.zero_point) * pa.scale
                 b = (b.astype(np.float64) - pb.zero_point) * pb.scale
-            a, b = a.astype(np.float64), b.astype(np.float64)
-            same = (a == b) | (np.isnan(a) & np.isnan(b))
-            with np.errstate(invalid="ignore"):  # inf - inf where both are inf
-                diff = np.where(same, 0.0, np.abs(a - b))
-            err = float(np.max(np.nan_to_num(diff, nan=np.inf, posinf=np.inf), initial=0.0))
             # finite values only: an inf in A must not make every finite error tolerable
-            mag = float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0))
+            err, mag, tol = max_error(a, b), finite_max_abs(a), bound(a, rtol, atol)
         worst_abs = max(worst_abs, err)
         worst_rel = max(worst_rel, err / mag if mag else (np.inf if err else 0.0))
-        tol = max(atol, rtol * mag)
         worst_tol = max(worst_tol, tol)
         ok = ok and err <= tol
     note = "" if ok or not as_real else "quantized differently; compared as real values"
