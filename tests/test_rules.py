@@ -128,13 +128,36 @@ def int_model():
 ADD_ZERO = Op("ADD", Any("x"), Const(where=lambda a: not a.any()))
 
 
+def quantized_model():
+    """i int8[3] (scale 0.5) -> y = i + 0: quantized arithmetic the interpreter does not model."""
+    m = Model()
+    sg = m.add_subgraph("main")
+    q = {"scale": np.array([0.5], np.float32), "zero_point": np.zeros(1, np.int64)}
+    i = sg.new_tensor("i", (3,), "int8", quantization=q)
+    y = sg.new_tensor("y", (3,), "int8", quantization=q)
+    zero = sg.new_constant(np.zeros(3, np.int8), "zero", quantization=q)
+    sg.add_op("ADD", [i, zero], [y], options={})
+    sg.inputs, sg.outputs = [i], [y]
+    return m
+
+
+def test_integer_inputs_are_sampled_with_integers():
+    m = int_model()
+    assert rule_pass(ADD_ZERO, lambda m: m["x"]).run(m)  # i + 0 -> i, checked on integers
+    assert m.main.outputs == m.main.inputs
+    wrong = rule_pass(Op("ADD", Any("x"), Const()), lambda m: m["x"])  # drops any constant
+    m = int_model()
+    m.main.set_input(m.main.operators[0], 1, m.main.new_constant(np.ones(3, np.int32), "one"))
+    assert not wrong.run(m)
+    assert wrong.explanations == ["main: ADD -> 'y': refused: not equal: 'y': max error 1 > 0"]
+
+
 def test_what_cannot_be_checked_is_refused_unless_prove_is_false():
     p = rule_pass(ADD_ZERO, lambda m: m["x"])
-    assert not p.run(int_model())
-    assert p.explanations == [
-        "main: ADD -> 'y': refused: cannot check: no random values for INT32 tensor 'i'"
-    ]
-    m = int_model()
+    assert not p.run(quantized_model())
+    (line,) = p.explanations
+    assert line.startswith("main: ADD -> 'y': refused: cannot check: ") and "quantized" in line
+    m = quantized_model()
     assert rule_pass(ADD_ZERO, lambda m: m["x"], prove=False).run(m)
     assert m.main.outputs == m.main.inputs
 
@@ -240,3 +263,105 @@ def test_a_wrong_rule_is_refused_with_a_reason_in_explain(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "main: ADD -> 'y': refused: not equal: 'y': max error" in r.stdout, r.stdout
     assert tflgraph.load(out).op_counts() == tflgraph.load(src).op_counts()
+
+
+# --------------------------------------------------------------------------- where rewrites break
+
+
+def relu6_model() -> Model:
+    """x [2, 8] -> RELU6(x)."""
+    m = Model()
+    sg = m.add_subgraph("main")
+    x, y = sg.new_tensor("x", (2, 8)), sg.new_tensor("y", (2, 8))
+    sg.add_op("RELU6", [x], [y])
+    sg.inputs, sg.outputs = [x], [y]
+    return m
+
+
+def test_a_rewrite_wrong_only_past_a_clamp_point_is_refused():
+    """RELU6 -> RELU agrees on [-1, 1): the samples reach past 6."""
+    p = rule_pass(Op("RELU6", Any("x")), lambda m: m.new_op("RELU", [m["x"]]))
+    assert not p.run(relu6_model())
+    (line,) = p.explanations
+    assert line.startswith("main: RELU6 -> 'y': refused: not equal: 'y': max error")
+
+
+def test_samples_cover_zero_both_signs_magnitudes_clamp_points_and_observed_ranges():
+    from tflgraph.reference.equivalence import CLAMP_POINTS, probe_feed
+
+    m = relu6_model()
+    x = m.main.inputs[0]
+    rng = np.random.default_rng(0)
+    big = np.concatenate([probe_feed(x, rng, 1).ravel() for _ in range(20)])
+    assert (big < 0).any() and (big > 0).any() and (big == 0).any()
+    assert np.abs(big).max() > 100 and np.abs(big[big != 0]).min() < 1e-2
+    assert set(CLAMP_POINTS) <= set(big.tolist())
+    observed = {x: (10.0, 20.0)}
+    inside = probe_feed(x, rng, 2, observed)
+    assert inside.min() >= -1.0 and inside.max() <= 21.0 and (inside > 10).mean() > 0.5
+    counter = m.main.new_tensor("t", (), "int32")
+    assert probe_feed(counter, rng, 1, {counter: (0.0, 9.0)}).dtype == np.int32
+
+
+# --------------------------------------------------------------------------- user errors
+
+
+def run_rule_file(tmp_path, body: str) -> subprocess.CompletedProcess:
+    rules = tmp_path / "my_rules.py"
+    rules.write_text(textwrap.dedent(body))
+    src = tmp_path / "in.tflite"
+    tflgraph.save(blend_model(), src)
+    return subprocess.run(
+        [sys.executable, "-m", "tflgraph", "optimize", str(src), "-o", str(tmp_path / "o.tflite"),
+         "--load", str(rules), "--passes", "mine", "--no-verify"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            """\
+            import tflgraph
+            from tflgraph import Any, Op
+
+            @tflgraph.rule("mine", Op("ADD", Any("a"), Any("b")))
+            def mine(m):
+                return 1 / 0
+            """,
+            "rule 'mine': raised ZeroDivisionError at my_rules.py:6: division by zero",
+        ),
+        (
+            """\
+            import tflgraph
+            from tflgraph import Any, Op
+
+            @tflgraph.rule("mine", Op("ADD", Any("a"), Any("b")))
+            def mine(m):
+                return m["wx"]
+            """,
+            "rule 'mine': at my_rules.py:6: no capture 'wx' in this match (captures: 'a', 'b')",
+        ),
+        (
+            """\
+            import tflgraph
+            from tflgraph import Any, Op
+
+            def heavy(op):
+                return op.outputs[0].shape[5] > 1
+
+            @tflgraph.rule("mine", Op("ADD", Any("a"), Any("b"), where=heavy))
+            def mine(m):
+                return "never"
+            """,
+            "rule 'mine': its pattern raised IndexError at my_rules.py:5: tuple index out of range",
+        ),
+    ],
+    ids=["rewrite", "capture", "where"],
+)
+def test_an_exception_in_a_users_rule_names_the_rule_and_the_line(tmp_path, body, message):
+    r = run_rule_file(tmp_path, body)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == f"tflgraph: error: {message}", r.stderr
+    assert "internal error" not in r.stderr and not (tmp_path / "o.tflite").exists()

@@ -36,7 +36,10 @@ Older rules check and commit by hand: `why = m.prove(old, new)` then `m.replace(
 from __future__ import annotations
 
 import copy
+import traceback
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -45,15 +48,22 @@ from tflgraph.io.schema import Options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pattern import Op, Pattern, Rest
 from tflgraph.pipeline import Pass, PassError, register
-from tflgraph.reference.equivalence import RTOL, check_equal
-from tflgraph.reference.interpreter import evaluate_tensors
+from tflgraph.reference.equivalence import RTOL, check_equal, probe_feed, random_feed
+from tflgraph.reference.interpreter import evaluate_tensors, value_ranges
 
 Rewrite = Callable[["Match"], object]
-TRIALS = 3  # random samples a returned replacement is checked on
+TRIALS = 4  # samples a returned replacement is checked on (see equivalence.probe_feed)
 # ops whose output dtype is an option (the reference kernels read it from the output tensor)
 _OUTPUT_TYPE = {"CAST": "out_data_type", "ARG_MAX": "output_type", "ARG_MIN": "output_type",
                 "SHAPE": "out_type"}  # fmt: skip
 _MATCHED = "\0matched ops"  # the private capture under which _Recording lists matched ops
+
+
+class CaptureError(TflgraphError, KeyError):
+    """A rewrite asked for a capture its pattern does not name."""
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0])
 
 
 class Match(dict):
@@ -66,6 +76,11 @@ class Match(dict):
         self.matched: tuple[Operator, ...] = tuple(matched) or (op,)
         self.changed = False
         self.new_ops: list[Operator] = []
+        self.observed: dict[Tensor, tuple[float, float]] = {}  # value ranges the model produced
+
+    def __missing__(self, key):
+        names = ", ".join(repr(k) for k in self if isinstance(k, str)) or "none"
+        raise CaptureError(f"no capture {key!r} in this match (captures: {names})")
 
     @property
     def model(self) -> Model | None:
@@ -161,15 +176,20 @@ class Match(dict):
     def check(self, old, new, trials: int = TRIALS, rtol: float = RTOL) -> str | None:
         """None if `new` equals `old` (tensors, or equal-length lists of them) on the reference
         interpreter, else why not: tflgraph.reference.equivalence.check_equal over `region`,
-        `trials` seeded random samples (float in [-1, 1), bool) of the region's inputs, the
-        bound |a - b| <= rtol * max(1, max |a|). Integer inputs, ops the interpreter lacks
-        and quantized tensors cannot be checked (the reason says so)."""
+        `trials` seeded samples of the region's inputs drawn where rewrites break
+        (equivalence.probe_feed: [-1, 1), magnitudes 1e-3 to 1e3 with both signs and the
+        activation clamp points, the range the model produced), the bound
+        |a - b| <= rtol * max(1, max |a|). Ops the interpreter lacks and quantized tensors
+        cannot be checked (the reason says so)."""
         olds = list(old) if isinstance(old, (list, tuple)) else [old]
         news = list(new) if isinstance(new, (list, tuple)) else [new]
         for a, b in zip(olds, news):
             if a.dtype != b.dtype:
                 return f"not equal: {a.name!r}: dtype {a.type_name} became {b.type_name}"
-        return check_equal(self.sg, olds, news, trials, region=self.region, rtol=rtol)
+        sampler = partial(probe_feed, observed=self.observed)
+        return check_equal(
+            self.sg, olds, news, trials, region=self.region, sampler=sampler, rtol=rtol
+        )
 
     def prove(self, old: Tensor, new: Tensor, trials: int = TRIALS, atol: float = RTOL):
         """`check` under its older name (rules that commit with `m.replace` call it)."""
@@ -211,6 +231,7 @@ class RulePass(Pass):
         changed = False
         matched = rewritten = 0
         rows = [(pattern, _recording(pattern), rewrite) for pattern, rewrite in self.rules]
+        observed = _LazyRanges(model)
         for sg in model.subgraphs:
             for pattern, recording, rewrite in rows:
                 for op in pattern.candidates(sg):
@@ -219,18 +240,30 @@ class RulePass(Pass):
                     ):
                         continue  # replaced by an earlier match in this sweep
                     caps: dict = {}
-                    why = recording.bind_op(sg, op, caps)
+                    why = self._call(pattern, "its pattern", recording.bind_op, sg, op, caps)
                     where = f"{sg.name or 'subgraph'}: {op.type} -> {_out_name(op)}"
                     if why:
                         self.explain(f"{where}: no match: {why}")
                         continue
                     matched += 1
                     m = Match(sg, op, caps, caps.pop(_MATCHED, ()))
-                    if self._apply(m, rewrite(m), where):
+                    m.observed = observed
+                    if self._apply(m, self._call(rewrite, "", rewrite, m), where):
                         rewritten += 1
                         changed = True
         self.stats = {"matched": matched, "rewritten": rewritten}
         return changed
+
+    def _call(self, owner, what: str, fn, *args):
+        """fn(*args), with an exception in the user's code (the rewrite, a where= predicate, a
+        wrong capture name) turned into a PassError naming the rule and the file and line."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            at = _user_frame(e.__traceback__) or _defined_at(owner)
+            raised = "" if isinstance(e, TflgraphError) else f"raised {type(e).__name__} "
+            what = f"{what} " if what else ""
+            raise PassError(f"rule {self.name!r}: {what}{raised}at {at}: {e}") from None
 
     def _apply(self, m: Match, result, where: str) -> bool:
         """Commit what the rewrite returned (see the module docstring); True if it changed."""
@@ -259,6 +292,58 @@ class RulePass(Pass):
             for old, new in pairs:
                 m.replace(old, new)
         return m.changed or result is True
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _user_frame(tb) -> str | None:
+    """'file:line' of the innermost traceback frame outside tflgraph and numpy."""
+    for frame in reversed(traceback.extract_tb(tb)):
+        path = Path(frame.filename)
+        if _PACKAGE not in path.parents and "numpy" not in path.parts:
+            return f"{path.name}:{frame.lineno}"
+    return None
+
+
+def _defined_at(obj) -> str:
+    code = getattr(obj, "__code__", None)
+    if code is None:
+        return type(obj).__name__
+    return f"{Path(code.co_filename).name}:{code.co_firstlineno}"
+
+
+class _LazyRanges(dict):
+    """The value ranges of the model's main subgraph (interpreter.value_ranges on seeded
+    random inputs), computed on the first look-up; empty when the interpreter cannot run it."""
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.model, self.done = model, False
+
+    def _fill(self):
+        if self.done:
+            return
+        self.done = True
+        main = self.model.subgraphs[0] if self.model.subgraphs else None
+        if main is None:
+            return
+        rng = np.random.default_rng(0)
+        inputs = [random_feed(t, rng) for t in main.inputs]
+        if any(x is None for x in inputs):
+            return
+        try:
+            self.update(value_ranges(main, inputs))
+        except (TflgraphError, ValueError, ArithmeticError):
+            pass  # ops the interpreter lacks: the check samples without observed ranges
+
+    def get(self, key, default=None):
+        self._fill()
+        return super().get(key, default)
+
+    def __contains__(self, key):
+        self._fill()
+        return super().__contains__(key)
 
 
 def _out_name(op: Operator) -> str:

@@ -21,6 +21,7 @@ from the default say why next to the call.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -87,6 +88,52 @@ def random_feed(t: Tensor, rng: np.random.Generator, low: float = -1.0, high: fl
     return rng.random(t.shape) < 0.5
 
 
+# where elementwise rewrites break: activation clamp points (RELU6 at 0 and 6, RELU_N1_TO_1 and
+# TANH/LOGISTIC saturation at +-1), zero, and the halves and thirds of hard_sigmoid/hard_swish
+CLAMP_POINTS = np.array([0.0, 1.0, -1.0, 6.0, -6.0, 0.5, -0.5, 3.0, -3.0])
+Sampler = Callable[[Tensor, np.random.Generator, int], "np.ndarray | None"]
+
+
+def probe_feed(
+    t: Tensor,
+    rng: np.random.Generator,
+    trial: int,
+    observed: dict[Tensor, tuple[float, float]] | None = None,
+):
+    """Values for `t` on sample `trial` of a rule's check, drawn where rewrites break:
+
+    - trial 0: uniform in [-1, 1);
+    - trial 1 (and every odd one): random signs with magnitudes log-uniform in [1e-3, 1e3],
+      a quarter of the elements set to CLAMP_POINTS;
+    - trial 2 (every even one after 0): uniform over the range the model produced for `t`
+      (`observed`, widened by 10% and to 1 either side of 0), else uniform in [-8, 8), which
+      crosses every clamp point.
+
+    Integer tensors (counters, indices) get integers in [0, 8), or in their observed range;
+    bool tensors random truth values. None for other dtypes (strings, resources)."""
+    if t.dtype is None or t.dtype.kind not in "fbiu":
+        return None
+    shape = t.shape
+    if t.dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    lo, hi = observed.get(t, (None, None)) if observed is not None else (None, None)
+    if t.dtype.kind in "iu":
+        lo, hi = (0, 7) if lo is None else (int(np.floor(lo)), int(np.ceil(hi)))
+        return rng.integers(lo, hi + 1, shape).astype(t.dtype)
+    if trial == 0:
+        x = rng.uniform(-1.0, 1.0, shape)
+    elif trial % 2:
+        x = np.exp(rng.uniform(np.log(1e-3), np.log(1e3), shape)) * rng.choice([-1.0, 1.0], shape)
+        special = rng.random(shape) < 0.25
+        x = np.where(special, rng.choice(CLAMP_POINTS, shape), x)
+    elif lo is not None:
+        pad = 0.1 * (hi - lo)
+        x = rng.uniform(min(lo - pad, -1.0), max(hi + pad, 1.0), shape)
+    else:
+        x = rng.uniform(-8.0, 8.0, shape)
+    return np.asarray(x).astype(t.dtype)
+
+
 def region_inputs(sg: Subgraph, region: Iterable[Operator]) -> list[Tensor]:
     """The non-constant tensors the ops of `region` read but no op of the region writes, in
     first-use order: what a check of the region must feed."""
@@ -110,19 +157,21 @@ def check_equal(
     *,
     region: Iterable[Operator] | None = None,
     feeds: Callable[[np.random.Generator], dict] | None = None,
+    sampler: Sampler | None = None,
     rtol: float = RTOL,
 ) -> str | None:
     """None if `new` equals `old` on the reference interpreter, else why not.
 
     The region is the given ops (default: every op that `old` or `new` depends on, back to the
-    subgraph's inputs); its inputs get seeded random values from `random_feed` (or from
-    `feeds(rng)`, which returns {tensor: array}), `trials` times. Tensors may be lists of
-    equal length (each pair is compared)."""
+    subgraph's inputs); its inputs get seeded random values from `random_feed`, or from
+    `sampler(tensor, rng, trial)` (e.g. `probe_feed`), or `feeds(rng)` gives them all as
+    {tensor: array}; `trials` times. Tensors may be lists of equal length (each pair is
+    compared)."""
     olds = list(old) if isinstance(old, (list, tuple)) else [old]
     news = list(new) if isinstance(new, (list, tuple)) else [new]
     if feeds is None:
         inputs = region_inputs(sg, _ancestors(sg, olds + news) if region is None else region)
-        feeds = partial(_random_feeds, inputs)
+        feeds = partial(_sampled_feeds, inputs, sampler or _uniform, itertools.count())
 
     def judge(values: dict, got: list) -> str | None:
         for a, b, t in zip(got[: len(olds)], got[len(olds) :], olds):
@@ -181,10 +230,15 @@ def _trials(sg: Subgraph, wanted: list[Tensor], feeds, judge, trials: int, seed:
     return None
 
 
-def _random_feeds(inputs: list[Tensor], rng: np.random.Generator) -> dict | str:
+def _uniform(t: Tensor, rng: np.random.Generator, trial: int):
+    return random_feed(t, rng)
+
+
+def _sampled_feeds(inputs: list[Tensor], sampler: Sampler, trials, rng) -> dict | str:
+    trial = next(trials)
     values = {}
     for t in inputs:
-        x = random_feed(t, rng)
+        x = sampler(t, rng, trial)
         if x is None:
             return f"cannot check: no random values for {t.type_name} tensor {t.name!r}"
         values[t] = x

@@ -28,6 +28,7 @@ __all__ = [
     "evaluate",
     "evaluate_subgraph",
     "evaluate_tensors",
+    "value_ranges",
 ]
 
 
@@ -206,3 +207,20 @@ STATEFUL = {
     "READ_VARIABLE": _read_variable,
     "ASSIGN_VARIABLE": _assign_variable,
 }
+
+
+def value_ranges(sg: Subgraph, inputs: list[np.ndarray]) -> dict[Tensor, tuple[float, float]]:
+    """(min, max) of every finite numeric value the ops of `sg` compute on `inputs`, per tensor
+    (the values inside WHILE/IF bodies are not recorded): the ranges a model really produces."""
+    values = _feed(sg.inputs, inputs)
+    with np.errstate(all="ignore"):
+        _run(sg, sg.operators, values, {})
+    ranges = {}
+    for t in sg.tensors:
+        v = values.get(id(t))
+        if v is None or v.dtype.kind not in "fiu" or not v.size:
+            continue
+        finite = v[np.isfinite(v)] if v.dtype.kind == "f" else v
+        if finite.size:
+            ranges[t] = (float(finite.min()), float(finite.max()))
+    return ranges
