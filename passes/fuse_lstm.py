@@ -110,7 +110,7 @@ class FuseLstm(Pass):
         if any(sg.is_used(c.result) for c in loop.counters):
             return "a loop counter is read after the loop"
         operands, state_shape = (loop.seq.init, cell.h.init, cell.c.init), (loop.batch, cell.units)
-        if any(t.type != 0 for t in operands):  # FLOAT32
+        if any(t.type_name != "FLOAT32" for t in operands):
             return "not float32"
         if loop.seq.init.shape[0] != loop.trip_count:
             return "the loop does not run over the whole sequence"

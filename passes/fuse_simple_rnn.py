@@ -111,7 +111,7 @@ def _unsupported_use(loop: loops.RnnLoop) -> str | None:
     sg, h = loop.sg, loop.states[0]
     if any(sg.is_used(c.result) for c in loop.counters):
         return "a loop counter is read after the loop"
-    if loop.seq.init.type != 0 or h.init.type != 0:
+    if loop.seq.init.type_name != "FLOAT32" or h.init.type_name != "FLOAT32":
         return "not float32"
     if loop.seq.init.shape[0] != loop.trip_count or loop.seq.init.is_dynamic:
         return "the loop does not run over the whole (static) sequence"

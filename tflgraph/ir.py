@@ -350,7 +350,7 @@ class Subgraph:
                 and id(t) not in inputs
                 and not t.is_constant
                 and not t.is_variable
-                and t.type not in _STATEFUL
+                and t.type_name not in _STATEFUL
             ):
                 raise GraphError(
                     f"subgraph {self.name!r}: tensor {t.name!r} is read but never "
@@ -366,7 +366,7 @@ class Subgraph:
         return f"Subgraph({self.name!r}, {len(self._order)} ops)"
 
 
-_STATEFUL = {5, 13, 14}  # STRING/RESOURCE/VARIANT may be read without a producer (empty inputs)
+_STATEFUL = {"STRING", "RESOURCE", "VARIANT"}  # may be read without a producer (empty inputs)
 
 
 _ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "LOGISTIC", "TANH", "RELU", "RELU6", "MAXIMUM"}

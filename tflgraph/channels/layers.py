@@ -153,7 +153,8 @@ class Layer:
     def hybrid(self) -> bool:
         """Quantized weights applied to a float input (dynamic-range quantization)."""
         w = self.op.inputs[1]
-        return self.x.type in (0, 1) and is_quantized(w) and w.type not in (0, 1)
+        floats = ("FLOAT32", "FLOAT16")
+        return self.x.type_name in floats and is_quantized(w) and w.type_name not in floats
 
     # ---- weights as real values
     def weights(self) -> list[np.ndarray]:
@@ -222,7 +223,7 @@ class Layer:
         if self.kind == "DEPTHWISE_CONV_2D" or not self.window_exact():
             return False
         floats = [t for t in self.op.inputs[1:] if t is not None and t.is_constant]
-        return self.x.type == 0 and all(t.type == 0 for t in floats)
+        return self.x.type_name == "FLOAT32" and all(t.type_name == "FLOAT32" for t in floats)
 
     def fold_delta(self, channels: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
         """Bias increments (per gate for LSTM) of feeding `values` on input `channels`."""

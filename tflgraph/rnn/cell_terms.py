@@ -25,7 +25,7 @@ def is_float_const(t: Tensor | None) -> bool:
     return (
         t is not None
         and t.is_constant
-        and t.type == 0  # FLOAT32
+        and t.type_name == "FLOAT32"
         and t.data is not None
         and (scale is None or not len(scale))
     )

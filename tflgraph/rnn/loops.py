@@ -240,7 +240,7 @@ def _name(op: Operator) -> str:
 
 
 def _is_counter(body: Subgraph, o: Operand) -> bool:
-    if o.init.type != 2 or o.init.shape != () or scalar_value(o.init) is None:  # 2 = INT32
+    if o.init.type_name != "INT32" or o.init.shape != () or scalar_value(o.init) is None:
         return False
     step = body.producer(o.next)
     return (
