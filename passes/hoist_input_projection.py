@@ -141,7 +141,7 @@ def _unit(body: Subgraph, fc: Operator, x_t: Tensor) -> _Unit | None:
         return None
     bias_t = fc.inputs[2] if len(fc.inputs) > 2 else None
     bias = np.zeros(w.shape[0], np.float32) if bias_t is None else _float_const(bias_t)
-    if bias is None or int((fc.options or {}).get("weights_format", 0)):
+    if bias is None or fc.option("weights_format", 0):
         return None
     out, add = fc.outputs[0], None
     readers = body.consumers(out)

@@ -80,3 +80,15 @@ def test_check_names_unproduced_reads():
     sg.set_input(add, 0, orphan)
     with pytest.raises(GraphError, match="never produced"):
         sg.check()
+
+
+def test_option_reads_the_value_else_what_the_schema_says_an_absent_field_means():
+    model, sg, x, c, y, add = small_model()
+    assert add.option("fused_activation_function") == 0  # set
+    assert add.option("pot_scale_int16") == 1  # absent: the schema default, not 0
+    assert add.option("axis", -1) == -1  # AddOptions has no such field
+    flat = sg.add_op("RESHAPE", [x], [sg.new_tensor("flat", (4,))], {})
+    assert flat.option("new_shape", "unset") is None  # an absent vector
+    neg = sg.add_op("NEG", [x], [sg.new_tensor("n", (1, 4))])  # no options table
+    assert neg.option("fused_activation_function") is None
+    assert neg.option("fused_activation_function", 0) == 0

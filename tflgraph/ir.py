@@ -27,6 +27,7 @@ from tflgraph.io.schema import (
     Options,
     RawTable,
     new_options,
+    option_defaults,
     tensor_type_of,
 )
 
@@ -118,6 +119,17 @@ class Operator:
         if self.opcode == CUSTOM:
             return f"CUSTOM:{self.custom_code}"
         return OP_NAMES.get(self.opcode, f"OP_{self.opcode}")
+
+    def option(self, name: str, default=None):
+        """The options field `name`: the op's own value, else what the schema says an absent
+        field means (its default; None for a vector or string). `default` when the op's
+        options table has no such field, is unknown to the schema (raw) or is absent."""
+        opts = self.options
+        if not isinstance(opts, Options):
+            return default
+        if name in opts:
+            return opts[name]
+        return option_defaults(opts.kind).get(name, default)
 
     def subgraphs(self) -> list[Subgraph]:
         """Subgraphs this op refers to (WHILE cond/body, IF branches, CALL_ONCE init, ...)."""

@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterator
 
 from tflite.ActivationFunctionType import ActivationFunctionType
 
-from tflgraph.io.schema import Options
 from tflgraph.ir import Operator, Subgraph, Tensor
 
 ACTIVATIONS = {
@@ -204,11 +203,11 @@ class Op(Pattern):
         if op.type not in self.types:
             return f"op is {op.type}, want {self._types()}"
         if self.activation is not None:
-            act = ACTIVATIONS.get(_option(op, "fused_activation_function", 0), "?")
+            act = ACTIVATIONS.get(op.option("fused_activation_function", 0), "?")
             if act not in self.activation:
                 return f"{op.type}: fused activation is {act}, want {'|'.join(self._acts())}"
         for field, want in self.options.items():
-            have = _option(op, field, _MISSING)
+            have = op.option(field, _MISSING)
             ok = want(have) if callable(want) else have == want
             if have is _MISSING or not ok:
                 shown = _fn_name(want) if callable(want) else repr(want)
@@ -270,13 +269,6 @@ def _at(where: str, p: Pattern, sg, t, caps) -> str | None:
     """Match a sub-pattern, prefixing a failure with where it happened."""
     why = p.bind(sg, t, caps)
     return f"{where} <- {why}" if why else None
-
-
-def _option(op: Operator, field: str, default):
-    opts = op.options
-    if isinstance(opts, Options):
-        return opts[field] if field in opts else opts.full().get(field, default)
-    return default
 
 
 def _show_opt(v) -> str:

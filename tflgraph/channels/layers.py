@@ -27,10 +27,6 @@ _LSTM_ABSENT = (9, 10, 11, 16, 17, 20, 21, 22, 23)
 _CELL_GATE = 2  # gates are i, f, c, o
 
 
-def option(op: Operator, name: str, default=0):
-    return op.options.get(name, default) if hasattr(op.options, "get") else default
-
-
 def activation(code: int, x: np.ndarray) -> np.ndarray:
     """A fused activation applied to known constants (NaN = unknown stays unknown), as the
     clamping kernels (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, pooling, ...) apply
@@ -120,7 +116,7 @@ class Layer:
             return None
         cin = x.shape[-1]
         if op.type == "FULLY_CONNECTED":
-            ok = w.data.ndim == 2 and w.shape[1] == cin and option(op, "weights_format") == 0
+            ok = w.data.ndim == 2 and w.shape[1] == cin and op.option("weights_format", 0) == 0
         elif op.type == "CONV_2D":
             ok = w.data.ndim == 4 and w.shape[3] == cin
         else:
@@ -193,7 +189,7 @@ class Layer:
 
     def out_value(self, x_value: np.ndarray) -> np.ndarray:
         """Per output channel, the constant the layer outputs (NaN if not constant)."""
-        op, act = self.op, option(self.op, "fused_activation_function")
+        op, act = self.op, self.op.option("fused_activation_function", 0)
         if self.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             # h = o * act(c), c' = f*c + i*act(W_c x + U_c h + b_c): a unit whose cell-gate
             # weights and bias are zero keeps c = 0 from its zero initial state, so h = 0.
@@ -216,7 +212,7 @@ class Layer:
         if self.kind in ("FULLY_CONNECTED", "UNIDIRECTIONAL_SEQUENCE_LSTM"):
             return True
         w = self.op.inputs[1].shape
-        return option(self.op, "padding") == 1 or tuple(w[1:3]) == (1, 1)
+        return self.op.option("padding", 0) == 1 or tuple(w[1:3]) == (1, 1)
 
     def can_fold(self) -> bool:
         """A non-zero constant input channel can be added into the bias exactly."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tflgraph.channels.graph import ChannelGraph, ValueFn
-from tflgraph.channels.layers import LAYER_TYPES, Layer, activation, is_quantized, option, real
+from tflgraph.channels.layers import LAYER_TYPES, Layer, activation, is_quantized, real
 from tflgraph.channels.loops import visit_while
 from tflgraph.io.schema import Options
 from tflgraph.ir import Operator, Subgraph, Tensor
@@ -83,12 +83,12 @@ def _keeps_channels(op: Operator, x: Tensor) -> bool:
         return len(op.inputs) == 2 and not consts[0].reshape(rank, 2)[-1].any()
     begin, end, strides = (np.asarray(a).reshape(-1) for a in consts)
     bit = 1 << (rank - 1)
-    if option(op, "ellipsis_mask") or option(op, "new_axis_mask") or option(op, "offset"):
+    if op.option("ellipsis_mask", 0) or op.option("new_axis_mask", 0) or op.option("offset", 0):
         return False
-    if option(op, "shrink_axis_mask") & bit or strides[-1] != 1 or len(begin) != rank:
+    if op.option("shrink_axis_mask", 0) & bit or strides[-1] != 1 or len(begin) != rank:
         return False
-    begin_ok = option(op, "begin_mask") & bit or begin[-1] == 0
-    end_ok = option(op, "end_mask") & bit or end[-1] >= x.shape[-1]
+    begin_ok = op.option("begin_mask", 0) & bit or begin[-1] == 0
+    end_ok = op.option("end_mask", 0) & bit or end[-1] >= x.shape[-1]
     return bool(begin_ok and end_ok)
 
 
@@ -124,7 +124,7 @@ def _binary(g: ChannelGraph, sg: Subgraph, op: Operator) -> ValueFn | None:
             g.union(g.slots(t), g.slots(y), c)
     if any(t.is_constant and t.shape and t.shape[-1] > 1 for t in xs):
         g.edits.append((sg, op, "binary"))
-    a, b, act = xs[0], xs[1], option(op, "fused_activation_function")
+    a, b, act = xs[0], xs[1], op.option("fused_activation_function", 0)
     return lambda: g.set_value(
         y, activation(act, BINARY[op.type](g.value(a), g.value(b)) * np.ones(c))
     )
@@ -135,7 +135,7 @@ def _concat(g: ChannelGraph, sg: Subgraph, op: Operator) -> ValueFn | None:
     if y is None or g.slots(y) is None or any(t is None for t in xs):
         return None
     rank = len(y.shape)
-    if option(op, "axis") % rank != rank - 1 or option(op, "fused_activation_function"):
+    if op.option("axis", 0) % rank != rank - 1 or op.option("fused_activation_function", 0):
         return None
     if any(len(t.shape) != rank for t in xs) or sum(t.shape[-1] for t in xs) != y.shape[-1]:
         return None
@@ -200,9 +200,11 @@ HANDLERS = {
     **{name: _identity(_unary) for name in UNARY},
     **{name: _binary for name in BINARY},
     # a constant field pools to itself (TFLite pools only over in-bounds positions)
-    "MAX_POOL_2D": _identity(lambda op, v: activation(option(op, "fused_activation_function"), v)),
+    "MAX_POOL_2D": _identity(
+        lambda op, v: activation(op.option("fused_activation_function", 0), v)
+    ),
     "AVERAGE_POOL_2D": _identity(
-        lambda op, v: activation(option(op, "fused_activation_function"), v)
+        lambda op, v: activation(op.option("fused_activation_function", 0), v)
     ),
     "MEAN": _identity(lambda op, v: v, check=_keeps_channels),
     "PAD": _identity(lambda op, v: np.where(v == 0, 0.0, np.nan), check=_keeps_channels),

@@ -682,6 +682,13 @@ class Options(dict):
         return {f.name: self.get(f.name, f.default) for f in spec(self.kind).fields}
 
 
+@cache
+def option_defaults(kind: str) -> dict[str, object]:
+    """Field name -> what an absent field of options table `kind` means: the schema default
+    of a scalar, None for a vector, string or table."""
+    return {f.name: f.default if f.kind == "scalar" else None for f in spec(kind).fields}
+
+
 def new_options(kind: str, **fields) -> Options:
     """Options for a builtin op, checked against the schema (e.g. new_options('AddOptions'))."""
     known = {f.name for f in spec(kind).fields}

@@ -19,7 +19,7 @@ import numpy as np
 from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.reference import kernels, kernels_nn
-from tflgraph.reference.kernels import UnsupportedOp, opts
+from tflgraph.reference.kernels import UnsupportedOp
 
 __all__ = [
     "KERNELS",
@@ -155,22 +155,20 @@ def _truth(x) -> bool:
 
 
 def _while(op: Operator, xs: list, state: dict) -> list:
-    o = opts(op)
-    cond, body = o["cond_subgraph_index"], o["body_subgraph_index"]
+    cond, body = op.option("cond_subgraph_index"), op.option("body_subgraph_index")
     while _truth(evaluate_subgraph(cond, xs, state)[0]):
         xs = evaluate_subgraph(body, xs, state)
     return xs
 
 
 def _if(op: Operator, xs: list, state: dict) -> list:
-    o = opts(op)
-    branch = o["then_subgraph_index"] if _truth(xs[0]) else o["else_subgraph_index"]
+    branch = op.option("then_subgraph_index") if _truth(xs[0]) else op.option("else_subgraph_index")
     return evaluate_subgraph(branch, xs[1:], state)
 
 
 def _call_once(op: Operator, xs: list, state: dict) -> list:
     """Runs its init subgraph on the first invoke of a `state` (as the runtimes do)."""
-    init = opts(op)["init_subgraph_index"]
+    init = op.option("init_subgraph_index")
     if ("CALL_ONCE", init) not in state:
         state["CALL_ONCE", init] = True
         evaluate_subgraph(init, [], state)
@@ -179,9 +177,8 @@ def _call_once(op: Operator, xs: list, state: dict) -> list:
 
 def _var_handle(op: Operator, xs: list, state: dict) -> np.ndarray:
     """A resource handle: the variable's key in `state`, as a 0-d object array."""
-    o = opts(op)
     handle = np.empty((), object)
-    handle[()] = ("VARIABLE", o.get("container") or "", o.get("shared_name") or "")
+    handle[()] = ("VARIABLE", op.option("container") or "", op.option("shared_name") or "")
     return handle
 
 

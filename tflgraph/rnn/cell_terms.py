@@ -33,7 +33,7 @@ def is_float_const(t: Tensor | None) -> bool:
 
 def fused_activation(op: Operator) -> int:
     """The op's fused_activation_function code (0 = NONE when the op has no such option)."""
-    return int((op.options or {}).get("fused_activation_function", 0))
+    return op.option("fused_activation_function", 0)
 
 
 def no_activation(op: Operator) -> bool:
@@ -50,13 +50,12 @@ def squeezes(p: Operator) -> bool:
 def plain_fc(p: Operator) -> bool:
     """True if FULLY_CONNECTED `p` is x @ W^T (+ b) on a 2-D x: float32 constant W and b, no
     fused activation, no keep_num_dims, default weights format."""
-    o = p.options or {}
     w = p.inputs[1]
     bias = p.inputs[2] if len(p.inputs) > 2 else None
     return (
         no_activation(p)
-        and not o.get("keep_num_dims", False)
-        and int(o.get("weights_format", 0)) == 0
+        and not p.option("keep_num_dims")
+        and p.option("weights_format", 0) == 0
         and is_float_const(w)
         and (bias is None or is_float_const(bias))
         and len(p.inputs[0].shape) == 2
