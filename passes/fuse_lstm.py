@@ -26,13 +26,12 @@ Invariant: every model output equals the loop's, invoke after invoke without res
 
 from __future__ import annotations
 
-from tflgraph.io.schema import new_options
+from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
 from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
 from tflgraph.rnn.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.rnn.rewrite import (
-    FUSED_ACTIVATION,
     FusedRnnRewrite,
     last_step_read_only,
     reachable,
@@ -193,7 +192,7 @@ class _LstmRewrite(FusedRnnRewrite):
         inputs = [x, *w, *u, None, None, None, *b, None, None, *states, None, None, None, None]
         options = new_options(
             "UnidirectionalSequenceLSTMOptions", cell_clip=0.0, proj_clip=0.0,
-            fused_activation_function=FUSED_ACTIVATION[cell.activation], time_major=self.time_major,
+            fused_activation_function=ACTIVATION_CODES[cell.activation], time_major=self.time_major,
         )  # fmt: skip
         return inputs, options
 

@@ -23,17 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflgraph.io.schema import new_options
+from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Tensor
 from tflgraph.pipeline import Pass, register
 from tflgraph.reference.interpreter import UnsupportedOp, evaluate_tensors
 from tflgraph.reference.kernels import ACTIVATIONS
 from tflgraph.rnn import loops
-from tflgraph.rnn.cell_terms import affine_terms, fused_activation
-from tflgraph.rnn.rewrite import FUSED_ACTIVATION, FusedRnnRewrite, last_step_read_only
+from tflgraph.rnn.cell_terms import affine_terms
+from tflgraph.rnn.rewrite import FusedRnnRewrite, last_step_read_only
 from tflgraph.runtime.targets import supports
-
-_FUSED_NAMES = {v: k for k, v in FUSED_ACTIVATION.items()}  # 4 -> TANH, 1 -> RELU
 
 
 @dataclass(eq=False)
@@ -92,8 +90,8 @@ def match_rnn_cell(loop: loops.RnnLoop) -> RnnCell | None:
         return None
     if p.type in ("TANH", "RELU"):
         act, terms = p.type, [p.inputs[0]]
-    elif p.type == "ADD" and _FUSED_NAMES.get(fused_activation(p)):
-        act, terms = _FUSED_NAMES[fused_activation(p)], list(p.inputs)
+    elif p.type == "ADD" and p.activation in ("TANH", "RELU"):
+        act, terms = p.activation, list(p.inputs)
     else:
         return None
     sizes = (1, h.arg.shape[-1])  # a constant term is one value or one per unit
@@ -136,7 +134,7 @@ def prove_rnn_cell(loop: loops.RnnLoop, cell: RnnCell, trials: int = 3) -> str |
         except (UnsupportedOp, ValueError) as e:
             return f"the body cannot be evaluated ({e})"
         z = x.astype(np.float64) @ cell.W.T + h @ cell.R.T + cell.b
-        ref = ACTIVATIONS[FUSED_ACTIVATION[cell.activation]](z)
+        ref = ACTIVATIONS[cell.activation](z)
         for g in got:
             err = float(np.max(np.abs(np.asarray(g, np.float64).reshape(ref.shape) - ref)))
             if not err <= 1e-5 * max(1.0, float(np.max(np.abs(ref)))):
@@ -156,6 +154,6 @@ class _RnnRewrite(FusedRnnRewrite):
         options = new_options(
             "SequenceRNNOptions",
             time_major=self.time_major,
-            fused_activation_function=FUSED_ACTIVATION[cell.activation],
+            fused_activation_function=ACTIVATION_CODES[cell.activation],
         )
         return [x, *weights, h_var], options

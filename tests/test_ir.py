@@ -92,3 +92,10 @@ def test_option_reads_the_value_else_what_the_schema_says_an_absent_field_means(
     neg = sg.add_op("NEG", [x], [sg.new_tensor("n", (1, 4))])  # no options table
     assert neg.option("fused_activation_function") is None
     assert neg.option("fused_activation_function", 0) == 0
+
+
+def test_activation_names_the_fused_activation():
+    model, sg, x, c, y, add = small_model()
+    relu = sg.add_op("MUL", [x, c], [sg.new_tensor("m", (1, 4))], {"fused_activation_function": 1})
+    neg = sg.add_op("NEG", [x], [sg.new_tensor("n", (1, 4))])  # no options table
+    assert (add.activation, relu.activation, neg.activation) == ("NONE", "RELU", "NONE")

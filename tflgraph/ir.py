@@ -19,6 +19,7 @@ import numpy as np
 
 from tflgraph.errors import TflgraphError
 from tflgraph.io.schema import (
+    ACTIVATION_NAMES,
     CUSTOM,
     NUMPY_DTYPES,
     OP_CODES,
@@ -130,6 +131,13 @@ class Operator:
         if name in opts:
             return opts[name]
         return option_defaults(opts.kind).get(name, default)
+
+    @property
+    def activation(self) -> str:
+        """The fused activation by name ("NONE", "RELU", "TANH", ...); "NONE" for an op
+        without a fused_activation_function option."""
+        code = self.option("fused_activation_function", 0)
+        return ACTIVATION_NAMES.get(code, f"ACTIVATION_{code}")
 
     def subgraphs(self) -> list[Subgraph]:
         """Subgraphs this op refers to (WHILE cond/body, IF branches, CALL_ONCE init, ...)."""

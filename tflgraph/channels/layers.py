@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from tflgraph.ir import Operator, Subgraph, Tensor
+from tflgraph.reference.kernels import ACTIVATIONS, CLAMPING
 
 LAYER_TYPES = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 _LSTM_W, _LSTM_U, _LSTM_B = (1, 2, 3, 4), (5, 6, 7, 8), (12, 13, 14, 15)
@@ -27,20 +28,12 @@ _LSTM_ABSENT = (9, 10, 11, 16, 17, 20, 21, 22, 23)
 _CELL_GATE = 2  # gates are i, f, c, o
 
 
-def activation(code: int, x: np.ndarray) -> np.ndarray:
+def activation(name: str, x: np.ndarray) -> np.ndarray:
     """A fused activation applied to known constants (NaN = unknown stays unknown), as the
     clamping kernels (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, pooling, ...) apply
     it. LiteRT and TFLM ignore TANH and SIGN_BIT there (an unbounded range) or refuse them:
     no constant is claimed for those."""
-    if code == 0:
-        return x
-    if code == 1:
-        return np.where(np.isnan(x), np.nan, np.maximum(x, 0.0))
-    if code == 2:
-        return np.clip(x, -1.0, 1.0)
-    if code == 3:
-        return np.clip(x, 0.0, 6.0)
-    return np.full_like(x, np.nan)
+    return ACTIVATIONS[name](x) if name in CLAMPING else np.full_like(x, np.nan)
 
 
 def is_quantized(t: Tensor) -> bool:
@@ -189,14 +182,14 @@ class Layer:
 
     def out_value(self, x_value: np.ndarray) -> np.ndarray:
         """Per output channel, the constant the layer outputs (NaN if not constant)."""
-        op, act = self.op, self.op.option("fused_activation_function", 0)
+        op, act = self.op, self.op.activation
         if self.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             # h = o * act(c), c' = f*c + i*act(W_c x + U_c h + b_c): a unit whose cell-gate
             # weights and bias are zero keeps c = 0 from its zero initial state, so h = 0.
             g = _CELL_GATE
             dead = ~(real(op.inputs[_LSTM_W[g]]).any(1) | real(op.inputs[_LSTM_U[g]]).any(1))
             dead &= self.bias(g) == 0
-            zero = act == 4 or activation(act, np.zeros(1))[0] == 0  # the LSTM applies TANH
+            zero = act == "TANH" or activation(act, np.zeros(1))[0] == 0  # the LSTM applies TANH
             return np.where(dead & zero, 0.0, np.nan)
         w = self.weights()[0]
         zero_rows = ~(w != 0).reshape(w.shape[0], -1).any(axis=1)

@@ -23,6 +23,7 @@ from functools import cache
 
 import flatbuffers
 import numpy as np
+from tflite.ActivationFunctionType import ActivationFunctionType
 from tflite.BuiltinOperator import BuiltinOperator
 from tflite.BuiltinOptions import BuiltinOptions
 from tflite.BuiltinOptions2 import BuiltinOptions2
@@ -50,6 +51,8 @@ OPTIONS2_NAMES: dict[int, str] = _enum(BuiltinOptions2)
 OPTIONS2_CODES: dict[str, int] = {n: c for c, n in OPTIONS2_NAMES.items()}
 TENSOR_TYPE_NAMES: dict[int, str] = _enum(TensorType)
 TENSOR_TYPES: dict[str, int] = {n: c for c, n in TENSOR_TYPE_NAMES.items()}
+ACTIVATION_NAMES: dict[int, str] = _enum(ActivationFunctionType)  # fused_activation_function
+ACTIVATION_CODES: dict[str, int] = {n: c for c, n in ACTIVATION_NAMES.items()}
 CUSTOM = OP_CODES["CUSTOM"]
 PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 

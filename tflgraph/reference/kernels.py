@@ -23,23 +23,24 @@ class UnsupportedOp(TflgraphError):
 
 # ---------------------------------------------------------------- activations
 
-ACTIVATIONS = {  # ActivationFunctionType code -> function
-    0: lambda x: x,
-    1: lambda x: np.maximum(x, 0).astype(x.dtype),
-    2: lambda x: np.clip(x, -1, 1).astype(x.dtype),
-    3: lambda x: np.clip(x, 0, 6).astype(x.dtype),
-    4: np.tanh,
-    5: lambda x: np.signbit(x).astype(x.dtype),
+ACTIVATIONS = {  # fused activation (Operator.activation) -> function; NaN stays NaN
+    "NONE": lambda x: x,
+    "RELU": lambda x: np.maximum(x, 0).astype(x.dtype),
+    "RELU_N1_TO_1": lambda x: np.clip(x, -1, 1).astype(x.dtype),
+    "RELU6": lambda x: np.clip(x, 0, 6).astype(x.dtype),
+    "TANH": np.tanh,
+    "SIGN_BIT": lambda x: np.signbit(x).astype(x.dtype),
 }
+# What LiteRT applies after ADD, MUL, FULLY_CONNECTED, convolutions and pooling: it ignores
+# TANH/SIGN_BIT on ADD/MUL and refuses them on FULLY_CONNECTED.
+CLAMPING = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
 
 
 def act(op, x: np.ndarray) -> np.ndarray:
-    """Apply the op's fused_activation_function as LiteRT's clamping ops do. LiteRT ignores
-    TANH/SIGN_BIT on ADD/MUL and refuses them on FULLY_CONNECTED, so they are refused here."""
-    code = op.option("fused_activation_function", 0)
-    if code not in (0, 1, 2, 3):
-        raise UnsupportedOp(f"{op.type} with fused activation {code}")
-    return ACTIVATIONS[code](x)
+    """Apply the op's fused activation as LiteRT's clamping ops do (others are refused)."""
+    if op.activation not in CLAMPING:
+        raise UnsupportedOp(f"{op.type} with fused activation {op.activation}")
+    return ACTIVATIONS[op.activation](x)
 
 
 def sigmoid(x):
@@ -163,7 +164,7 @@ def pad(op, x, paddings, value=None):
 
 
 def concatenation(op, *xs):
-    if op.option("fused_activation_function", 0):  # LiteRT ignores it: refuse to guess
+    if op.activation != "NONE":  # LiteRT ignores it: refuse to guess
         raise UnsupportedOp(f"{op.type} with a fused activation")
     return np.concatenate(xs, _axis(op.option("axis", 0), xs[0].ndim))
 
@@ -284,9 +285,9 @@ KERNELS = {
     "SQUARED_DIFFERENCE": lambda op, a, b: np.square(a - b),
     "LOGISTIC": lambda op, x: sigmoid(x),
     "TANH": lambda op, x: np.tanh(x),
-    "RELU": lambda op, x: ACTIVATIONS[1](x),
-    "RELU_N1_TO_1": lambda op, x: ACTIVATIONS[2](x),
-    "RELU6": lambda op, x: ACTIVATIONS[3](x),
+    "RELU": lambda op, x: ACTIVATIONS["RELU"](x),
+    "RELU_N1_TO_1": lambda op, x: ACTIVATIONS["RELU_N1_TO_1"](x),
+    "RELU6": lambda op, x: ACTIVATIONS["RELU6"](x),
     "HARD_SWISH": lambda op, x: (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype),
     "EXP": _unary(np.exp),
     "LOG": _unary(np.log),

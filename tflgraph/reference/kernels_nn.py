@@ -186,7 +186,7 @@ def sequence_lstm(op, x, *w):
     CIFG, peepholes, layer norm and projection; gates i, f, c, o; returns (out, h, c)."""
     wx, wh, peep, bias = w[0:4], w[4:8], w[8:11], w[11:15]
     proj_w, proj_b, h, c, ln = w[15], w[16], w[17], w[18], w[19:23]
-    fn = ACTIVATIONS[op.option("fused_activation_function", 0)]
+    fn = ACTIVATIONS[op.activation]
     clip, pclip = op.option("cell_clip", 0.0), op.option("proj_clip", 0.0)
     outs = []
 
@@ -216,7 +216,7 @@ def sequence_lstm(op, x, *w):
 
 def rnn(op, x, w, r, b, h):
     """RNN, one step: h = act(x W^T + h R^T + b); returns (h, h) (output, new state)."""
-    h = ACTIVATIONS[op.option("fused_activation_function", 0)](x @ w.T + h @ r.T + b)
+    h = ACTIVATIONS[op.activation](x @ w.T + h @ r.T + b)
     return h, h
 
 

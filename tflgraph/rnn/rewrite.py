@@ -29,7 +29,6 @@ from tflgraph.rnn.loops import (
     swaps_time_batch,
 )
 
-FUSED_ACTIVATION = {"TANH": 4, "RELU": 1}  # ActivationFunctionType codes
 # ops whose output a runtime may place on the input's memory: never make those variable
 _MAY_ALIAS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "BITCAST"}
 

@@ -18,9 +18,8 @@ import subprocess
 import numpy as np
 
 from tflgraph.errors import TflgraphError
-from tflgraph.io.schema import Options, spec
+from tflgraph.io.schema import ACTIVATION_NAMES, Options, spec
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.pattern import ACTIVATIONS
 
 TEXT_FORMATS = {".dot", ".gv"}
 IMAGE_FORMATS = {".svg", ".png", ".pdf"}
@@ -162,7 +161,7 @@ def _option_lines(op: Operator) -> list[str]:
             if isinstance(v, Subgraph) or _same(v, defaults.get(field)):
                 continue
             if field == "fused_activation_function":
-                lines.append(f"act={ACTIVATIONS.get(v, v)}")
+                lines.append(f"act={ACTIVATION_NAMES.get(v, v)}")
             else:
                 lines.append(f"{field}={_value(v)}")
     return lines
