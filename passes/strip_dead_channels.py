@@ -181,10 +181,7 @@ class _Journal:
 
     def restore(self) -> None:
         for op, (sg, old) in self.inputs.items():
-            for i in range(len(op.inputs)):
-                if op.inputs[i] is not (old[i] if i < len(old) else None):
-                    sg.set_input(op, i, old[i] if i < len(old) else None)
-            del op.inputs[len(old) :]
+            sg.set_inputs(op, old)
         for op, saved in self.options.items():
             op.options.clear()
             op.options.update(saved)

@@ -63,9 +63,28 @@ def test_operators_are_returned_in_execution_order():
 
 def test_check_catches_broken_invariants():
     model, sg, x, c, y, add = small_model()
-    add.inputs[0] = sg.new_tensor("stray", (1, 4))  # edited behind the API's back
+    sg.graph.add_edge(sg.new_tensor("stray", (1, 4)), add)  # edited behind the API's back
     with pytest.raises(GraphError, match="edges"):
         sg.check()
+
+
+def test_operand_lists_change_only_through_the_subgraph():
+    model, sg, x, c, y, add = small_model()
+    stray = sg.new_tensor("stray", (1, 4))
+    for write in (
+        lambda: add.inputs.__setitem__(0, stray),
+        lambda: add.inputs.append(stray),
+        lambda: add.outputs.pop(),
+        lambda: add.inputs.__iadd__([None]),
+    ):
+        with pytest.raises(GraphError, match="set_input"):
+            write()
+    assert add.inputs == [x, c] and sg.consumers(x) == [add]
+    sg.set_input(add, 3, stray)  # past the end: pads with absent operands
+    assert add.inputs == [x, c, None, stray] and sg.consumers(stray) == [add]
+    sg.set_inputs(add, [c, c])
+    assert add.inputs == [c, c] and sg.consumers(x) == [] and sg.consumers(stray) == []
+    sg.check()
 
 
 def test_a_tensor_cannot_get_two_producers():

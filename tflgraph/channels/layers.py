@@ -253,7 +253,6 @@ class Layer:
             sg.set_input(op, 2, slice_constant(sg, b, {0: keep_out}, add))
         elif delta is not None:  # no bias yet: the folded constants become one
             bias = delta[0] if keep_out is None else delta[0][keep_out]
-            op.inputs += [None] * (3 - len(op.inputs))
             sg.set_input(op, 2, sg.new_constant(bias.astype(np.float32), f"{self.y.name}/bias"))
 
     def states(self) -> list[Tensor]:
