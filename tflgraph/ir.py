@@ -506,11 +506,13 @@ class Model:
         self._names.add(name)
         return name
 
-    def reachable_subgraphs(self) -> list[Subgraph]:
-        """Subgraph 0, signature subgraphs and everything their ops refer to, in model order."""
+    def reachable_subgraphs(self, roots: list[Subgraph] | None = None) -> list[Subgraph]:
+        """`roots` (default: subgraph 0 and the signature subgraphs) and everything their ops
+        refer to, in model order."""
         seen = set()
-        stack = [self.subgraphs[0]] if self.subgraphs else []
-        stack += [s.subgraph for s in self.signature_defs]
+        if roots is None:
+            roots = self.subgraphs[:1] + [s.subgraph for s in self.signature_defs]
+        stack = list(roots)
         while stack:
             sg = stack.pop()
             if sg in seen:

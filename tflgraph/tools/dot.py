@@ -53,13 +53,7 @@ def _select(model: Model, subgraph: int | str) -> list[Subgraph]:
         raise TflgraphError(f"--subgraph must be an index or 'all', not {subgraph!r}") from None
     if not 0 <= k < len(model.subgraphs):
         raise TflgraphError(f"subgraph {k} does not exist (the model has {len(model.subgraphs)})")
-    seen, stack = set(), [model.subgraphs[k]]
-    while stack:
-        sg = stack.pop()
-        if sg not in seen:
-            seen.add(sg)
-            stack.extend(s for op in sg.operators for s in op.subgraphs())
-    return [sg for sg in model.subgraphs if sg in seen]
+    return model.reachable_subgraphs([model.subgraphs[k]])
 
 
 def _cluster(sg: Subgraph, k: int, index: dict, links: list[str]) -> list[str]:
