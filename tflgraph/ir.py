@@ -107,7 +107,7 @@ class Operands(list):
 
     __slots__ = ()
 
-    def _refuse(self, *args, **kwargs):
+    def _refuse(self, *_args, **_kwargs):
         raise GraphError("operands change through Subgraph.set_input/set_inputs (edges follow)")
 
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse

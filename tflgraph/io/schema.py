@@ -48,13 +48,12 @@ OP_CODES: dict[str, int] = {name: code for code, name in OP_NAMES.items()}
 OPTIONS_NAMES: dict[int, str] = _enum(BuiltinOptions)
 OPTIONS_CODES: dict[str, int] = {n: c for c, n in OPTIONS_NAMES.items()}
 OPTIONS2_NAMES: dict[int, str] = _enum(BuiltinOptions2)
-OPTIONS2_CODES: dict[str, int] = {n: c for c, n in OPTIONS2_NAMES.items()}
 TENSOR_TYPE_NAMES: dict[int, str] = _enum(TensorType)
 TENSOR_TYPES: dict[str, int] = {n: c for c, n in TENSOR_TYPE_NAMES.items()}
 ACTIVATION_NAMES: dict[int, str] = _enum(ActivationFunctionType)  # fused_activation_function
 ACTIVATION_CODES: dict[str, int] = {n: c for c, n in ACTIVATION_NAMES.items()}
 CUSTOM = OP_CODES["CUSTOM"]
-PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+PLACEHOLDER_FOR_GREATER_OP_CODES = 127  # deprecated_builtin_code of a code above 127
 
 # TensorType -> numpy dtype (None: no numpy equivalent, e.g. STRING, RESOURCE, VARIANT, INT4)
 NUMPY_DTYPES: dict[int, np.dtype | None] = {

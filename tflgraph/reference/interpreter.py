@@ -37,7 +37,6 @@ class EvaluationError(TflgraphError, ValueError):
 
 
 KERNELS = {**kernels.KERNELS, **kernels_nn.NN_KERNELS}  # op type -> fn(op, *inputs)
-STATE_OPERANDS = kernels_nn.STATE_OPERANDS
 
 
 def evaluate(model: Model, inputs: list[np.ndarray], state: dict | None = None) -> list:
@@ -126,7 +125,7 @@ def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
         for t, r in zip(op.outputs, results[:n]):
             if t is not None:
                 values[id(t)] = np.asarray(r)
-        for k, r in zip(STATE_OPERANDS.get(op.type, ()), results[n:]):
+        for k, r in zip(kernels_nn.STATE_OPERANDS.get(op.type, ()), results[n:]):
             t = op.inputs[k]
             if t is not None and t.is_variable:
                 state[t] = np.asarray(r)

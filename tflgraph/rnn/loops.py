@@ -119,9 +119,6 @@ class RnnLoop:
     def batch(self) -> int:
         return int(self.seq.init.shape[1]) if len(self.seq.init.shape) > 1 else 1
 
-    def body_consumers(self, t: Tensor) -> list[Operator]:
-        return self.body.consumers(t)
-
 
 # --------------------------------------------------------------------------- small readers
 
