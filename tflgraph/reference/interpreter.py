@@ -66,7 +66,7 @@ def evaluate_tensors(
     """Values of `wanted`, running only the ops they depend on. Tensors that are neither fed,
     produced, constant nor variable raise EvaluationError (they would need a feed)."""
     values = _feed(list(feeds), list(feeds.values()))
-    # walked by hand: it stops at fed tensors (networkx's ancestors on a view is 3x slower)
+    # by hand, as it stops at fed tensors (nx.ancestors on a view without them: 7x slower)
     needed, stack, seen = set(), [t for t in wanted], set()
     while stack:
         t = stack.pop()
