@@ -39,8 +39,8 @@ class DropDeadLoopValues(Pass):
 
 def dead_operands(model: Model, sg: Subgraph, op: Operator) -> list[int]:
     """Indices of the operands of WHILE `op` that can be dropped together (see docstring)."""
-    cond = op.options.get("cond_subgraph_index")
-    body = op.options.get("body_subgraph_index")
+    cond = op.option("cond_subgraph_index")
+    body = op.option("body_subgraph_index")
     if not isinstance(cond, Subgraph) or not isinstance(body, Subgraph) or cond is body:
         return []
     if loops.subgraph_users(model, cond) != 1 or loops.subgraph_users(model, body) != 1:

@@ -26,13 +26,12 @@ Invariant: every model output equals the loop's, invoke after invoke without res
 
 from __future__ import annotations
 
-from tflgraph.io.schema import new_options
+from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
 from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
 from tflgraph.rnn.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.rnn.rewrite import (
-    FUSED_ACTIVATION,
     FusedRnnRewrite,
     last_step_read_only,
     reachable,
@@ -110,7 +109,7 @@ class FuseLstm(Pass):
         if any(sg.is_used(c.result) for c in loop.counters):
             return "a loop counter is read after the loop"
         operands, state_shape = (loop.seq.init, cell.h.init, cell.c.init), (loop.batch, cell.units)
-        if any(t.type != 0 for t in operands):  # FLOAT32
+        if any(t.type_name != "FLOAT32" for t in operands):
             return "not float32"
         if loop.seq.init.shape[0] != loop.trip_count:
             return "the loop does not run over the whole sequence"
@@ -193,7 +192,7 @@ class _LstmRewrite(FusedRnnRewrite):
         inputs = [x, *w, *u, None, None, None, *b, None, None, *states, None, None, None, None]
         options = new_options(
             "UnidirectionalSequenceLSTMOptions", cell_clip=0.0, proj_clip=0.0,
-            fused_activation_function=FUSED_ACTIVATION[cell.activation], time_major=self.time_major,
+            fused_activation_function=ACTIVATION_CODES[cell.activation], time_major=self.time_major,
         )  # fmt: skip
         return inputs, options
 

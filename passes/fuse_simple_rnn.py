@@ -23,17 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflgraph.io.schema import new_options
+from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Tensor
 from tflgraph.pipeline import Pass, register
 from tflgraph.reference.equivalence import check_values
 from tflgraph.reference.kernels import ACTIVATIONS
 from tflgraph.rnn import loops
-from tflgraph.rnn.cell_terms import affine_terms, fused_activation
-from tflgraph.rnn.rewrite import FUSED_ACTIVATION, FusedRnnRewrite, last_step_read_only
+from tflgraph.rnn.cell_terms import affine_terms
+from tflgraph.rnn.rewrite import FusedRnnRewrite, last_step_read_only
 from tflgraph.runtime.targets import supports
-
-_FUSED_NAMES = {v: k for k, v in FUSED_ACTIVATION.items()}  # 4 -> TANH, 1 -> RELU
 
 
 @dataclass(eq=False)
@@ -92,8 +90,8 @@ def match_rnn_cell(loop: loops.RnnLoop) -> RnnCell | None:
         return None
     if p.type in ("TANH", "RELU"):
         act, terms = p.type, [p.inputs[0]]
-    elif p.type == "ADD" and _FUSED_NAMES.get(fused_activation(p)):
-        act, terms = _FUSED_NAMES[fused_activation(p)], list(p.inputs)
+    elif p.type == "ADD" and p.activation in ("TANH", "RELU"):
+        act, terms = p.activation, list(p.inputs)
     else:
         return None
     sizes = (1, h.arg.shape[-1])  # a constant term is one value or one per unit
@@ -111,7 +109,7 @@ def _unsupported_use(loop: loops.RnnLoop) -> str | None:
     sg, h = loop.sg, loop.states[0]
     if any(sg.is_used(c.result) for c in loop.counters):
         return "a loop counter is read after the loop"
-    if loop.seq.init.type != 0 or h.init.type != 0:
+    if loop.seq.init.type_name != "FLOAT32" or h.init.type_name != "FLOAT32":
         return "not float32"
     if loop.seq.init.shape[0] != loop.trip_count or loop.seq.init.is_dynamic:
         return "the loop does not run over the whole (static) sequence"
@@ -136,7 +134,7 @@ def prove_rnn_cell(loop: loops.RnnLoop, cell: RnnCell, trials: int = 3) -> str |
 
     def step(v: dict) -> list:
         z = v[loop.x_t].astype(np.float64) @ cell.W.T + v[cell.h.arg] @ cell.R.T + cell.b
-        return [ACTIVATIONS[FUSED_ACTIVATION[cell.activation]](z)] * len(want)
+        return [ACTIVATIONS[cell.activation](z)] * len(want)
 
     what = ["h' differs from the SimpleRNN step"] * len(want)
     return check_values(loop.body, want, step, feeds, trials, what=what)
@@ -154,6 +152,6 @@ class _RnnRewrite(FusedRnnRewrite):
         options = new_options(
             "SequenceRNNOptions",
             time_major=self.time_major,
-            fused_activation_function=FUSED_ACTIVATION[cell.activation],
+            fused_activation_function=ACTIVATION_CODES[cell.activation],
         )
         return [x, *weights, h_var], options

@@ -29,13 +29,13 @@ from __future__ import annotations
 import numpy as np
 
 from tflgraph.errors import TflgraphError
-from tflgraph.io.schema import new_options
+from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
 from tflgraph.reference.equivalence import compare, random_feed
 from tflgraph.reference.interpreter import evaluate_tensors
 from tflgraph.rnn import loops
-from tflgraph.rnn.cell_terms import fused_activation, is_float_const
+from tflgraph.rnn.cell_terms import is_float_const
 
 # 1e-6, tighter than the default 1e-5: hoisting changes no arithmetic but the one float
 # addition that folds c into the bias, so anything more than rounding is a wrong hoist
@@ -86,7 +86,9 @@ class HoistInputProjection(Pass):
         sg.add_op("RESHAPE", [seq.init, sg.new_constant(np.array([T * B, F], np.int32))], [flat])
         proj = sg.new_tensor(name + "/fc", (T * B, U), "float32")
         w_t, b_t = sg.new_constant(w, name + "/w"), sg.new_constant(b, name + "/b")
-        fc_opts = new_options("FullyConnectedOptions", fused_activation_function=units[0].act)
+        fc_opts = new_options(
+            "FullyConnectedOptions", fused_activation_function=ACTIVATION_CODES[units[0].act]
+        )
         sg.add_op("FULLY_CONNECTED", [flat, w_t, b_t], [proj], fc_opts)
         P = sg.new_tensor(name, (T, B, U), "float32")
         sg.add_op("RESHAPE", [proj, sg.new_constant(np.array([T, B, U], np.int32))], [P])
@@ -123,7 +125,7 @@ class HoistInputProjection(Pass):
 class _Unit:
     """One hoistable projection: FC(x_t, w, b) [+ ADD c]; `out` is what the body reads."""
 
-    def __init__(self, fc: Operator, add: Operator | None, w, bias, act: int, out: Tensor):
+    def __init__(self, fc: Operator, add: Operator | None, w, bias, act: str, out: Tensor):
         self.fc, self.add, self.w, self.bias, self.act, self.out = fc, add, w, bias, act, out
 
 
@@ -149,16 +151,16 @@ def _unit(body: Subgraph, fc: Operator, x_t: Tensor) -> _Unit | None:
         return None
     bias_t = fc.inputs[2] if len(fc.inputs) > 2 else None
     bias = np.zeros(w.shape[0], np.float32) if bias_t is None else _float_const(bias_t)
-    if bias is None or int((fc.options or {}).get("weights_format", 0)):
+    if bias is None or fc.option("weights_format", 0):
         return None
     out, add = fc.outputs[0], None
     readers = body.consumers(out)
-    if fused_activation(fc) == 0 and len(readers) == 1 and readers[0].type == "ADD":
+    if fc.activation == "NONE" and len(readers) == 1 and readers[0].type == "ADD":
         other = [t for t in readers[0].inputs if t is not out]
         c = _float_const(other[0]) if len(other) == 1 else None
         if c is not None and c.size in (1, w.shape[0]) and not _is_output(body, out):
             add, bias, out = readers[0], bias + c.reshape(-1), readers[0].outputs[0]
-    return _Unit(fc, add, w, bias.reshape(-1), fused_activation(add or fc), out)
+    return _Unit(fc, add, w, bias.reshape(-1), (add or fc).activation, out)
 
 
 def _is_output(sg: Subgraph, t: Tensor) -> bool:

@@ -149,18 +149,18 @@ def _new_shape(sg: Subgraph, op, removed: int, old_last: int) -> None:
         if dims.size and dims[-1] != -1:
             dims[-1] = new_last
             sg.set_input(op, 1, sg.new_constant(dims, shape_t.name))
-    opts = op.options if hasattr(op.options, "get") else None
-    if opts is not None and opts.get("new_shape") is not None and len(opts["new_shape"]):
-        dims = np.array(opts["new_shape"], copy=True)
+    new_shape = op.option("new_shape")
+    if new_shape is not None and len(new_shape):
+        dims = np.array(new_shape, copy=True)
         if dims[-1] != -1:
             dims[-1] = new_last
-            opts["new_shape"] = dims
+            op.options["new_shape"] = dims
 
 
 def _clamp_end(sg: Subgraph, op, channels: int) -> None:
     """STRIDED_SLICE reading the whole channel axis: an explicit end is set to the new size."""
     rank = len(op.inputs[0].shape)
-    if op.options.get("end_mask", 0) & (1 << (rank - 1)):
+    if op.option("end_mask", 0) & (1 << (rank - 1)):
         return
     end = np.array(op.inputs[2].data, copy=True)
     if end[-1] > channels:
@@ -181,10 +181,7 @@ class _Journal:
 
     def restore(self) -> None:
         for op, (sg, old) in self.inputs.items():
-            for i in range(len(op.inputs)):
-                if op.inputs[i] is not (old[i] if i < len(old) else None):
-                    sg.set_input(op, i, old[i] if i < len(old) else None)
-            del op.inputs[len(old) :]
+            sg.set_inputs(op, old)
         for op, saved in self.options.items():
             op.options.clear()
             op.options.update(saved)

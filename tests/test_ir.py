@@ -63,9 +63,28 @@ def test_operators_are_returned_in_execution_order():
 
 def test_check_catches_broken_invariants():
     model, sg, x, c, y, add = small_model()
-    add.inputs[0] = sg.new_tensor("stray", (1, 4))  # edited behind the API's back
+    sg.graph.add_edge(sg.new_tensor("stray", (1, 4)), add)  # edited behind the API's back
     with pytest.raises(GraphError, match="edges"):
         sg.check()
+
+
+def test_operand_lists_change_only_through_the_subgraph():
+    model, sg, x, c, y, add = small_model()
+    stray = sg.new_tensor("stray", (1, 4))
+    for write in (
+        lambda: add.inputs.__setitem__(0, stray),
+        lambda: add.inputs.append(stray),
+        lambda: add.outputs.pop(),
+        lambda: add.inputs.__iadd__([None]),
+    ):
+        with pytest.raises(GraphError, match="set_input"):
+            write()
+    assert add.inputs == [x, c] and sg.consumers(x) == [add]
+    sg.set_input(add, 3, stray)  # past the end: pads with absent operands
+    assert add.inputs == [x, c, None, stray] and sg.consumers(stray) == [add]
+    sg.set_inputs(add, [c, c])
+    assert add.inputs == [c, c] and sg.consumers(x) == [] and sg.consumers(stray) == []
+    sg.check()
 
 
 def test_a_tensor_cannot_get_two_producers():
@@ -80,3 +99,22 @@ def test_check_names_unproduced_reads():
     sg.set_input(add, 0, orphan)
     with pytest.raises(GraphError, match="never produced"):
         sg.check()
+
+
+def test_option_reads_the_value_else_what_the_schema_says_an_absent_field_means():
+    model, sg, x, c, y, add = small_model()
+    assert add.option("fused_activation_function") == 0  # set
+    assert add.option("pot_scale_int16") == 1  # absent: the schema default, not 0
+    assert add.option("axis", -1) == -1  # AddOptions has no such field
+    flat = sg.add_op("RESHAPE", [x], [sg.new_tensor("flat", (4,))], {})
+    assert flat.option("new_shape", "unset") is None  # an absent vector
+    neg = sg.add_op("NEG", [x], [sg.new_tensor("n", (1, 4))])  # no options table
+    assert neg.option("fused_activation_function") is None
+    assert neg.option("fused_activation_function", 0) == 0
+
+
+def test_activation_names_the_fused_activation():
+    model, sg, x, c, y, add = small_model()
+    relu = sg.add_op("MUL", [x, c], [sg.new_tensor("m", (1, 4))], {"fused_activation_function": 1})
+    neg = sg.add_op("NEG", [x], [sg.new_tensor("n", (1, 4))])  # no options table
+    assert (add.activation, relu.activation, neg.activation) == ("NONE", "RELU", "NONE")

@@ -3,7 +3,9 @@
 A `Subgraph` wraps a `networkx.DiGraph` whose nodes are both operators and tensors; edges run
 tensor -> op (the op reads it) and op -> tensor (the op writes it). Operand order lives on the
 op (`op.inputs`, `None` for TFLite's optional -1), never in edge order. Passes mutate only
-through the Subgraph API, which keeps the graph and the operand lists in step.
+through the Subgraph API, which keeps the graph and the operand lists in step; the operand
+lists themselves refuse writes (`Operands`). `op.option(name)` reads an options field as the
+schema defines it, `op.activation` names the fused activation, `t.type_name` the dtype.
 
 Control flow is explicit: an options field naming a subgraph (WHILE's `cond_subgraph_index`,
 IF's branches, CALL_ONCE's init, ...) holds the `Subgraph` object itself.
@@ -19,6 +21,7 @@ import numpy as np
 
 from tflgraph.errors import TflgraphError
 from tflgraph.io.schema import (
+    ACTIVATION_NAMES,
     CUSTOM,
     NUMPY_DTYPES,
     OP_CODES,
@@ -27,6 +30,7 @@ from tflgraph.io.schema import (
     Options,
     RawTable,
     new_options,
+    option_defaults,
     tensor_type_of,
 )
 
@@ -96,13 +100,34 @@ class Tensor:
         return f"Tensor({self.name!r}, {self.type_name}, {list(self.shape)})"
 
 
+class Operands(list):
+    """An operator's operand list (Tensor, or None for an absent optional operand). It reads
+    as a list but refuses writes: the graph's edges mirror it, so it changes only through
+    `Subgraph.set_input` / `set_inputs`."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_args, **_kwargs):
+        raise GraphError("operands change through Subgraph.set_input/set_inputs (edges follow)")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def _set(self, index: int, t: Tensor | None) -> None:  # for Subgraph only
+        list.__setitem__(self, index, t)
+
+    def __reduce__(self):  # copy and pickle without the refused mutators
+        return Operands, (list(self),)
+
+
 @dataclass(eq=False)
 class Operator:
-    """One operator. `opcode` is a builtin code; custom ops keep their name in `custom_code`."""
+    """One operator. `opcode` is a builtin code; custom ops keep their name in `custom_code`.
+    Its operand lists are read-only `Operands`: a Subgraph changes them with the edges."""
 
     opcode: int
-    inputs: list = field(default_factory=list)  # list[Tensor | None]
-    outputs: list = field(default_factory=list)  # list[Tensor | None]
+    inputs: Operands = field(default_factory=Operands)
+    outputs: Operands = field(default_factory=Operands)
     options: Options | RawTable | None = None
     options2: Options | RawTable | None = None
     custom_code: str | None = None
@@ -110,14 +135,36 @@ class Operator:
     custom_options: np.ndarray | None = None
     custom_options_format: int = 0
     mutating_variable_inputs: np.ndarray | None = None
-    intermediates: list = field(default_factory=list)
+    intermediates: Operands = field(default_factory=Operands)
     debug_metadata_index: int = -1
+
+    def __post_init__(self):
+        self.inputs, self.outputs = Operands(self.inputs), Operands(self.outputs)
+        self.intermediates = Operands(self.intermediates)
 
     @property
     def type(self) -> str:
         if self.opcode == CUSTOM:
             return f"CUSTOM:{self.custom_code}"
         return OP_NAMES.get(self.opcode, f"OP_{self.opcode}")
+
+    def option(self, name: str, default=None):
+        """The options field `name`: the op's own value, else what the schema says an absent
+        field means (its default; None for a vector or string). `default` when the op's
+        options table has no such field, is unknown to the schema (raw) or is absent."""
+        opts = self.options
+        if not isinstance(opts, Options):
+            return default
+        if name in opts:
+            return opts[name]
+        return option_defaults(opts.kind).get(name, default)
+
+    @property
+    def activation(self) -> str:
+        """The fused activation by name ("NONE", "RELU", "TANH", ...); "NONE" for an op
+        without a fused_activation_function option."""
+        code = self.option("fused_activation_function", 0)
+        return ACTIVATION_NAMES.get(code, f"ACTIVATION_{code}")
 
     def subgraphs(self) -> list[Subgraph]:
         """Subgraphs this op refers to (WHILE cond/body, IF branches, CALL_ONCE init, ...)."""
@@ -256,13 +303,29 @@ class Subgraph:
         return op
 
     def set_input(self, op: Operator, index: int, t: Tensor | None) -> None:
+        """Operand `index` of `op` becomes `t` (None: absent); an index past the end pads the
+        operands with absent ones first."""
+        if index >= len(op.inputs):
+            self.set_inputs(op, [*op.inputs, *[None] * (index - len(op.inputs)), t])
+            return
         old = op.inputs[index]
-        op.inputs[index] = t
+        op.inputs._set(index, t)
         self._sorted = None
         if t is not None:
             self.graph.add_edge(t, op)
         if old is not None and not any(x is old for x in op.inputs):
             self.graph.remove_edge(old, op)
+
+    def set_inputs(self, op: Operator, inputs) -> None:
+        """`op` reads `inputs` (Tensor or None each) from now on; the edges follow."""
+        old, new = op.inputs, Operands(inputs)
+        if len(old) == len(new) and all(a is b for a, b in zip(old, new)):
+            return
+        op.inputs = new
+        self._sorted = None
+        self.graph.add_edges_from((t, op) for t in new if t is not None)
+        kept = {id(t) for t in new}
+        self.graph.remove_edges_from({(t, op) for t in old if t is not None and id(t) not in kept})
 
     def replace_all_uses(self, old: Tensor, new: Tensor, keep_name: bool = False) -> None:
         """Every op reading `old` reads `new` instead; subgraph outputs and the signature
@@ -350,7 +413,7 @@ class Subgraph:
                 and id(t) not in inputs
                 and not t.is_constant
                 and not t.is_variable
-                and t.type not in _STATEFUL
+                and t.type_name not in _STATEFUL
             ):
                 raise GraphError(
                     f"subgraph {self.name!r}: tensor {t.name!r} is read but never "
@@ -366,7 +429,7 @@ class Subgraph:
         return f"Subgraph({self.name!r}, {len(self._order)} ops)"
 
 
-_STATEFUL = {5, 13, 14}  # STRING/RESOURCE/VARIANT may be read without a producer (empty inputs)
+_STATEFUL = {"STRING", "RESOURCE", "VARIANT"}  # may be read without a producer (empty inputs)
 
 
 _ELEMENTWISE = {"ADD", "SUB", "MUL", "DIV", "LOGISTIC", "TANH", "RELU", "RELU6", "MAXIMUM"}
@@ -443,11 +506,13 @@ class Model:
         self._names.add(name)
         return name
 
-    def reachable_subgraphs(self) -> list[Subgraph]:
-        """Subgraph 0, signature subgraphs and everything their ops refer to, in model order."""
+    def reachable_subgraphs(self, roots: list[Subgraph] | None = None) -> list[Subgraph]:
+        """`roots` (default: subgraph 0 and the signature subgraphs) and everything their ops
+        refer to, in model order."""
         seen = set()
-        stack = [self.subgraphs[0]] if self.subgraphs else []
-        stack += [s.subgraph for s in self.signature_defs]
+        if roots is None:
+            roots = self.subgraphs[:1] + [s.subgraph for s in self.signature_defs]
+        stack = list(roots)
         while stack:
             sg = stack.pop()
             if sg in seen:

@@ -38,14 +38,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
-from tflite.ActivationFunctionType import ActivationFunctionType
-
-from tflgraph.io.schema import Options
+from tflgraph.io.schema import ACTIVATION_NAMES
 from tflgraph.ir import Operator, Subgraph, Tensor
 
-ACTIVATIONS = {
-    v: k for k, v in vars(ActivationFunctionType).items() if not k.startswith("_")
-}  # code -> name
 COMMUTATIVE = {
     "ADD", "MUL", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE",
     "EQUAL", "NOT_EQUAL", "LOGICAL_AND", "LOGICAL_OR",
@@ -155,7 +150,7 @@ class Op(Pattern):
         self.name, self.where, self.single_use, self.out = name, where, single_use, out
         acts = [activation] if isinstance(activation, str) else activation
         self.activation = None if acts is None else frozenset(acts)
-        unknown = (self.activation or set()) - set(ACTIVATIONS.values())
+        unknown = (self.activation or set()) - set(ACTIVATION_NAMES.values())
         if unknown:
             raise ValueError(f"unknown activation {sorted(unknown)}")
         self.options = dict(options or {})
@@ -204,11 +199,11 @@ class Op(Pattern):
         if op.type not in self.types:
             return f"op is {op.type}, want {self._types()}"
         if self.activation is not None:
-            act = ACTIVATIONS.get(_option(op, "fused_activation_function", 0), "?")
+            act = op.activation
             if act not in self.activation:
                 return f"{op.type}: fused activation is {act}, want {'|'.join(self._acts())}"
         for field, want in self.options.items():
-            have = _option(op, field, _MISSING)
+            have = op.option(field, _MISSING)
             ok = want(have) if callable(want) else have == want
             if have is _MISSING or not ok:
                 shown = _fn_name(want) if callable(want) else repr(want)
@@ -270,13 +265,6 @@ def _at(where: str, p: Pattern, sg, t, caps) -> str | None:
     """Match a sub-pattern, prefixing a failure with where it happened."""
     why = p.bind(sg, t, caps)
     return f"{where} <- {why}" if why else None
-
-
-def _option(op: Operator, field: str, default):
-    opts = op.options
-    if isinstance(opts, Options):
-        return opts[field] if field in opts else opts.full().get(field, default)
-    return default
 
 
 def _show_opt(v) -> str:

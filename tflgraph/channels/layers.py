@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from tflgraph.ir import Operator, Subgraph, Tensor
+from tflgraph.reference.kernels import ACTIVATIONS, CLAMPING
 
 LAYER_TYPES = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 _LSTM_W, _LSTM_U, _LSTM_B = (1, 2, 3, 4), (5, 6, 7, 8), (12, 13, 14, 15)
@@ -27,24 +28,12 @@ _LSTM_ABSENT = (9, 10, 11, 16, 17, 20, 21, 22, 23)
 _CELL_GATE = 2  # gates are i, f, c, o
 
 
-def option(op: Operator, name: str, default=0):
-    return op.options.get(name, default) if hasattr(op.options, "get") else default
-
-
-def activation(code: int, x: np.ndarray) -> np.ndarray:
+def activation(name: str, x: np.ndarray) -> np.ndarray:
     """A fused activation applied to known constants (NaN = unknown stays unknown), as the
     clamping kernels (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, pooling, ...) apply
     it. LiteRT and TFLM ignore TANH and SIGN_BIT there (an unbounded range) or refuse them:
     no constant is claimed for those."""
-    if code == 0:
-        return x
-    if code == 1:
-        return np.where(np.isnan(x), np.nan, np.maximum(x, 0.0))
-    if code == 2:
-        return np.clip(x, -1.0, 1.0)
-    if code == 3:
-        return np.clip(x, 0.0, 6.0)
-    return np.full_like(x, np.nan)
+    return ACTIVATIONS[name](x) if name in CLAMPING else np.full_like(x, np.nan)
 
 
 def is_quantized(t: Tensor) -> bool:
@@ -120,7 +109,7 @@ class Layer:
             return None
         cin = x.shape[-1]
         if op.type == "FULLY_CONNECTED":
-            ok = w.data.ndim == 2 and w.shape[1] == cin and option(op, "weights_format") == 0
+            ok = w.data.ndim == 2 and w.shape[1] == cin and op.option("weights_format", 0) == 0
         elif op.type == "CONV_2D":
             ok = w.data.ndim == 4 and w.shape[3] == cin
         else:
@@ -153,7 +142,8 @@ class Layer:
     def hybrid(self) -> bool:
         """Quantized weights applied to a float input (dynamic-range quantization)."""
         w = self.op.inputs[1]
-        return self.x.type in (0, 1) and is_quantized(w) and w.type not in (0, 1)
+        floats = ("FLOAT32", "FLOAT16")
+        return self.x.type_name in floats and is_quantized(w) and w.type_name not in floats
 
     # ---- weights as real values
     def weights(self) -> list[np.ndarray]:
@@ -192,14 +182,14 @@ class Layer:
 
     def out_value(self, x_value: np.ndarray) -> np.ndarray:
         """Per output channel, the constant the layer outputs (NaN if not constant)."""
-        op, act = self.op, option(self.op, "fused_activation_function")
+        op, act = self.op, self.op.activation
         if self.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             # h = o * act(c), c' = f*c + i*act(W_c x + U_c h + b_c): a unit whose cell-gate
             # weights and bias are zero keeps c = 0 from its zero initial state, so h = 0.
             g = _CELL_GATE
             dead = ~(real(op.inputs[_LSTM_W[g]]).any(1) | real(op.inputs[_LSTM_U[g]]).any(1))
             dead &= self.bias(g) == 0
-            zero = act == 4 or activation(act, np.zeros(1))[0] == 0  # the LSTM applies TANH
+            zero = act == "TANH" or activation(act, np.zeros(1))[0] == 0  # the LSTM applies TANH
             return np.where(dead & zero, 0.0, np.nan)
         w = self.weights()[0]
         zero_rows = ~(w != 0).reshape(w.shape[0], -1).any(axis=1)
@@ -215,14 +205,14 @@ class Layer:
         if self.kind in ("FULLY_CONNECTED", "UNIDIRECTIONAL_SEQUENCE_LSTM"):
             return True
         w = self.op.inputs[1].shape
-        return option(self.op, "padding") == 1 or tuple(w[1:3]) == (1, 1)
+        return self.op.option("padding", 0) == 1 or tuple(w[1:3]) == (1, 1)
 
     def can_fold(self) -> bool:
         """A non-zero constant input channel can be added into the bias exactly."""
         if self.kind == "DEPTHWISE_CONV_2D" or not self.window_exact():
             return False
         floats = [t for t in self.op.inputs[1:] if t is not None and t.is_constant]
-        return self.x.type == 0 and all(t.type == 0 for t in floats)
+        return self.x.type_name == "FLOAT32" and all(t.type_name == "FLOAT32" for t in floats)
 
     def fold_delta(self, channels: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
         """Bias increments (per gate for LSTM) of feeding `values` on input `channels`."""
@@ -263,7 +253,6 @@ class Layer:
             sg.set_input(op, 2, slice_constant(sg, b, {0: keep_out}, add))
         elif delta is not None:  # no bias yet: the folded constants become one
             bias = delta[0] if keep_out is None else delta[0][keep_out]
-            op.inputs += [None] * (3 - len(op.inputs))
             sg.set_input(op, 2, sg.new_constant(bias.astype(np.float32), f"{self.y.name}/bias"))
 
     def states(self) -> list[Tensor]:

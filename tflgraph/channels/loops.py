@@ -40,8 +40,7 @@ def loop_subgraphs(model: Model) -> set[Subgraph]:
 
 
 def _parts(model: Model, op: Operator) -> tuple[Subgraph, Subgraph] | None:
-    opts = op.options if hasattr(op.options, "get") else {}
-    cond, body = opts.get("cond_subgraph_index"), opts.get("body_subgraph_index")
+    cond, body = op.option("cond_subgraph_index"), op.option("body_subgraph_index")
     if not isinstance(cond, Subgraph) or not isinstance(body, Subgraph) or cond is body:
         return None
     top = {model.subgraphs[0]} | {s.subgraph for s in model.signature_defs}

@@ -13,17 +13,15 @@ from collections.abc import Callable
 import numpy as np
 
 from tflgraph.channels.graph import ChannelGraph, ValueFn
-from tflgraph.channels.layers import LAYER_TYPES, Layer, activation, is_quantized, option, real
+from tflgraph.channels.layers import LAYER_TYPES, Layer, activation, is_quantized, real
 from tflgraph.channels.loops import visit_while
 from tflgraph.io.schema import Options
 from tflgraph.ir import Operator, Subgraph, Tensor
+from tflgraph.reference.kernels import ACTIVATIONS, sigmoid
 
 UNARY = {  # channel-wise activations and what they do to a known constant
-    "RELU": lambda v: activation(1, v),
-    "RELU_N1_TO_1": lambda v: activation(2, v),
-    "RELU6": lambda v: activation(3, v),
-    "TANH": np.tanh,
-    "LOGISTIC": lambda v: 1.0 / (1.0 + np.exp(-v)),
+    **{name: ACTIVATIONS[name] for name in ("RELU", "RELU_N1_TO_1", "RELU6", "TANH")},
+    "LOGISTIC": sigmoid,
 }
 QUANTIZED_EXACT = ("RELU", "RELU6", "RELU_N1_TO_1")  # keep an int8 zero exactly zero
 BINARY = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "MAXIMUM": np.maximum}
@@ -83,12 +81,12 @@ def _keeps_channels(op: Operator, x: Tensor) -> bool:
         return len(op.inputs) == 2 and not consts[0].reshape(rank, 2)[-1].any()
     begin, end, strides = (np.asarray(a).reshape(-1) for a in consts)
     bit = 1 << (rank - 1)
-    if option(op, "ellipsis_mask") or option(op, "new_axis_mask") or option(op, "offset"):
+    if op.option("ellipsis_mask", 0) or op.option("new_axis_mask", 0) or op.option("offset", 0):
         return False
-    if option(op, "shrink_axis_mask") & bit or strides[-1] != 1 or len(begin) != rank:
+    if op.option("shrink_axis_mask", 0) & bit or strides[-1] != 1 or len(begin) != rank:
         return False
-    begin_ok = option(op, "begin_mask") & bit or begin[-1] == 0
-    end_ok = option(op, "end_mask") & bit or end[-1] >= x.shape[-1]
+    begin_ok = op.option("begin_mask", 0) & bit or begin[-1] == 0
+    end_ok = op.option("end_mask", 0) & bit or end[-1] >= x.shape[-1]
     return bool(begin_ok and end_ok)
 
 
@@ -124,7 +122,7 @@ def _binary(g: ChannelGraph, sg: Subgraph, op: Operator) -> ValueFn | None:
             g.union(g.slots(t), g.slots(y), c)
     if any(t.is_constant and t.shape and t.shape[-1] > 1 for t in xs):
         g.edits.append((sg, op, "binary"))
-    a, b, act = xs[0], xs[1], option(op, "fused_activation_function")
+    a, b, act = xs[0], xs[1], op.activation
     return lambda: g.set_value(
         y, activation(act, BINARY[op.type](g.value(a), g.value(b)) * np.ones(c))
     )
@@ -135,7 +133,7 @@ def _concat(g: ChannelGraph, sg: Subgraph, op: Operator) -> ValueFn | None:
     if y is None or g.slots(y) is None or any(t is None for t in xs):
         return None
     rank = len(y.shape)
-    if option(op, "axis") % rank != rank - 1 or option(op, "fused_activation_function"):
+    if op.option("axis", 0) % rank != rank - 1 or op.activation != "NONE":
         return None
     if any(len(t.shape) != rank for t in xs) or sum(t.shape[-1] for t in xs) != y.shape[-1]:
         return None
@@ -200,10 +198,8 @@ HANDLERS = {
     **{name: _identity(_unary) for name in UNARY},
     **{name: _binary for name in BINARY},
     # a constant field pools to itself (TFLite pools only over in-bounds positions)
-    "MAX_POOL_2D": _identity(lambda op, v: activation(option(op, "fused_activation_function"), v)),
-    "AVERAGE_POOL_2D": _identity(
-        lambda op, v: activation(option(op, "fused_activation_function"), v)
-    ),
+    "MAX_POOL_2D": _identity(lambda op, v: activation(op.activation, v)),
+    "AVERAGE_POOL_2D": _identity(lambda op, v: activation(op.activation, v)),
     "MEAN": _identity(lambda op, v: v, check=_keeps_channels),
     "PAD": _identity(lambda op, v: np.where(v == 0, 0.0, np.nan), check=_keeps_channels),
     "STRIDED_SLICE": _identity(lambda op, v: v, "strided_slice", check=_keeps_channels),

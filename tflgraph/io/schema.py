@@ -23,6 +23,7 @@ from functools import cache
 
 import flatbuffers
 import numpy as np
+from tflite.ActivationFunctionType import ActivationFunctionType
 from tflite.BuiltinOperator import BuiltinOperator
 from tflite.BuiltinOptions import BuiltinOptions
 from tflite.BuiltinOptions2 import BuiltinOptions2
@@ -47,11 +48,12 @@ OP_CODES: dict[str, int] = {name: code for code, name in OP_NAMES.items()}
 OPTIONS_NAMES: dict[int, str] = _enum(BuiltinOptions)
 OPTIONS_CODES: dict[str, int] = {n: c for c, n in OPTIONS_NAMES.items()}
 OPTIONS2_NAMES: dict[int, str] = _enum(BuiltinOptions2)
-OPTIONS2_CODES: dict[str, int] = {n: c for c, n in OPTIONS2_NAMES.items()}
 TENSOR_TYPE_NAMES: dict[int, str] = _enum(TensorType)
 TENSOR_TYPES: dict[str, int] = {n: c for c, n in TENSOR_TYPE_NAMES.items()}
+ACTIVATION_NAMES: dict[int, str] = _enum(ActivationFunctionType)  # fused_activation_function
+ACTIVATION_CODES: dict[str, int] = {n: c for c, n in ACTIVATION_NAMES.items()}
 CUSTOM = OP_CODES["CUSTOM"]
-PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+PLACEHOLDER_FOR_GREATER_OP_CODES = 127  # deprecated_builtin_code of a code above 127
 
 # TensorType -> numpy dtype (None: no numpy equivalent, e.g. STRING, RESOURCE, VARIANT, INT4)
 NUMPY_DTYPES: dict[int, np.dtype | None] = {
@@ -680,6 +682,13 @@ class Options(dict):
     def full(self) -> dict:
         """Every field, defaults filled in."""
         return {f.name: self.get(f.name, f.default) for f in spec(self.kind).fields}
+
+
+@cache
+def option_defaults(kind: str) -> dict[str, object]:
+    """Field name -> what an absent field of options table `kind` means: the schema default
+    of a scalar, None for a vector, string or table."""
+    return {f.name: f.default if f.kind == "scalar" else None for f in spec(kind).fields}
 
 
 def new_options(kind: str, **fields) -> Options:

@@ -19,6 +19,7 @@ import numpy as np
 from tflgraph.errors import TflgraphError
 from tflgraph.io.schema import (
     FILE_IDENTIFIER,
+    PLACEHOLDER_FOR_GREATER_OP_CODES,
     Offset,
     Options,
     spec,
@@ -215,7 +216,7 @@ def _build(model: Model, external_buffers: bool | None = None):
                 builder,
                 spec("OperatorCode"),
                 {
-                    "deprecated_builtin_code": min(code, 127),
+                    "deprecated_builtin_code": min(code, PLACEHOLDER_FOR_GREATER_OP_CODES),
                     "custom_code": custom,
                     "version": version,
                     "builtin_code": code,

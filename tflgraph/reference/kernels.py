@@ -15,37 +15,32 @@ import math
 import numpy as np
 
 from tflgraph.errors import TflgraphError
-from tflgraph.io.schema import Options
 
 
 class UnsupportedOp(TflgraphError):
     """The reference interpreter has no kernel for this op (or this variant of it)."""
 
 
-def opts(op) -> dict:
-    """The op's options with schema defaults filled in ({} when it has none)."""
-    return op.options.full() if isinstance(op.options, Options) else {}
-
-
 # ---------------------------------------------------------------- activations
 
-ACTIVATIONS = {  # ActivationFunctionType code -> function
-    0: lambda x: x,
-    1: lambda x: np.maximum(x, 0).astype(x.dtype),
-    2: lambda x: np.clip(x, -1, 1).astype(x.dtype),
-    3: lambda x: np.clip(x, 0, 6).astype(x.dtype),
-    4: np.tanh,
-    5: lambda x: np.signbit(x).astype(x.dtype),
+ACTIVATIONS = {  # fused activation (Operator.activation) -> function; NaN stays NaN
+    "NONE": lambda x: x,
+    "RELU": lambda x: np.maximum(x, 0).astype(x.dtype),
+    "RELU_N1_TO_1": lambda x: np.clip(x, -1, 1).astype(x.dtype),
+    "RELU6": lambda x: np.clip(x, 0, 6).astype(x.dtype),
+    "TANH": np.tanh,
+    "SIGN_BIT": lambda x: np.signbit(x).astype(x.dtype),
 }
+# What LiteRT applies after ADD, MUL, FULLY_CONNECTED, convolutions and pooling: it ignores
+# TANH/SIGN_BIT on ADD/MUL and refuses them on FULLY_CONNECTED.
+CLAMPING = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
 
 
 def act(op, x: np.ndarray) -> np.ndarray:
-    """Apply the op's fused_activation_function as LiteRT's clamping ops do. LiteRT ignores
-    TANH/SIGN_BIT on ADD/MUL and refuses them on FULLY_CONNECTED, so they are refused here."""
-    code = opts(op).get("fused_activation_function", 0)
-    if code not in (0, 1, 2, 3):
-        raise UnsupportedOp(f"{op.type} with fused activation {code}")
-    return ACTIVATIONS[code](x)
+    """Apply the op's fused activation as LiteRT's clamping ops do (others are refused)."""
+    if op.activation not in CLAMPING:
+        raise UnsupportedOp(f"{op.type} with fused activation {op.activation}")
+    return ACTIVATIONS[op.activation](x)
 
 
 def sigmoid(x):
@@ -54,9 +49,9 @@ def sigmoid(x):
 
 
 def _vector(op, name: str) -> list[int] | None:
-    """A vector option field, None when absent (full() fills absent vectors with 0)."""
-    v = opts(op).get(name)
-    return as_ints(v) if isinstance(v, (np.ndarray, list, tuple)) else None
+    """A vector option field as ints, None when absent."""
+    v = op.option(name)
+    return None if v is None else as_ints(v)
 
 
 def as_ints(x) -> list[int]:
@@ -89,7 +84,7 @@ def squeeze(op, x):
 
 
 def split(op, axis, x):
-    return tuple(np.split(x, opts(op)["num_splits"], _axis(axis, x.ndim)))
+    return tuple(np.split(x, op.option("num_splits"), _axis(axis, x.ndim)))
 
 
 def split_v(op, x, sizes, axis):
@@ -109,23 +104,22 @@ def slice_(op, x, begin, size):
 
 
 def strided_slice(op, x, begin, end, strides):
-    o = opts(op)
     index = []
     for k, (b, e, s) in enumerate(zip(as_ints(begin), as_ints(end), as_ints(strides))):
         bit = 1 << k
-        if o.get("ellipsis_mask", 0) & bit:
+        if op.option("ellipsis_mask", 0) & bit:
             index.append(Ellipsis)
-        elif o.get("new_axis_mask", 0) & bit:
+        elif op.option("new_axis_mask", 0) & bit:
             index.append(np.newaxis)
-        elif o.get("shrink_axis_mask", 0) & bit:
+        elif op.option("shrink_axis_mask", 0) & bit:
             index.append(b)
         else:
-            if o.get("offset"):
+            if op.option("offset"):
                 e = b + e
             index.append(
                 slice(
-                    None if o.get("begin_mask", 0) & bit else b,
-                    None if o.get("end_mask", 0) & bit else e,
+                    None if op.option("begin_mask", 0) & bit else b,
+                    None if op.option("end_mask", 0) & bit else e,
                     s,
                 )
             )
@@ -133,10 +127,9 @@ def strided_slice(op, x, begin, end, strides):
 
 
 def gather(op, params, indices):
-    o = opts(op)
-    bd = o.get("batch_dims", 0)
+    bd = op.option("batch_dims", 0)
     bd = bd + indices.ndim if bd < 0 else bd
-    ax = _axis(o.get("axis", 0), params.ndim)
+    ax = _axis(op.option("axis", 0), params.ndim)
     if bd == 0:
         return np.take(params, indices, axis=ax)
     n = int(np.prod(params.shape[:bd]))
@@ -149,7 +142,7 @@ def gather(op, params, indices):
 def _reduce(fn, typed=False):
     def kernel(op, x, axes):
         axes = tuple(sorted({_axis(a, x.ndim) for a in as_ints(axes)}))
-        kw = {"keepdims": bool(opts(op).get("keep_dims"))}
+        kw = {"keepdims": bool(op.option("keep_dims"))}
         if typed:  # np.sum/prod/mean would widen int32 to int64
             kw["dtype"] = x.dtype
         return np.asarray(fn(x, axis=axes, **kw))
@@ -171,9 +164,9 @@ def pad(op, x, paddings, value=None):
 
 
 def concatenation(op, *xs):
-    if opts(op).get("fused_activation_function", 0):  # LiteRT ignores it: refuse to guess
+    if op.activation != "NONE":  # LiteRT ignores it: refuse to guess
         raise UnsupportedOp(f"{op.type} with a fused activation")
-    return np.concatenate(xs, _axis(opts(op).get("axis", 0), xs[0].ndim))
+    return np.concatenate(xs, _axis(op.option("axis", 0), xs[0].ndim))
 
 
 def dynamic_update_slice(op, x, update, start):
@@ -190,7 +183,7 @@ def select(op, cond, x, y):
 
 
 def softmax(op, x):
-    z = x * opts(op).get("beta", 1.0)
+    z = x * op.option("beta", 1.0)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype)
 
@@ -201,7 +194,7 @@ def log_softmax(op, x):
 
 
 def gelu(op, x):
-    if opts(op).get("approximate"):
+    if op.option("approximate"):
         inner = np.float32(np.sqrt(2 / np.pi)) * (x + np.float32(0.044715) * x**3)
         return (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype)
     erf = np.frompyfunc(math.erf, 1, 1)
@@ -214,12 +207,12 @@ def l2_normalization(op, x):
 
 
 def cumsum(op, x, axis):
-    o, ax = opts(op), _axis(axis, x.ndim)
-    y = np.flip(x, ax) if o.get("reverse") else x
+    ax = _axis(axis, x.ndim)
+    y = np.flip(x, ax) if op.option("reverse") else x
     y = np.cumsum(y, axis=ax, dtype=x.dtype)
-    if o.get("exclusive"):
-        y = y - (np.flip(x, ax) if o.get("reverse") else x)
-    return np.flip(y, ax) if o.get("reverse") else y
+    if op.option("exclusive"):
+        y = y - (np.flip(x, ax) if op.option("reverse") else x)
+    return np.flip(y, ax) if op.option("reverse") else y
 
 
 def arg_reduce(fn):
@@ -292,9 +285,9 @@ KERNELS = {
     "SQUARED_DIFFERENCE": lambda op, a, b: np.square(a - b),
     "LOGISTIC": lambda op, x: sigmoid(x),
     "TANH": lambda op, x: np.tanh(x),
-    "RELU": lambda op, x: ACTIVATIONS[1](x),
-    "RELU_N1_TO_1": lambda op, x: ACTIVATIONS[2](x),
-    "RELU6": lambda op, x: ACTIVATIONS[3](x),
+    "RELU": lambda op, x: ACTIVATIONS["RELU"](x),
+    "RELU_N1_TO_1": lambda op, x: ACTIVATIONS["RELU_N1_TO_1"](x),
+    "RELU6": lambda op, x: ACTIVATIONS["RELU6"](x),
     "HARD_SWISH": lambda op, x: (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype),
     "EXP": _unary(np.exp),
     "LOG": _unary(np.log),
@@ -315,7 +308,7 @@ KERNELS = {
     "ROUND": _unary(np.round),
     "LOG_SOFTMAX": log_softmax,
     "GELU": gelu,
-    "LEAKY_RELU": lambda op, x: np.where(x > 0, x, x * opts(op).get("alpha", 0.0)).astype(x.dtype),
+    "LEAKY_RELU": lambda op, x: np.where(x > 0, x, x * op.option("alpha", 0.0)).astype(x.dtype),
     "PRELU": lambda op, x, alpha: np.where(x >= 0, x, x * alpha).astype(x.dtype),
     "POW": lambda op, a, b: np.power(a, b),
     "FLOOR_DIV": lambda op, a, b: np.floor_divide(a, b),
@@ -332,10 +325,10 @@ KERNELS = {
     "SLICE": slice_,
     "STRIDED_SLICE": strided_slice,
     "GATHER": gather,
-    "PACK": lambda op, *xs: np.stack(xs, _axis(opts(op).get("axis", 0), xs[0].ndim + 1)),
+    "PACK": lambda op, *xs: np.stack(xs, _axis(op.option("axis", 0), xs[0].ndim + 1)),
     "UNPACK": lambda op, x: tuple(
-        np.take(x, k, _axis(opts(op).get("axis", 0), x.ndim))
-        for k in range(x.shape[_axis(opts(op).get("axis", 0), x.ndim)])
+        np.take(x, k, _axis(op.option("axis", 0), x.ndim))
+        for k in range(x.shape[_axis(op.option("axis", 0), x.ndim)])
     ),
     "REVERSE_V2": lambda op, x, axes: np.flip(x, tuple(_axis(a, x.ndim) for a in as_ints(axes))),
     "MEAN": _reduce(_reduce_mean, typed=True),
@@ -348,7 +341,7 @@ KERNELS = {
     "MIRROR_PAD": lambda op, x, paddings: np.pad(
         x,
         np.asarray(paddings).reshape(-1, 2).tolist(),
-        mode=("reflect", "symmetric")[opts(op).get("mode", 0)],
+        mode=("reflect", "symmetric")[op.option("mode", 0)],
     ),
     "TILE": lambda op, x, multiples: np.tile(x, as_ints(multiples)),
     "BROADCAST_TO": lambda op, x, shape: np.array(np.broadcast_to(x, as_ints(shape))),

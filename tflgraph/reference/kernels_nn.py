@@ -9,26 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflgraph.reference.kernels import ACTIVATIONS, UnsupportedOp, act, as_ints, opts, sigmoid
+from tflgraph.reference.kernels import ACTIVATIONS, UnsupportedOp, act, as_ints, sigmoid
 
 # ---------------------------------------------------------------- dense, conv, pool
 
 
 def fully_connected(op, x, w, b=None):
-    o = opts(op)
-    if o.get("weights_format", 0) != 0:
+    if op.option("weights_format", 0) != 0:
         raise UnsupportedOp(f"{op.type} with shuffled weights")
     y = x.reshape(-1, w.shape[1]) @ w.T
     if b is not None:
         y = y + b
     y = act(op, y)
-    return y.reshape(x.shape[:-1] + (w.shape[0],)) if o.get("keep_num_dims") else y
+    return y.reshape(x.shape[:-1] + (w.shape[0],)) if op.option("keep_num_dims") else y
 
 
 def batch_matmul(op, x, y):
-    o = opts(op)
-    x = np.swapaxes(x, -1, -2) if o.get("adj_x") else x
-    y = np.swapaxes(y, -1, -2) if o.get("adj_y") else y
+    x = np.swapaxes(x, -1, -2) if op.option("adj_x") else x
+    y = np.swapaxes(y, -1, -2) if op.option("adj_y") else y
     return np.matmul(x, y)
 
 
@@ -42,13 +40,13 @@ def _pads(size: int, k: int, stride: int, dil: int, padding: int) -> tuple[int, 
     return out, total // 2, total - total // 2
 
 
-def _windows(x, kh, kw, o, pad_value=0.0):
+def _windows(op, x, kh, kw, pad_value=0.0):
     """Per kernel tap (i, j) of a conv/pool: the strided view [N, OH, OW, C] of the padded
     input that the tap multiplies."""
-    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
-    dh, dw = o.get("dilation_h_factor", 1), o.get("dilation_w_factor", 1)
-    oh, ph0, ph1 = _pads(x.shape[1], kh, sh, dh, o.get("padding", 0))
-    ow, pw0, pw1 = _pads(x.shape[2], kw, sw, dw, o.get("padding", 0))
+    sh, sw = op.option("stride_h", 1), op.option("stride_w", 1)
+    dh, dw = op.option("dilation_h_factor", 1), op.option("dilation_w_factor", 1)
+    oh, ph0, ph1 = _pads(x.shape[1], kh, sh, dh, op.option("padding", 0))
+    ow, pw0, pw1 = _pads(x.shape[2], kw, sw, dw, op.option("padding", 0))
     xp = np.pad(x, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)), constant_values=pad_value)
     for i in range(kh):
         for j in range(kw):
@@ -62,7 +60,7 @@ def conv_2d(op, x, w, b=None):
     cout, kh, kw, cin = w.shape
     groups, per = x.shape[3] // cin, cout // (x.shape[3] // cin)
     y = 0
-    for i, j, win in _windows(x, kh, kw, opts(op)):
+    for i, j, win in _windows(op, x, kh, kw):
         y = y + np.concatenate(
             [
                 win[..., g * cin : (g + 1) * cin] @ w[g * per : (g + 1) * per, i, j, :].T
@@ -78,29 +76,27 @@ def conv_2d(op, x, w, b=None):
 def depthwise_conv_2d(op, x, w, b=None):
     _, kh, kw, cout = w.shape
     xr = np.repeat(x, cout // x.shape[3], axis=3)
-    y = sum(win * w[0, i, j] for i, j, win in _windows(xr, kh, kw, opts(op)))
+    y = sum(win * w[0, i, j] for i, j, win in _windows(op, xr, kh, kw))
     if b is not None:
         y = y + b
     return act(op, y.astype(x.dtype))
 
 
 def _pool(op, x, reduce):
-    o = opts(op)
-    kh, kw = o["filter_height"], o["filter_width"]
+    kh, kw = op.option("filter_height"), op.option("filter_width")
     fill = -np.inf if reduce is np.maximum else 0.0
-    wins = [win for _, _, win in _windows(x, kh, kw, o, fill)]
+    wins = [win for _, _, win in _windows(op, x, kh, kw, fill)]
     if reduce is np.maximum:
         return act(op, np.maximum.reduce(wins))
     ones = np.ones(x.shape[:3] + (1,), x.dtype)
-    counts = sum(win for _, _, win in _windows(ones, kh, kw, o))
+    counts = sum(win for _, _, win in _windows(op, ones, kh, kw))
     return act(op, (sum(wins) / counts).astype(x.dtype))
 
 
 def transpose_conv(op, output_shape, w, x, b=None):
     """Filter [out, h, w, in]: every input pixel scatters x @ w[:, i, j].T onto the (strided)
     full output, which is then cropped by the padding LiteRT computes for `output_shape`."""
-    o = opts(op)
-    sh, sw = o.get("stride_h", 1), o.get("stride_w", 1)
+    sh, sw = op.option("stride_h", 1), op.option("stride_w", 1)
     cout, kh, kw, _ = w.shape
     n, hh, ww, _ = x.shape
     full = np.zeros((n, (hh - 1) * sh + kh, (ww - 1) * sw + kw, cout), x.dtype)
@@ -110,8 +106,8 @@ def transpose_conv(op, output_shape, w, x, b=None):
                 x @ w[:, i, j].T
             )
     oh, ow = as_ints(output_shape)[1:3]
-    ph = _transpose_pad(oh, kh, sh, o.get("padding", 0))
-    pw = _transpose_pad(ow, kw, sw, o.get("padding", 0))
+    ph = _transpose_pad(oh, kh, sh, op.option("padding", 0))
+    pw = _transpose_pad(ow, kw, sw, op.option("padding", 0))
     y = np.zeros((n, oh, ow, cout), x.dtype)
     crop = full[:, ph : ph + oh, pw : pw + ow]
     y[:, : crop.shape[1], : crop.shape[2]] = crop
@@ -128,8 +124,7 @@ def _transpose_pad(out: int, k: int, stride: int, padding: int) -> int:
 
 def _resize_axis(op, size: int, out: int, bilinear: bool):
     """Source coordinates of `out` samples along one axis (LiteRT's reference resize)."""
-    o = opts(op)
-    align, half = o.get("align_corners", False), o.get("half_pixel_centers", False)
+    align, half = op.option("align_corners", False), op.option("half_pixel_centers", False)
     scale = np.float32((size - 1) / (out - 1) if align and out > 1 else size / out)
     pos = np.arange(out, dtype=np.float32)
     if bilinear:
@@ -158,14 +153,14 @@ def resize_bilinear(op, x, size):
 
 
 def space_to_depth(op, x):
-    bs = opts(op)["block_size"]
+    bs = op.option("block_size")
     n, h, w, c = x.shape
     x = x.reshape(n, h // bs, bs, w // bs, bs, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(n, h // bs, w // bs, bs * bs * c)
 
 
 def depth_to_space(op, x):
-    bs = opts(op)["block_size"]
+    bs = op.option("block_size")
     n, h, w, c = x.shape
     x = x.reshape(n, h, w, bs, bs, c // (bs * bs)).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(n, h * bs, w * bs, c // (bs * bs))
@@ -175,7 +170,7 @@ def depth_to_space(op, x):
 
 
 def _time_major(op, x):
-    return x if opts(op).get("time_major") else np.swapaxes(x, 0, 1)
+    return x if op.option("time_major") else np.swapaxes(x, 0, 1)
 
 
 def _layer_norm(x, coeff):
@@ -191,9 +186,8 @@ def sequence_lstm(op, x, *w):
     CIFG, peepholes, layer norm and projection; gates i, f, c, o; returns (out, h, c)."""
     wx, wh, peep, bias = w[0:4], w[4:8], w[8:11], w[11:15]
     proj_w, proj_b, h, c, ln = w[15], w[16], w[17], w[18], w[19:23]
-    o = opts(op)
-    fn = ACTIVATIONS[o.get("fused_activation_function", 0)]
-    clip, pclip = o.get("cell_clip", 0.0), o.get("proj_clip", 0.0)
+    fn = ACTIVATIONS[op.activation]
+    clip, pclip = op.option("cell_clip", 0.0), op.option("proj_clip", 0.0)
     outs = []
 
     def gate(k, xt, h, cell=None):
@@ -222,7 +216,7 @@ def sequence_lstm(op, x, *w):
 
 def rnn(op, x, w, r, b, h):
     """RNN, one step: h = act(x W^T + h R^T + b); returns (h, h) (output, new state)."""
-    h = ACTIVATIONS[opts(op).get("fused_activation_function", 0)](x @ w.T + h @ r.T + b)
+    h = ACTIVATIONS[op.activation](x @ w.T + h @ r.T + b)
     return h, h
 
 

@@ -7,7 +7,7 @@ A converted Keras RNN step (LSTM, SimpleRNN) computes its pre-activation as
 `affine_terms` walks that sum back from its ADD tree and returns W, U and the constant bias
 terms; the caller checks the shapes its cell needs (tflgraph.rnn.lstm_cell: four gate blocks, the
 fuse-simple-rnn pass: one) and proves the cell numerically. The predicates it is made of
-(plain float32 constant, FULLY_CONNECTED without extras, fused activation code) serve the
+(plain float32 constant, FULLY_CONNECTED without extras) serve the
 other loop passes too.
 """
 
@@ -25,20 +25,10 @@ def is_float_const(t: Tensor | None) -> bool:
     return (
         t is not None
         and t.is_constant
-        and t.type == 0  # FLOAT32
+        and t.type_name == "FLOAT32"
         and t.data is not None
         and (scale is None or not len(scale))
     )
-
-
-def fused_activation(op: Operator) -> int:
-    """The op's fused_activation_function code (0 = NONE when the op has no such option)."""
-    return int((op.options or {}).get("fused_activation_function", 0))
-
-
-def no_activation(op: Operator) -> bool:
-    """True if the op has no fused activation."""
-    return fused_activation(op) == 0
 
 
 def squeezes(p: Operator) -> bool:
@@ -50,13 +40,12 @@ def squeezes(p: Operator) -> bool:
 def plain_fc(p: Operator) -> bool:
     """True if FULLY_CONNECTED `p` is x @ W^T (+ b) on a 2-D x: float32 constant W and b, no
     fused activation, no keep_num_dims, default weights format."""
-    o = p.options or {}
     w = p.inputs[1]
     bias = p.inputs[2] if len(p.inputs) > 2 else None
     return (
-        no_activation(p)
-        and not o.get("keep_num_dims", False)
-        and int(o.get("weights_format", 0)) == 0
+        p.activation == "NONE"
+        and not p.option("keep_num_dims")
+        and p.option("weights_format", 0) == 0
         and is_float_const(w)
         and (bias is None or is_float_const(bias))
         and len(p.inputs[0].shape) == 2
@@ -86,7 +75,7 @@ def affine_terms(
         kind = p.type if p is not None else "constant" if t.is_constant else "input"
         if is_float_const(t) and (const_sizes is None or t.data.size in const_sizes):
             bias.append(t.data)
-        elif kind == "ADD" and no_activation(p):
+        elif kind == "ADD" and p.activation == "NONE":
             stack.extend(p.inputs)
         elif squeeze and kind == "RESHAPE" and squeezes(p):
             stack.append(p.inputs[0])

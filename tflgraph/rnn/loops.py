@@ -119,9 +119,6 @@ class RnnLoop:
     def batch(self) -> int:
         return int(self.seq.init.shape[1]) if len(self.seq.init.shape) > 1 else 1
 
-    def body_consumers(self, t: Tensor) -> list[Operator]:
-        return self.body.consumers(t)
-
 
 # --------------------------------------------------------------------------- small readers
 
@@ -145,11 +142,6 @@ def _other(op: Operator, t: Tensor) -> Tensor | None:
     return b if a is t else a if b is t else None
 
 
-def _axis(op: Operator, default: int = 0) -> int:
-    opts = op.options if isinstance(op.options, dict) else {}
-    return int(opts.get("axis", default))
-
-
 def while_loops(sg: Subgraph) -> list[Operator]:
     """The WHILE ops of a subgraph, in execution order."""
     return sg.ops_of_type("WHILE")
@@ -168,8 +160,7 @@ def analyze_loop(sg: Subgraph, op: Operator, explain: Explain = None) -> RnnLoop
 
     if op.type != "WHILE":
         return no("not a WHILE op")
-    opts = op.options if isinstance(op.options, dict) else {}
-    cond, body = opts.get("cond_subgraph_index"), opts.get("body_subgraph_index")
+    cond, body = op.option("cond_subgraph_index"), op.option("body_subgraph_index")
     if not isinstance(cond, Subgraph) or not isinstance(body, Subgraph):
         return no("cond/body subgraphs not found")
     n = len(op.inputs)
@@ -240,7 +231,7 @@ def _name(op: Operator) -> str:
 
 
 def _is_counter(body: Subgraph, o: Operand) -> bool:
-    if o.init.type != 2 or o.init.shape != () or scalar_value(o.init) is None:  # 2 = INT32
+    if o.init.type_name != "INT32" or o.init.shape != () or scalar_value(o.init) is None:
         return False
     step = body.producer(o.next)
     return (
@@ -280,8 +271,8 @@ def _is_step_read(g: Operator, arg: Tensor) -> bool:
     return (
         g.type == "GATHER"
         and g.inputs[0] is arg
-        and _axis(g) == 0
-        and int((g.options or {}).get("batch_dims", 0)) == 0
+        and g.option("axis", 0) == 0
+        and g.option("batch_dims", 0) == 0
         and g.inputs[1].shape == ()
     )
 
@@ -297,7 +288,7 @@ def _accumulator(body: Subgraph, o: Operand, time: Operand) -> tuple[str, Tensor
         if len(shape) >= 2 and shape[0] == 1 and _reshape_adds_time(p, shape[1:]):
             return "last", p.inputs[0]
         return None
-    if p.type != "CONCATENATION" or _axis(p) != 0 or len(p.inputs) != 3:
+    if p.type != "CONCATENATION" or p.option("axis", 0) != 0 or len(p.inputs) != 3:
         return None
     head, mid, tail = (body.producer(t) for t in p.inputs)
     if mid is None or mid.type != "RESHAPE" or not _reshape_adds_time(mid, shape[1:]):
@@ -336,7 +327,7 @@ def _update_slice_row(body: Subgraph, o: Operand, time: Operand) -> Tensor | Non
         return None
     if not _reshape_adds_time(row, tuple(o.init.shape[1:])) or index is None:
         return None
-    if index.type != "PACK" or _axis(index) != 0 or index.inputs[0] is not time.arg:
+    if index.type != "PACK" or index.option("axis", 0) != 0 or index.inputs[0] is not time.arg:
         return None
     rest = [scalar_value(t) for t in index.inputs[1:]]
     return (
@@ -527,7 +518,7 @@ def rebuild_while(sg: Subgraph, op: Operator, drop=(), add=()) -> tuple[Operator
     Kept results are the same values under the same names; an RnnLoop of `op` is stale."""
     import dataclasses
 
-    cond, body = op.options["cond_subgraph_index"], op.options["body_subgraph_index"]
+    cond, body = op.option("cond_subgraph_index"), op.option("body_subgraph_index")
     drop = set(drop)
     keep = [i for i in range(len(op.inputs)) if i not in drop]
     cond.inputs = [cond.inputs[i] for i in keep]

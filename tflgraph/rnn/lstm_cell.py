@@ -24,11 +24,11 @@ import numpy as np
 from tflgraph.ir import Subgraph
 from tflgraph.pattern import Any, Op
 from tflgraph.reference.equivalence import check_values
+from tflgraph.reference.kernels import ACTIVATIONS, sigmoid
 from tflgraph.rnn.cell_terms import affine_terms
 from tflgraph.rnn.loops import Operand, RnnLoop, scalar_value
 
-ACTIVATIONS = {"TANH": np.tanh, "RELU": lambda v: np.maximum(v, 0)}
-_ACT = tuple(ACTIVATIONS)
+_ACT = ("TANH", "RELU")  # the cell's activation (Keras' `activation`)
 
 # c' = f * c + i * act(g), h' = o * act(c')
 C_NEXT = Op(
@@ -66,9 +66,8 @@ def lstm_step(cell: LstmCell, x, h, c):
     act = ACTIVATIONS[cell.activation]
     z = x @ cell.W.T + h @ cell.U.T + cell.b
     i, f, g, o = np.split(z, 4, axis=-1)
-    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
-    c_next = sig(f) * c + sig(i) * act(g)
-    return sig(o) * act(c_next), c_next
+    c_next = sigmoid(f) * c + sigmoid(i) * act(g)
+    return sigmoid(o) * act(c_next), c_next
 
 
 def match_lstm_cell(loop: RnnLoop, explain: Callable[[str], None] | None = None):

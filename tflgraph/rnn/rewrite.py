@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import networkx as nx
 import numpy as np
 
 from tflgraph.ir import Operator, Subgraph, Tensor
@@ -29,7 +30,6 @@ from tflgraph.rnn.loops import (
     swaps_time_batch,
 )
 
-FUSED_ACTIVATION = {"TANH": 4, "RELU": 1}  # ActivationFunctionType codes
 # ops whose output a runtime may place on the input's memory: never make those variable
 _MAY_ALIAS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "BITCAST"}
 
@@ -200,7 +200,7 @@ def state_source(sg: Subgraph, var: Tensor, loop_op: Operator) -> Tensor | None:
     fused = readers[0] if len(readers) == 1 else None
     if fused is None or fused.type != "UNIDIRECTIONAL_SEQUENCE_LSTM" or var in sg.outputs:
         return None
-    return var if loop_op in reachable(sg, [fused.outputs[0]]) else None
+    return var if nx.has_path(sg.graph, fused.outputs[0], loop_op) else None
 
 
 def drop_dead(sg: Subgraph, op: Operator) -> None:
@@ -218,14 +218,8 @@ def drop_dead(sg: Subgraph, op: Operator) -> None:
 
 def reachable(sg: Subgraph, tensors: list[Tensor]) -> set[Operator]:
     """Every op that depends on one of `tensors`."""
-    seen: set[Operator] = set()
-    stack = list(tensors)
-    while stack:
-        for p in sg.consumers(stack.pop()):
-            if p not in seen:
-                seen.add(p)
-                stack.extend(t for t in p.outputs if t is not None)
-    return seen
+    down = set().union(*(nx.descendants(sg.graph, t) for t in tensors if t in sg.graph))
+    return {n for n in down if isinstance(n, Operator)}
 
 
 def _layer_name(while_output: str) -> str:

@@ -21,9 +21,8 @@ import subprocess
 import numpy as np
 
 from tflgraph.errors import TflgraphError
-from tflgraph.io.schema import Options, spec
+from tflgraph.io.schema import ACTIVATION_NAMES, Options, spec
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.pattern import ACTIVATIONS
 
 SMALL_CONSTANT = 8  # constants with at most this many elements show their values
 ADDED_STYLE = ', style="filled,bold", penwidth=2, color="#2e7d32", fillcolor="#dff5d8"'
@@ -67,13 +66,7 @@ def _select(model: Model, subgraph: int | str) -> list[Subgraph]:
         k = names.index(subgraph)
     if not 0 <= k < len(model.subgraphs):
         raise TflgraphError(f"subgraph {k} does not exist (the model has {len(model.subgraphs)})")
-    seen, stack = set(), [model.subgraphs[k]]
-    while stack:
-        sg = stack.pop()
-        if sg not in seen:
-            seen.add(sg)
-            stack.extend(s for op in sg.operators for s in op.subgraphs())
-    return [sg for sg in model.subgraphs if sg in seen]
+    return model.reachable_subgraphs([model.subgraphs[k]])
 
 
 def _cluster(sg: Subgraph, k: int, index: dict, links: list[str], highlight) -> list[str]:
@@ -196,7 +189,7 @@ def _option_lines(op: Operator) -> list[str]:
             if isinstance(v, Subgraph) or _same(v, defaults.get(field)):
                 continue
             if field == "fused_activation_function":
-                lines.append(f"act={ACTIVATIONS.get(v, v)}")
+                lines.append(f"act={ACTIVATION_NAMES.get(v, v)}")
             else:
                 lines.append(f"{field}={_value(v)}")
     return lines
