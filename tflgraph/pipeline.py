@@ -10,12 +10,15 @@ naming the pass that broke the graph.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import os
 import pkgutil
+import sys
 import time
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,12 +206,22 @@ def _options_text(declared: dict[str, Option]) -> str:
     )
 
 
-def register(name: str):
-    """Class decorator: make a Pass subclass available under `name`."""
+def register(name: str, override: bool = False):
+    """Class decorator: make a Pass subclass available under `name`. A name that a built-in
+    pass (imported or not) or another registered pass already has is refused unless
+    `override=True`; the same class registered again (a file loaded twice) replaces itself."""
 
     def wrap(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Pass)):
+        if not _is_pass(cls):
             raise TypeError("@register expects a subclass of tflgraph.Pass")
+        taken = _taken_by(name, cls)
+        if taken == "an override":  # a built-in imported after a user replaced it
+            return cls
+        if taken and not override:
+            raise PassError(
+                f"pass name {name!r} is taken by {taken}; pick another name, or "
+                f"register({name!r}, override=True) to replace it"
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -216,8 +229,30 @@ def register(name: str):
     return wrap
 
 
+def _is_pass(obj) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Pass)
+
+
+def _taken_by(name: str, cls: type) -> str | None:
+    """What already owns `name`, if it is not `cls` itself: None, 'an override' (when `cls`
+    is the built-in that a registered pass replaced), or a description of the owner."""
+    existing = _REGISTRY.get(name)
+    if existing is not None and (existing.__module__, existing.__qualname__) == (
+        cls.__module__,
+        cls.__qualname__,
+    ):
+        return None  # the same definition run again
+    builtin = f"tflgraph.passes.{BUILTIN_PASSES[name]}" if name in BUILTIN_PASSES else None
+    if cls.__module__ == builtin:
+        return "an override" if existing is not None else None
+    if existing is not None:
+        return f"the pass {existing.__qualname__} from {existing.__module__}"
+    return f"the built-in pass in {builtin}" if builtin else None
+
+
 def unregister(name: str) -> None:
-    """Forget a registered pass (e.g. one a test or a --load file registered)."""
+    """Forget a registered pass (e.g. one a test or a --load file registered); a built-in of
+    that name (one it overrode) is found again by the next get_pass."""
     _REGISTRY.pop(name, None)
 
 
@@ -229,7 +264,10 @@ def get_pass(name: str) -> type[Pass]:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name in BUILTIN_PASSES:
-        importlib.import_module(f"tflgraph.passes.{BUILTIN_PASSES[name]}")
+        module = importlib.import_module(f"tflgraph.passes.{BUILTIN_PASSES[name]}")
+        for obj in vars(module).values():  # imported before, then unregistered: again
+            if _is_pass(obj) and obj.__module__ == module.__name__ and obj.name == name:
+                _REGISTRY[name] = obj
     else:
         ep = _entry_points().get(name)
         if ep is not None:
@@ -239,12 +277,16 @@ def get_pass(name: str) -> type[Pass]:
                 raise PassError(
                     f"plugin pass {name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}"
                 ) from None
-            if isinstance(obj, type) and issubclass(obj, Pass) and name not in _REGISTRY:
+            if _is_pass(obj) and name not in _REGISTRY:
                 obj.name = name
                 _REGISTRY[name] = obj
     if name not in _REGISTRY:
-        known = ", ".join(sorted(set(_REGISTRY) | set(BUILTIN_PASSES) | set(_entry_points())))
-        raise PassError(f"unknown pass {name!r} (known: {known})")
+        known = sorted(set(_REGISTRY) | set(BUILTIN_PASSES) | set(_entry_points()))
+        raise PassError(
+            f"unknown pass {name!r}{did_you_mean(name, [*known, *PIPELINES])}; passes: "
+            f"{', '.join(known)}; pipelines: {', '.join(PIPELINES)}; a pass of your own: "
+            "--load FILE.py"
+        )
     return _REGISTRY[name]
 
 
@@ -255,17 +297,26 @@ def all_passes() -> dict[str, type[Pass]]:
 
 
 def load_pass_file(path: str) -> list[str]:
-    """Import a user's Python file so that its @register calls take effect."""
+    """Import a user's Python file so that its @register calls take effect. Its folder goes
+    on sys.path, so it can import the modules next to it."""
     if not os.path.isfile(path):
         raise PassError(f"{path}: no such pass file")
     before = set(_REGISTRY)
-    mod_name = "tflgraph_user_" + os.path.splitext(os.path.basename(path))[0]
+    real = os.path.realpath(path)
+    folder = os.path.dirname(real)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    # one module name per file: two files with one name are two modules, not one re-run
+    digest = hashlib.sha1(real.encode()).hexdigest()[:8]
+    mod_name = f"tflgraph_user_{os.path.splitext(os.path.basename(path))[0]}_{digest}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
-        raise PassError(f"{path}: failed to load ({type(e).__name__}: {e})") from None
+    except Exception as e:  # name the line of the file that raised
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
+        where = f"{path}:{lines[-1]}" if lines else path
+        raise PassError(f"{where}: failed to load ({type(e).__name__}: {e})") from None
     return sorted(set(_REGISTRY) - before)
 
 

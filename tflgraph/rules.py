@@ -152,7 +152,7 @@ def _out_name(op: Operator) -> str:
     return repr(t.name) if t is not None else "(no output)"
 
 
-def rule(name: str, pattern: Op, summary: str | None = None):
+def rule(name: str, pattern: Op, summary: str | None = None, override: bool = False):
     """Decorator: register `fn(m: Match)` as the pass `name` rewriting `pattern`'s matches."""
 
     def wrap(fn: Rewrite) -> Rewrite:
@@ -167,7 +167,7 @@ def rule(name: str, pattern: Op, summary: str | None = None):
                 "__module__": fn.__module__,
             },
         )
-        register(name)(cls)
+        register(name, override=override)(cls)
         fn.pass_class = cls
         return fn
 
