@@ -245,7 +245,7 @@ def _taken_by(name: str, cls: type) -> str | None:
     builtin = f"tflgraph.passes.{BUILTIN_PASSES[name]}" if name in BUILTIN_PASSES else None
     if cls.__module__ == builtin:
         return "an override" if existing is not None else None
-    if existing is not None:
+    if existing is not None and existing.__module__ != builtin:
         return f"the pass {existing.__qualname__} from {existing.__module__}"
     return f"the built-in pass in {builtin}" if builtin else None
 
