@@ -19,16 +19,17 @@ Cost:      for --target litert only, `litert_keeps_loop` keeps the loops that Li
 Invariant: every model output equals the loop's, invoke after invoke without reset: h0v and
            c0v are variable tensors that an op re-writes at the start of every invoke, so the
            fused op starts from the loop's initial state each time (LiteRT and TFLM both keep
-           variable tensors across invokes otherwise). `stateful_streaming = True` drops those
-           ops for loops starting from zeros: the state then carries over between invokes
-           (chunked streaming), which changes outputs on purpose and is never the default.
+           variable tensors across invokes otherwise). The option `stateful_streaming`
+           (`--pass-option fuse-lstm.stateful_streaming=true`) drops those ops for loops
+           starting from zeros: the state then carries over between invokes (chunked
+           streaming), which changes outputs on purpose and is never the default.
 """
 
 from __future__ import annotations
 
 from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.pipeline import Pass, register
+from tflgraph.pipeline import Option, Pass, register
 from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
 from tflgraph.rnn.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.rnn.rewrite import (
@@ -53,7 +54,12 @@ _EMITS = (
 class FuseLstm(Pass):
     """Fuse WHILE-loop LSTMs (Keras 3, tf_keras RNN(LSTMCell)) into UNIDIRECTIONAL_SEQUENCE_LSTM."""
 
-    stateful_streaming = False
+    stateful_streaming = Option(
+        False,
+        "LSTMs that start from zeros keep their state across invokes (chunked streaming; "
+        "changes outputs on purpose, so verified with a reset between samples only)",
+        carries_state=True,
+    )
 
     def run(self, model: Model) -> bool:
         self.stats = {"loops_fused": 0, "layers": []}

@@ -218,9 +218,10 @@ def test_keeping_state_across_invokes_is_a_difference(stateful_is_reference):
 def test_reset_mode_alone_accepts_a_model_meant_to_carry_state(tmp_path):
     report = verify(fixture("tfk_lstm_fused"), stateless_lstm(), modes=("reset",))
     assert report.verdict == "equal" and {r.mode for r in report.rows} == {"reset"}
-    # optimize --stateful-streaming (fuse-lstm keeps the state on purpose) is checked that way
+    # fuse-lstm.stateful_streaming (the model keeps the state on purpose) is checked that way
     out = tmp_path / "streaming.tflite"
-    proc = cli("optimize", fixture("k3_lstm"), "-o", out, "--stateful-streaming")
+    streaming = "fuse-lstm.stateful_streaming=true"
+    proc = cli("optimize", fixture("k3_lstm"), "-o", out, "--pass-option", streaming)
     assert proc.returncode == 0 and out.exists(), proc.stderr
     assert "with a reset between samples" in proc.stdout
     assert verify(fixture("k3_lstm"), out).verdict == "different"  # it does carry state

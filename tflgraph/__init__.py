@@ -6,7 +6,7 @@ from tflgraph.io.schema import Options, new_options
 from tflgraph.io.writer import save, to_bytes
 from tflgraph.ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
 from tflgraph.pattern import Any, Const, Op, Rest
-from tflgraph.pipeline import Pass, PassError, optimize, register, run_passes
+from tflgraph.pipeline import Option, Pass, PassError, optimize, register, run_passes
 from tflgraph.rules import Match, RulePass, rule
 from tflgraph.runtime.verify import VerifyError, VerifyReport, verify
 
@@ -25,6 +25,7 @@ __all__ = [
     "Model",
     "ModelError",
     "Operator",
+    "Option",
     "Options",
     "Pass",
     "PassError",

@@ -15,7 +15,16 @@ from tflgraph import __version__
 from tflgraph.errors import TflgraphError
 from tflgraph.io.reader import load
 from tflgraph.io.writer import save, to_bytes, write_atomic
-from tflgraph.pipeline import all_passes, get_pass, load_pass_file, resolve, run_passes
+from tflgraph.pipeline import (
+    all_passes,
+    carries_state,
+    describe_options,
+    get_pass,
+    load_pass_file,
+    parse_pass_options,
+    resolve,
+    run_passes,
+)
 from tflgraph.runtime.targets import TARGETS, shape_problems, unsupported_ops
 from tflgraph.runtime.verify import verify
 from tflgraph.tools.dot import dot_after, to_dot
@@ -67,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--explain", action="store_true", help="print why passes left candidates alone")
     o.add_argument(
-        "--stateful-streaming",
-        action="store_true",
-        help="fuse-lstm: LSTMs that start from zeros keep their state across invokes "
-        "(chunked streaming; changes outputs, so not verified)",
+        "--pass-option",
+        action="append",
+        default=[],
+        metavar="PASS.FIELD=VALUE",
+        help="set an option of a pass, e.g. fuse-lstm.stateful_streaming=true (`tflgraph "
+        "passes` lists them); repeatable",
     )
     o.add_argument(
         "--dot-after",
@@ -181,10 +192,10 @@ def cmd_optimize(args) -> int:
     for path in args.load:
         load_pass_file(path)
     names = resolve(args.passes)
+    options = parse_pass_options(args.pass_option)
     model = load(args.input)
     before = summary(model, os.path.getsize(args.input))
     after_pass = dot_after(args.dot_after, names, output)
-    options = {"fuse-lstm": {"stateful_streaming": True}} if args.stateful_streaming else None
     records = run_passes(
         model,
         names,
@@ -197,7 +208,8 @@ def cmd_optimize(args) -> int:
     checked = data = None
     if _verification_wanted(args):
         data = to_bytes(model)  # serialized once: verified, then written as it is
-        refused, checked = _verify_before_writing(args, data, names, records, output)
+        stateful = carries_state(options)
+        refused, checked = _verify_before_writing(args, data, names, records, output, stateful)
         if refused:
             return refused
     try:
@@ -264,15 +276,16 @@ def _verification_wanted(args) -> bool:
     return importlib.util.find_spec("ai_edge_litert") is not None
 
 
-def _verify_before_writing(args, data: bytes, names, records, output):
+def _verify_before_writing(args, data: bytes, names, records, output, stateful: bool):
     """With --verify (the default when LiteRT is installed): compare the optimized model with
     the input file in memory. Returns (exit code, report): the code is 1 after printing the
-    difference (then nothing is written), 2 when --verify was asked for but impossible."""
+    difference (then nothing is written), 2 when --verify was asked for but impossible.
+    `stateful`: a pass option made the model carry state across invokes on purpose."""
     # a model optimized for LiteRT alone may use ops TFLM lacks: judge it in LiteRT only
     target = getattr(args, "target", "any")
-    # --stateful-streaming carries LSTM state across invokes on purpose: outputs must still
-    # match when the runtime resets between samples
-    modes = ("reset",) if args.stateful_streaming else ("no-reset", "reset")
+    # a model that carries state across invokes on purpose (e.g. fuse-lstm's
+    # stateful_streaming) must still match when the runtime resets between samples
+    modes = ("reset",) if stateful else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
     report = verify(args.input, data, runtime=runtime, modes=modes)
     ran = f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
@@ -378,4 +391,6 @@ def cmd_passes(args) -> int:
         return 0
     for name, cls in all_passes().items():
         print(f"{name:28s} {cls.describe()}")
+        for line in describe_options(cls):
+            print(f"{'':28s}   option {line}")
     return 0

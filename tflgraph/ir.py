@@ -31,6 +31,7 @@ from tflgraph.io.schema import (
     RawTable,
     new_options,
     option_defaults,
+    options_kind,
     tensor_type_of,
 )
 
@@ -457,14 +458,10 @@ def _check_shapes(sg: Subgraph, op: Operator) -> None:
 
 
 def _default_options_kind(code: int) -> str:
-    from tflgraph.io.schema import OPTIONS_CODES
-
-    name = OP_NAMES[code]
-    camel = "".join(p.capitalize() for p in name.split("_")) + "Options"
-    for kind in OPTIONS_CODES:
-        if kind.lower() == camel.lower():
-            return kind
-    raise GraphError(f"no default options table for {name}; pass an Options")
+    kind = options_kind(OP_NAMES[code])
+    if kind is None:
+        raise GraphError(f"no default options table for {OP_NAMES[code]}; pass an Options")
+    return kind
 
 
 @dataclass(eq=False)

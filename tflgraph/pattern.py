@@ -17,9 +17,11 @@ Patterns:
       an operator of one type ("ADD") or several (("ADD", "SUB")); operand patterns in order.
       Nested in another pattern it matches the tensor's producer. `name` captures the Operator.
       `activation` is a fused-activation name or a set of names, `options` maps option fields
-      to values or predicates, `where(op) -> bool` is any other check, `single_use` asks that
-      the output be read by one op and not be a subgraph output, `out` the output index
-      that the enclosing pattern reads (None: any).
+      to values (enum fields take names: padding="SAME") or predicates, `where(op) -> bool` is
+      any other check, `single_use` asks that the output be read by one op and not be a
+      subgraph output, `out` the output index that the enclosing pattern reads (None: any).
+      Op types (builtin names, or "CUSTOM:code"), activation names and option fields are
+      checked when the pattern is built: a typo raises PatternError with the closest name.
       Two-operand ADD, MUL, MAXIMUM, MINIMUM, ... try both operand orders (commutative=False
       turns that off).
   Any(name)            any present tensor (captured under `name` if given)
@@ -35,16 +37,32 @@ square). Matching never raises for a mismatch (every `bind` returns None or the 
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
-from tflgraph.io.schema import ACTIVATION_NAMES
+from tflgraph.errors import TflgraphError, did_you_mean
+from tflgraph.io.schema import (
+    ACTIVATION_NAMES,
+    OP_CODES,
+    OptionsError,
+    enum_codes,
+    option_value,
+    options_kind,
+    spec,
+)
 from tflgraph.ir import Operator, Subgraph, Tensor
 
+# names other frameworks use for a TFLite op, so that the error can point at it
+_OTHER_NAMES = {"SIGMOID": "LOGISTIC", "DENSE": "FULLY_CONNECTED", "MATMUL": "BATCH_MATMUL"}
 COMMUTATIVE = {
     "ADD", "MUL", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE",
     "EQUAL", "NOT_EQUAL", "LOGICAL_AND", "LOGICAL_OR",
 }  # fmt: skip
+
+
+class PatternError(TflgraphError, ValueError):
+    """A pattern that could never match as written: an unknown op type, option or name."""
 
 
 def _bind(caps: dict, name: str | None, value) -> str | None:
@@ -144,16 +162,27 @@ class Op(Pattern):
         out: int | None = 0,
     ):
         self.types = frozenset([types] if isinstance(types, str) else types)
+        for t in self.types:
+            _check_type(t)
         self.operands = list(operands)
+        for p in self.operands:
+            if p is not None and not isinstance(p, Pattern):
+                raise PatternError(
+                    f"operand pattern {p!r} is not a pattern (Op, Any, Const, Rest or None); "
+                    "several op types are given as a tuple: Op(('ADD', 'SUB'), ...)"
+                )
         if any(isinstance(p, Rest) for p in self.operands[:-1]):
-            raise ValueError("Rest() must be the last operand pattern")
+            raise PatternError("Rest() must be the last operand pattern")
         self.name, self.where, self.single_use, self.out = name, where, single_use, out
         acts = [activation] if isinstance(activation, str) else activation
         self.activation = None if acts is None else frozenset(acts)
-        unknown = (self.activation or set()) - set(ACTIVATION_NAMES.values())
-        if unknown:
-            raise ValueError(f"unknown activation {sorted(unknown)}")
-        self.options = dict(options or {})
+        for act in sorted(self.activation or ()):
+            if act not in ACTIVATION_NAMES.values():
+                raise PatternError(
+                    f"unknown activation {act!r}{did_you_mean(act, ACTIVATION_NAMES.values())}; "
+                    f"activations: {', '.join(ACTIVATION_NAMES.values())}"
+                )
+        self.options = {k: _check_option(self.types, k, v) for k, v in (options or {}).items()}
         if commutative is None:
             commutative = len(self.operands) == 2 and self.types <= COMMUTATIVE
         self.commutative = commutative
@@ -206,8 +235,8 @@ class Op(Pattern):
             have = op.option(field, _MISSING)
             ok = want(have) if callable(want) else have == want
             if have is _MISSING or not ok:
-                shown = _fn_name(want) if callable(want) else repr(want)
-                return f"{op.type}: option {field}={_show_opt(have)}, want {shown}"
+                shown = _fn_name(want) if callable(want) else _show_opt(field, want)
+                return f"{op.type}: option {field}={_show_opt(field, have)}, want {shown}"
         if self.where is not None and not self.where(op):
             return f"{op.type}: fails {_fn_name(self.where)}"
         if self.single_use:
@@ -267,8 +296,50 @@ def _at(where: str, p: Pattern, sg, t, caps) -> str | None:
     return f"{where} <- {why}" if why else None
 
 
-def _show_opt(v) -> str:
-    return "<none>" if v is _MISSING else repr(v)
+def _show_opt(field: str, v) -> str:
+    """An option value as written in a pattern: the name of an enum value, else repr."""
+    if v is _MISSING:
+        return "<none>"
+    names = {c: n for n, c in enum_codes(field).items()}
+    return names.get(v, repr(v)) if isinstance(v, int) else repr(v)
+
+
+def _check_type(t: str) -> None:
+    """Raise PatternError unless `t` is a builtin op name or CUSTOM:code."""
+    if not isinstance(t, str):
+        raise PatternError(f"op type {t!r} is not a string")
+    if t in OP_CODES and t != "CUSTOM" or t.startswith("CUSTOM:") or re.fullmatch(r"OP_\d+", t):
+        return
+    if t == "CUSTOM":
+        raise PatternError("custom ops match as 'CUSTOM:<custom_code>', e.g. 'CUSTOM:MyOp'")
+    hint = f" (did you mean {_OTHER_NAMES[t.upper()]}?)" if t.upper() in _OTHER_NAMES else ""
+    raise PatternError(
+        f"unknown op type {t!r}{hint or did_you_mean(t, OP_CODES)}; op types are the "
+        f"builtin names of the TFLite schema ({', '.join(sorted(set(OP_CODES) - {'CUSTOM'}))}) "
+        "or 'CUSTOM:code'"
+    )
+
+
+def _check_option(types: frozenset, field: str, want):
+    """`want` for the option `field` of ops of `types`, enum names turned into codes; raise
+    PatternError if no op of those types has that option."""
+    kinds = sorted({k for t in types if (k := options_kind(t)) is not None})
+    fields: dict = {}
+    for kind in kinds:
+        for f in spec(kind).fields:
+            fields.setdefault(f.name, (kind, f))
+    if field not in fields:
+        ops = "|".join(sorted(types))
+        have = f"options ({', '.join(kinds)}): {', '.join(fields)}" if fields else "no options"
+        raise PatternError(
+            f"unknown option {field!r}{did_you_mean(field, fields)} for {ops}; {ops} has {have}"
+        )
+    if callable(want):
+        return want
+    try:
+        return option_value(*fields[field], want)
+    except OptionsError as e:
+        raise PatternError(str(e)) from None
 
 
 def _fn_name(fn) -> str:

@@ -10,17 +10,20 @@ naming the pass that broke the graph.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import os
 import pkgutil
+import sys
 import time
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tflgraph.errors import TflgraphError
+from tflgraph.errors import TflgraphError, did_you_mean
 from tflgraph.ir import GraphError, Model, Operator, Subgraph
 from tflgraph.runtime.targets import check_target
 
@@ -67,8 +70,85 @@ class PassError(TflgraphError):
     """A pass is unknown, failed to load, or broke the graph."""
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}  # fmt: skip
+
+
+class Option:
+    """A typed setting of a pass, declared as a class attribute of the Pass subclass:
+
+        class FuseLstm(Pass):
+            stateful_streaming = Option(False, "keep LSTM state across invokes")
+
+    `self.stateful_streaming` reads the value (the default unless set). The type is the
+    default's (bool, int, float or str). run_passes(options={pass: {field: value}}) and
+    `optimize --pass-option PASS.FIELD=VALUE` set it; both go through `convert`. An option
+    with `carries_state=True` makes the optimized model keep state across invokes on purpose
+    when set, so the CLI then verifies it with a reset between samples."""
+
+    def __init__(self, default, help: str = "", carries_state: bool = False):
+        if type(default) not in (bool, int, float, str):
+            raise TypeError(f"an Option's default is a bool, int, float or str, not {default!r}")
+        self.default, self.type, self.help = default, type(default), help
+        self.carries_state = carries_state
+        self.name = ""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self  # on the class: the declaration
+        return obj.__dict__.get(self.name, self.default)
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = self.convert(value)
+
+    def convert(self, value):
+        """`value` as the option's type: strings are parsed (bool: true/false, 1/0, yes/no,
+        on/off), other values must already have the type (an int is a float too)."""
+        if isinstance(value, str) and self.type is not str:
+            parsed = self._parse(value)
+        elif self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            parsed = float(value)
+        elif isinstance(value, self.type) and (self.type is bool or not isinstance(value, bool)):
+            parsed = value
+        else:
+            parsed = None
+        if parsed is None:
+            raise PassError(f"option {self.name}: {value!r} is not {self.type_name()}")
+        return parsed
+
+    def _parse(self, text: str):
+        if self.type is bool:
+            return _BOOLS.get(text.strip().lower())
+        try:
+            return self.type(text)
+        except ValueError:
+            return None
+
+    def type_name(self) -> str:
+        """How `tflgraph passes` and the errors name the type."""
+        return {
+            bool: "a bool (true/false)",
+            int: "an int",
+            float: "a float",
+            str: "a string",
+        }[self.type]
+
+    def default_text(self) -> str:
+        """The default as it is written on the command line (bools: true/false)."""
+        return str(self.default).lower() if self.type is bool else repr(self.default)
+
+    def describe(self) -> str:
+        """`name: type = default  help`, one line."""
+        line = f"{self.name}: {self.type.__name__} = {self.default_text()}"
+        return f"{line}  {self.help}" if self.help else line
+
+
 class Pass(ABC):
-    """Base class of a rewrite pass: `run(model)` mutates in place, returns True on change."""
+    """Base class of a rewrite pass: `run(model)` mutates in place, returns True on change.
+    Settings are `Option` class attributes (see Option)."""
 
     name: str = ""
     summary: str = ""
@@ -94,13 +174,54 @@ class Pass(ABC):
         doc = (cls.__doc__ or "").strip().splitlines()
         return cls.summary or (doc[0] if doc else "")
 
+    @classmethod
+    def options(cls) -> dict[str, Option]:
+        """The pass's options by name, base classes' first."""
+        found: dict[str, Option] = {}
+        for klass in reversed(cls.__mro__):
+            found.update((k, v) for k, v in vars(klass).items() if isinstance(v, Option))
+        return found
 
-def register(name: str):
-    """Class decorator: make a Pass subclass available under `name`."""
+    def set_options(self, values: dict) -> None:
+        """Set options by name (values converted by Option.convert); an unknown name raises
+        PassError listing the pass's options."""
+        declared = self.options()
+        for key, value in values.items():
+            if key not in declared:
+                raise PassError(
+                    f"pass {self.name!r} has no option {key!r}{did_you_mean(key, declared)}; "
+                    f"{_options_text(declared)}"
+                )
+            try:
+                setattr(self, key, value)
+            except PassError as e:
+                raise PassError(f"pass {self.name!r}: {e}") from None
+
+
+def _options_text(declared: dict[str, Option]) -> str:
+    if not declared:
+        return "it has no options"
+    return "its options: " + "; ".join(
+        f"{o.name} ({o.type_name()}, default {o.default_text()})" for o in declared.values()
+    )
+
+
+def register(name: str, override: bool = False):
+    """Class decorator: make a Pass subclass available under `name`. A name that a built-in
+    pass (imported or not) or another registered pass already has is refused unless
+    `override=True`; the same class registered again (a file loaded twice) replaces itself."""
 
     def wrap(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Pass)):
+        if not _is_pass(cls):
             raise TypeError("@register expects a subclass of tflgraph.Pass")
+        taken = _taken_by(name, cls)
+        if taken == "an override":  # a built-in imported after a user replaced it
+            return cls
+        if taken and not override:
+            raise PassError(
+                f"pass name {name!r} is taken by {taken}; pick another name, or "
+                f"register({name!r}, override=True) to replace it"
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -108,8 +229,30 @@ def register(name: str):
     return wrap
 
 
+def _is_pass(obj) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Pass)
+
+
+def _taken_by(name: str, cls: type) -> str | None:
+    """What already owns `name`, if it is not `cls` itself: None, 'an override' (when `cls`
+    is the built-in that a registered pass replaced), or a description of the owner."""
+    existing = _REGISTRY.get(name)
+    if existing is not None and (existing.__module__, existing.__qualname__) == (
+        cls.__module__,
+        cls.__qualname__,
+    ):
+        return None  # the same definition run again
+    builtin = f"tflgraph.passes.{BUILTIN_PASSES[name]}" if name in BUILTIN_PASSES else None
+    if cls.__module__ == builtin:
+        return "an override" if existing is not None else None
+    if existing is not None and existing.__module__ != builtin:
+        return f"the pass {existing.__qualname__} from {existing.__module__}"
+    return f"the built-in pass in {builtin}" if builtin else None
+
+
 def unregister(name: str) -> None:
-    """Forget a registered pass (e.g. one a test or a --load file registered)."""
+    """Forget a registered pass (e.g. one a test or a --load file registered); a built-in of
+    that name (one it overrode) is found again by the next get_pass."""
     _REGISTRY.pop(name, None)
 
 
@@ -121,7 +264,10 @@ def get_pass(name: str) -> type[Pass]:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name in BUILTIN_PASSES:
-        importlib.import_module(f"tflgraph.passes.{BUILTIN_PASSES[name]}")
+        module = importlib.import_module(f"tflgraph.passes.{BUILTIN_PASSES[name]}")
+        for obj in vars(module).values():  # imported before, then unregistered: again
+            if _is_pass(obj) and obj.__module__ == module.__name__ and obj.name == name:
+                _REGISTRY[name] = obj
     else:
         ep = _entry_points().get(name)
         if ep is not None:
@@ -131,12 +277,16 @@ def get_pass(name: str) -> type[Pass]:
                 raise PassError(
                     f"plugin pass {name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}"
                 ) from None
-            if isinstance(obj, type) and issubclass(obj, Pass) and name not in _REGISTRY:
+            if _is_pass(obj) and name not in _REGISTRY:
                 obj.name = name
                 _REGISTRY[name] = obj
     if name not in _REGISTRY:
-        known = ", ".join(sorted(set(_REGISTRY) | set(BUILTIN_PASSES) | set(_entry_points())))
-        raise PassError(f"unknown pass {name!r} (known: {known})")
+        known = sorted(set(_REGISTRY) | set(BUILTIN_PASSES) | set(_entry_points()))
+        raise PassError(
+            f"unknown pass {name!r}{did_you_mean(name, [*known, *PIPELINES])}; passes: "
+            f"{', '.join(known)}; pipelines: {', '.join(PIPELINES)}; a pass of your own: "
+            "--load FILE.py"
+        )
     return _REGISTRY[name]
 
 
@@ -147,17 +297,26 @@ def all_passes() -> dict[str, type[Pass]]:
 
 
 def load_pass_file(path: str) -> list[str]:
-    """Import a user's Python file so that its @register calls take effect."""
+    """Import a user's Python file so that its @register calls take effect. Its folder goes
+    on sys.path, so it can import the modules next to it."""
     if not os.path.isfile(path):
         raise PassError(f"{path}: no such pass file")
     before = set(_REGISTRY)
-    mod_name = "tflgraph_user_" + os.path.splitext(os.path.basename(path))[0]
+    real = os.path.realpath(path)
+    folder = os.path.dirname(real)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    # one module name per file: two files with one name are two modules, not one re-run
+    digest = hashlib.sha1(real.encode()).hexdigest()[:8]
+    mod_name = f"tflgraph_user_{os.path.splitext(os.path.basename(path))[0]}_{digest}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
-        raise PassError(f"{path}: failed to load ({type(e).__name__}: {e})") from None
+    except Exception as e:  # name the line of the file that raised
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
+        where = f"{path}:{lines[-1]}" if lines else path
+        raise PassError(f"{where}: failed to load ({type(e).__name__}: {e})") from None
     return sorted(set(_REGISTRY) - before)
 
 
@@ -174,6 +333,35 @@ def resolve(spec_: str | list[str] | None) -> list[str]:
     for n in out:
         get_pass(n)
     return out
+
+
+def parse_pass_options(specs: list[str]) -> dict[str, dict]:
+    """`--pass-option` values, each `PASS.FIELD=VALUE`, -> {pass: {field: converted value}};
+    an unknown pass, an unknown field or a value of the wrong type raises PassError."""
+    out: dict[str, dict] = {}
+    for text in specs:
+        key, eq, value = text.partition("=")
+        name, dot, field_ = key.strip().rpartition(".")
+        if not (eq and dot and name and field_):
+            raise PassError(f"--pass-option {text!r}: want PASS.FIELD=VALUE")
+        p = get_pass(name)()
+        p.set_options({field_: value})
+        out.setdefault(name, {})[field_] = getattr(p, field_)
+    return out
+
+
+def carries_state(options: dict[str, dict]) -> bool:
+    """True if one of these pass options makes the model keep state across invokes."""
+    return any(
+        value and get_pass(name).options()[key].carries_state
+        for name, fields in options.items()
+        for key, value in fields.items()
+    )
+
+
+def describe_options(cls: type[Pass]) -> list[str]:
+    """One line per option of a pass (`tflgraph passes`, docs/passes.md)."""
+    return [o.describe() for o in cls.options().values()]
 
 
 # --------------------------------------------------------------------------- dead code
@@ -258,9 +446,18 @@ def run_passes(
     """Run the passes in order (repeating the list until nothing changes, when fixed_point),
     removing dead code after each. With check_each, a broken graph raises PassError naming
     the pass and the ones that ran before it. `target` (tflm, litert, any) is given to every
-    pass as `Pass.target`. `options` maps a pass name to settings that override class
-    attributes the pass declares, e.g. {"fuse-lstm": {"stateful_streaming": True}}."""
+    pass as `Pass.target`. `options` maps a pass name to values of the Options the pass
+    declares, e.g. {"fuse-lstm": {"stateful_streaming": True}}; they are checked (names,
+    types) before any pass runs."""
     check_target(target)
+    options = options or {}
+    for name in options:
+        if name not in names:
+            raise PassError(
+                f"options for pass {name!r}, which is not in the pipeline "
+                f"({', '.join(dict.fromkeys(names)) or 'no passes'})"
+            )
+        get_pass(name)().set_options(options[name])
     records: list[PassRecord] = []
     history: list[str] = []
     for iteration in range(1, max_iterations + 1):
@@ -268,10 +465,7 @@ def run_passes(
         for name in names:
             p = get_pass(name)()
             p.target = target
-            for key, value in (options or {}).get(name, {}).items():
-                if key.startswith("_") or not hasattr(type(p), key):
-                    raise PassError(f"pass {name!r} has no option {key!r}")
-                setattr(p, key, value)
+            p.set_options(options.get(name, {}))
             if explain:
                 p.explanations = []
             start = time.perf_counter()

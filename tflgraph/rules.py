@@ -351,10 +351,17 @@ def _out_name(op: Operator) -> str:
     return repr(t.name) if t is not None else "(no output)"
 
 
-def rule(name: str, pattern: Op, summary: str | None = None, prove: bool = True):
+def rule(
+    name: str,
+    pattern: Op,
+    summary: str | None = None,
+    prove: bool = True,
+    override: bool = False,
+):
     """Decorator: register `fn(m: Match)` as the pass `name` rewriting `pattern`'s matches.
     prove=False commits what the rewrite returns without checking it (see the module
-    docstring): for rewrites whose docstring argues why they are exact."""
+    docstring): for rewrites whose docstring argues why they are exact. override=True replaces a
+    pass of the same name (a built-in included)."""
 
     def wrap(fn: Rewrite) -> Rewrite:
         doc = (fn.__doc__ or "").strip().splitlines()
@@ -369,7 +376,7 @@ def rule(name: str, pattern: Op, summary: str | None = None, prove: bool = True)
                 "__module__": fn.__module__,
             },
         )
-        register(name)(cls)
+        register(name, override=override)(cls)
         fn.pass_class = cls
         return fn
 

@@ -199,7 +199,8 @@ def test_cli_explains_and_streams(tmp_path, capsys):
     args = ["optimize", str(fixture("k3_lstm_hardsig")), "-o", str(out), "--explain"]
     assert cli.main(args + ["--no-verify"]) == 0
     assert "[fuse-lstm]" in capsys.readouterr().out
-    args = ["optimize", str(fixture("k3_lstm")), "-o", str(out), "--stateful-streaming"]
+    streaming = ["--pass-option", "fuse-lstm.stateful_streaming=yes"]
+    args = ["optimize", str(fixture("k3_lstm")), "-o", str(out), *streaming]
     assert cli.main(args + ["--no-verify"]) == 0
     fused = tflgraph.load(out)
     assert fused.op_counts() == {"STRIDED_SLICE": 1, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1}

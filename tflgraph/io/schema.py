@@ -29,7 +29,7 @@ from tflite.BuiltinOptions import BuiltinOptions
 from tflite.BuiltinOptions2 import BuiltinOptions2
 from tflite.TensorType import TensorType
 
-from tflgraph.errors import ModelError
+from tflgraph.errors import ModelError, did_you_mean
 
 
 class SchemaError(ModelError):
@@ -48,6 +48,7 @@ OP_CODES: dict[str, int] = {name: code for code, name in OP_NAMES.items()}
 OPTIONS_NAMES: dict[int, str] = _enum(BuiltinOptions)
 OPTIONS_CODES: dict[str, int] = {n: c for c, n in OPTIONS_NAMES.items()}
 OPTIONS2_NAMES: dict[int, str] = _enum(BuiltinOptions2)
+OPTIONS2_CODES: dict[str, int] = {n: c for c, n in OPTIONS2_NAMES.items()}
 TENSOR_TYPE_NAMES: dict[int, str] = _enum(TensorType)
 TENSOR_TYPES: dict[str, int] = {n: c for c, n in TENSOR_TYPE_NAMES.items()}
 ACTIVATION_NAMES: dict[int, str] = _enum(ActivationFunctionType)  # fused_activation_function
@@ -691,13 +692,104 @@ def option_defaults(kind: str) -> dict[str, object]:
     return {f.name: f.default if f.kind == "scalar" else None for f in spec(kind).fields}
 
 
+class OptionsError(SchemaError):
+    """An options table or value the schema does not allow (a typo in a field or enum name)."""
+
+
+# fields of options tables whose values are an enum of the `tflite` package (a field name means
+# the same enum in every options table that has it); values may be given by name: padding="SAME"
+ENUM_FIELDS: dict[str, str] = {
+    "padding": "Padding",
+    "fused_activation_function": "ActivationFunctionType",
+    "weights_format": "FullyConnectedOptionsWeightsFormat",
+    "kernel_type": "LSTMKernelType",
+    "combiner": "CombinerType",
+    "type": "LSHProjectionType",
+    "mode": "MirrorPadMode",
+    "reduce_function": "ReduceWindowFunction",
+    "algorithm": "RngAlgorithm",
+    "comparison_direction": "StablehloComparisonDirection",
+    "compare_type": "StablehloComparisonType",
+    "composite_attributes_format": "CustomOptionsFormat",
+    **dict.fromkeys(
+        ("in_data_type", "out_data_type", "out_type", "output_type", "idx_out_type",
+         "quantized_bias_type", "key_dtype", "value_dtype"),
+        "TensorType",
+    ),
+}  # fmt: skip
+
+
+@cache
+def enum_codes(field_name: str) -> dict[str, int]:
+    """Name -> code of the enum an option field holds ({} for a plain number)."""
+    enum = ENUM_FIELDS.get(field_name)
+    if enum is None:
+        return {}
+    module = importlib.import_module(f"tflite.{enum}")
+    return {n: c for c, n in _enum(getattr(module, enum)).items()}
+
+
+# ops whose options table is not named after the op (CONV_2D -> Conv2DOptions is)
+_OPTIONS_OF_OP = {
+    **dict.fromkeys(("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"), "Pool2DOptions"),
+    **dict.fromkeys(("MAXIMUM", "MINIMUM"), "MaximumMinimumOptions"),
+    **dict.fromkeys(
+        ("MEAN", "SUM", "REDUCE_PROD", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_ANY", "REDUCE_ALL"),
+        "ReducerOptions",
+    ),
+    **dict.fromkeys(("RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM", "MULTINOMIAL"), "RandomOptions"),
+    "L2_NORMALIZATION": "L2NormOptions",
+    "UNIDIRECTIONAL_SEQUENCE_RNN": "SequenceRNNOptions",
+    "CONV_3D_TRANSPOSE": "Conv3DOptions",
+}
+
+
+@cache
+def options_kind(op_type: str) -> str | None:
+    """The options table of a builtin op ('CONV_2D' -> 'Conv2DOptions'), None if it has none."""
+    if op_type in _OPTIONS_OF_OP:
+        return _OPTIONS_OF_OP[op_type]
+    camel = "".join(p.capitalize() for p in op_type.split("_")).lower() + "options"
+    kinds = (k for k in (*OPTIONS_CODES, *OPTIONS2_CODES) if k != "NONE")
+    return next((k for k in kinds if k.lower() == camel), None)
+
+
+def option_value(kind: str, f: Field, value):
+    """`value` checked for the field `f` of table `kind`: an enum name becomes its code; a
+    value the field cannot hold raises OptionsError naming the field (and the valid names)."""
+    is_options = kind in OPTIONS_CODES or kind in OPTIONS2_CODES
+    codes = enum_codes(f.name) if f.kind == "scalar" and is_options else {}
+    if codes:
+        if isinstance(value, str) and value.upper() in codes:
+            return codes[value.upper()]
+        if not isinstance(value, (str, bool)) and value in codes.values():
+            return value
+        raise OptionsError(
+            f"{kind}.{f.name}: {value!r} is not a {ENUM_FIELDS[f.name]}"
+            f"{did_you_mean(value, codes)}; valid: {', '.join(codes)}"
+        )
+    if f.kind == "scalar" and not _is_subgraph_field(kind, f.name):  # those hold a Subgraph
+        try:
+            _STRUCTS[f.fmt].pack(value)
+        except struct.error:
+            what = {"?": "a bool", "f": "a float32", "d": "a float64"}.get(f.fmt)
+            what = what or f"an integer of {_STRUCTS[f.fmt].size * 8} bits"
+            raise OptionsError(f"{kind}.{f.name} holds {what}, not {value!r}") from None
+    return value
+
+
 def new_options(kind: str, **fields) -> Options:
-    """Options for a builtin op, checked against the schema (e.g. new_options('AddOptions'))."""
-    known = {f.name for f in spec(kind).fields}
-    unknown = set(fields) - known
-    if unknown:
-        raise SchemaError(f"{kind} has no field {sorted(unknown)}; fields: {sorted(known)}")
-    return Options(kind, fields)
+    """Options for a builtin op, checked against the schema (e.g. new_options('AddOptions')):
+    unknown field names and values a field cannot hold raise OptionsError; enum fields take
+    names (padding="SAME") as well as codes."""
+    table = {f.name: f for f in spec(kind).fields}
+    for name in fields:
+        if name not in table:
+            raise OptionsError(
+                f"{kind} has no field {name!r}{did_you_mean(name, table)}; "
+                f"fields: {', '.join(table) or 'none'}"
+            )
+    return Options(kind, {name: option_value(kind, table[name], v) for name, v in fields.items()})
 
 
 FILE_IDENTIFIER = b"TFL3"  # the four bytes after the root offset of every .tflite file
@@ -707,8 +799,8 @@ SUBGRAPH_FIELDS = {"CallOptions": ("subgraph",)}
 
 def subgraph_fields(opts: Options) -> list[str]:
     """Fields of an options table that hold a subgraph index."""
-    return [
-        f.name
-        for f in spec(opts.kind).fields
-        if f.name.endswith("subgraph_index") or f.name in SUBGRAPH_FIELDS.get(opts.kind, ())
-    ]
+    return [f.name for f in spec(opts.kind).fields if _is_subgraph_field(opts.kind, f.name)]
+
+
+def _is_subgraph_field(kind: str, name: str) -> bool:
+    return name.endswith("subgraph_index") or name in SUBGRAPH_FIELDS.get(kind, ())

@@ -26,8 +26,21 @@ def passes_markdown(extra: list[str] = ()) -> str:
     out += [f"| `{name}` | {', '.join(f'`{p}`' for p in passes)} |\n"
             for name, passes in sorted(PIPELINES.items())]  # fmt: skip
     for name in sorted(set(BUILTIN_PASSES) | set(extra)):
-        out.append(f"\n## `{name}`\n\n{_doc(get_pass(name))}\n")
+        out.append(f"\n## `{name}`\n\n{_doc(get_pass(name))}\n{_options(name)}")
     return "".join(out)
+
+
+def _options(name: str) -> str:
+    """The pass's options as a list (empty when it has none)."""
+    options = get_pass(name).options().values()
+    if not options:
+        return ""
+    head = f"\nOptions (`tflgraph optimize --pass-option {name}.FIELD=VALUE`):\n\n"
+    return head + "".join(
+        f"- `{o.name}`: {o.type.__name__}, default `{o.default_text()}`"
+        f"{'. ' + o.help if o.help else ''}\n"
+        for o in options
+    )
 
 
 def _doc(cls) -> str:
