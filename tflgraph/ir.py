@@ -20,6 +20,7 @@ import networkx as nx
 import numpy as np
 
 from tflgraph.errors import TflgraphError
+from tflgraph.io.operands import operand_problem
 from tflgraph.io.schema import (
     ACTIVATION_NAMES,
     CUSTOM,
@@ -290,6 +291,8 @@ class Subgraph:
             if isinstance(options, dict) and not isinstance(options, Options):
                 options = new_options(_default_options_kind(code), **options)
             op = Operator(code, list(inputs), list(outputs), options, **kw)
+            if why := operand_problem(op):  # built by a pass: name the mistake now
+                raise GraphError(f"cannot add {why}")
         for t in itertools.chain(op.inputs, op.outputs, op.intermediates):
             if t is not None and t not in self.graph:
                 self.graph.add_node(t)
@@ -424,6 +427,8 @@ class Subgraph:
             if t not in self.graph:
                 raise GraphError(f"subgraph {self.name!r}: output {t.name!r} is not in the graph")
         for op in ops:
+            if why := operand_problem(op):
+                raise GraphError(f"subgraph {self.name!r}: {why}")
             _check_shapes(self, op)
 
     def __repr__(self):
