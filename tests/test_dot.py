@@ -260,3 +260,12 @@ def test_optimize_dot_after_a_pass(tmp_path):
                      "--dot-after", "cleanup=g.svg", env={"PATH": ""})  # fmt: skip
     assert r.returncode == 2 and "Graphviz 'dot' is not installed" in r.stderr
     assert os.path.getsize(out) > 0
+
+
+def test_cli_dot_after_highlights_what_the_pass_added(tmp_path):
+    out = tmp_path / "o.tflite"
+    r = tflgraph_cli("optimize", fixture("k3_lstm"), "-o", out, "--passes", "fuse-lstm",
+                     "--no-verify", "--dot-after", "fuse-lstm")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "o.fuse-lstm.dot").read_text()
+    assert re.search(r'penwidth=2.*label="UNIDIRECTIONAL_SEQUENCE_LSTM', text)

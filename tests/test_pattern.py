@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -91,7 +92,8 @@ def test_options_values_and_predicates():
         "FULLY_CONNECTED: option asymmetric_quantize_inputs=0, want asymmetric"
     )
     assert Op("FULLY_CONNECTED", where=lambda op: len(op.inputs) == 3).match(sg, fc) == {}
-    assert "fails a predicate" in Op("FULLY_CONNECTED", where=lambda op: False).why_not(sg, fc)
+    why = Op("FULLY_CONNECTED", where=lambda op: False).why_not(sg, fc)
+    assert why == f"FULLY_CONNECTED: fails the predicate at test_pattern.py:{_line() - 1}"
 
 
 def test_const_any_and_value_predicates():
@@ -240,11 +242,19 @@ def test_rule_replaces_a_graph_output_keeping_its_name_and_signature():
     assert not run_passes(m, ["test-drop-mul-by-one"])[0].changed
 
 
+def _line() -> int:
+    """The caller's line number."""
+    return sys._getframe(1).f_lineno
+
+
 def test_rule_declines_and_explains():
     m = with_output_mul(1.0)
     records = run_passes(m, ["test-drop-mul-by-one"], explain=True)
     lines = records[0].explanations
-    assert any("no match: MUL operand 1 <- constant 's' fails a predicate" in x for x in lines)
+    # the predicate is named by where it is written, the value shown briefly
+    failed = r"constant 's' = \[4\] float32 \[[-0-9., e]+\] fails the predicate at test_pattern"
+    assert any(re.search(rf"no match: MUL operand 1 <- {failed}\.py:\d+", x) for x in lines)
+    assert lines[-1] == "main: MUL -> 'probs': rewritten"  # --explain says what changed too
     m2 = fc_mul_model(scale_shape=(1, 1, 4), scale=1.0)
     lines = run_passes(m2, ["test-drop-mul-by-one"], explain=True)[0].explanations
     assert lines == ["main: MUL -> 'y': declined: the MUL broadcasts x"]

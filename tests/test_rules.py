@@ -4,6 +4,7 @@ pattern matched, named or not, and replaces the uses; `m.new_op` infers shapes a
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -306,14 +307,14 @@ def test_samples_cover_zero_both_signs_magnitudes_clamp_points_and_observed_rang
 # --------------------------------------------------------------------------- user errors
 
 
-def run_rule_file(tmp_path, body: str) -> subprocess.CompletedProcess:
+def run_rule_file(tmp_path, body: str, *extra) -> subprocess.CompletedProcess:
     rules = tmp_path / "my_rules.py"
     rules.write_text(textwrap.dedent(body))
     src = tmp_path / "in.tflite"
     tflgraph.save(blend_model(), src)
     return subprocess.run(
         [sys.executable, "-m", "tflgraph", "optimize", str(src), "-o", str(tmp_path / "o.tflite"),
-         "--load", str(rules), "--passes", "mine", "--no-verify"],
+         "--load", str(rules), "--passes", "mine", "--no-verify", *extra],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -365,3 +366,29 @@ def test_an_exception_in_a_users_rule_names_the_rule_and_the_line(tmp_path, body
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == f"tflgraph: error: {message}", r.stderr
     assert "internal error" not in r.stderr and not (tmp_path / "o.tflite").exists()
+
+
+def test_explain_counts_matches_and_rewrites_and_names_a_root_type_the_model_lacks(tmp_path):
+    r = run_rule_file(
+        tmp_path,
+        """\
+        import tflgraph
+        from tflgraph import Any, Op
+
+        class Mine(tflgraph.RulePass):
+            rules = [
+                (Op("ADD", Any("a"), Any("b")), lambda m: m.new_op("ADD", [m["b"], m["a"]])),
+                (Op("SOFTMAX", Any("x")), lambda m: "never"),
+            ]
+
+        tflgraph.register("mine")(Mine)
+        """,
+        "--explain",
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "[mine] main: ADD -> 'y': rewritten" in lines
+    assert "[mine] no SOFTMAX op in the model: the pattern's root never matches" in lines
+    # the fixed point runs the pass again: the swapped ADD matches and is rewritten once more
+    (counts,) = [x for x in lines if x.startswith("[mine] matched")]
+    assert re.fullmatch(r"\[mine\] matched (\d+), rewritten \1", counts), counts

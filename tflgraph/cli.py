@@ -195,7 +195,7 @@ def cmd_optimize(args) -> int:
     options = parse_pass_options(args.pass_option)
     model = load(args.input)
     before = summary(model, os.path.getsize(args.input))
-    after_pass = dot_after(args.dot_after, names, output)
+    after_pass = dot_after(args.dot_after, names, output, model)
     records = run_passes(
         model,
         names,
@@ -243,6 +243,8 @@ def cmd_optimize(args) -> int:
     if args.explain:  # a fixed-point pipeline re-runs passes: say each reason once
         for line in dict.fromkeys(f"[{r.name}] {x}" for r in records for x in r.explanations):
             print(line)
+        for name, counts in _rule_counts(records).items():
+            print(f"[{name}] matched {counts['matched']}, rewritten {counts['rewritten']}")
     if args.report:
         report = {
             "input": args.input,
@@ -265,6 +267,17 @@ def cmd_optimize(args) -> int:
         }
         _write_json(args.report, report)
     return 0
+
+
+def _rule_counts(records) -> dict[str, dict[str, int]]:
+    """Matches and rewrites per rule pass, summed over the fixed-point iterations."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in records:
+        if "matched" in r.stats and "rewritten" in r.stats:
+            c = counts.setdefault(r.name, {"matched": 0, "rewritten": 0})
+            c["matched"] += r.stats["matched"]
+            c["rewritten"] += r.stats["rewritten"]
+    return counts
 
 
 def _verification_wanted(args) -> bool:

@@ -37,9 +37,12 @@ square). Matching never raises for a mismatch (every `bind` returns None or the 
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+
+import numpy as np
 
 from tflgraph.errors import TflgraphError, did_you_mean
 from tflgraph.io.schema import (
@@ -119,7 +122,7 @@ class Const(Pattern):
         if not t.is_constant or t.data is None:
             return f"{_show(t)} is not a constant"
         if self.where is not None and not self.where(t.data):
-            return f"constant {t.name!r} fails {_fn_name(self.where)}"
+            return f"constant {t.name!r} = {_brief(t.data)} fails {_fn_name(self.where)}"
         return _bind(caps, self.name, t)
 
     def __repr__(self):
@@ -343,5 +346,23 @@ def _check_option(types: frozenset, field: str, want):
 
 
 def _fn_name(fn) -> str:
+    """A predicate as a user finds it: its name, or where a lambda is written."""
     name = getattr(fn, "__name__", "")
-    return "a predicate" if not name or name == "<lambda>" else name
+    code = getattr(fn, "__code__", None)
+    if name and name != "<lambda>":
+        return name
+    if code is not None:
+        return f"the predicate at {os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+    return "a predicate"
+
+
+def _brief(a) -> str:
+    """A constant's value in a few characters: the scalar, or shape, dtype and first values."""
+    if a is None:
+        return "(no numpy value)"
+    a = np.asarray(a)
+    items = [f"{x:.4g}" if isinstance(x, float) else str(x) for x in a.reshape(-1)[:4].tolist()]
+    if a.ndim == 0:
+        return items[0]
+    more = ", ..." if a.size > 4 else ""
+    return f"{list(a.shape)} {a.dtype} [{', '.join(items)}{more}]"

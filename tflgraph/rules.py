@@ -249,8 +249,13 @@ class RulePass(Pass):
                     m = Match(sg, op, caps, caps.pop(_MATCHED, ()))
                     m.observed = observed
                     if self._apply(m, self._call(rewrite, "", rewrite, m), where):
+                        self.explain(f"{where}: rewritten")
                         rewritten += 1
                         changed = True
+        for pattern, _, _ in rows:
+            if not any(op.type in pattern.types for sg in model.subgraphs for op in sg.iter_ops()):
+                types = "|".join(sorted(pattern.types))
+                self.explain(f"no {types} op in the model: the pattern's root never matches")
         self.stats = {"matched": matched, "rewritten": rewritten}
         return changed
 
