@@ -272,9 +272,9 @@ def write(model: Model, path: str, subgraph: int | str = "all", highlight=frozen
 
 def dot_after(specs: list[str], names: list[str], output: str, model: Model | None = None):
     """The `optimize --dot-after PASS[=PATH]` hook: None, or a callback for run_passes that
-    writes the graph each time one of the named passes has run, the ops that pass added drawn
-    bold (`model`: the model before the first pass, to know what the first pass added). Bad
-    specs fail up front."""
+    writes the graph each time one of the named passes has run, the ops that pass added (in
+    any round of a fixed-point pipeline) drawn bold (`model`: the model before the first
+    pass, to know what the first pass added). Bad specs fail up front."""
     targets: dict[str, str] = {}
     for item in specs:
         name, _, path = item.partition("=")
@@ -293,12 +293,14 @@ def dot_after(specs: list[str], names: list[str], output: str, model: Model | No
         return None
 
     seen = _ops(model) if model is not None else None
+    added: dict[str, set] = {name: set() for name in targets}  # over the fixed-point rounds
 
     def after_pass(name: str, model: Model) -> None:
         nonlocal seen
         now = _ops(model)
         if name in targets:
-            write(model, targets[name], highlight=now - seen if seen is not None else frozenset())
+            added[name] |= now - seen if seen is not None else set()
+            write(model, targets[name], highlight=added[name] & now)
         seen = now
 
     return after_pass
