@@ -1,5 +1,7 @@
 """The IR's mutation API keeps the graph valid and refuses what would break it."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from helpers import fixture
@@ -80,3 +82,27 @@ def test_check_names_unproduced_reads():
     sg.set_input(add, 0, orphan)
     with pytest.raises(GraphError, match="never produced"):
         sg.check()
+
+
+def test_subgraph_users_follow_added_and_removed_ops_and_subgraphs():
+    model = tflgraph.load(fixture("k3_bilstm"))
+    loop = next(op for op in model.main.iter_ops() if op.type == "WHILE")
+    body = loop.options["body_subgraph_index"]
+
+    def scan():  # what the index must agree with: every op of the model that refers to body
+        return {op for s in model.subgraphs for op in s.iter_ops() if body in op.subgraphs()}
+
+    def twin(sg):  # a second WHILE on the same cond and body, with results of its own
+        outs = [sg.new_tensor(f"twin_{t.name}", t.shape, t.dtype) for t in loop.outputs]
+        return sg.add_op(dataclasses.replace(loop, outputs=outs))
+
+    assert model.subgraph_users(body) == [loop]
+    other = twin(model.main)
+    assert set(model.subgraph_users(body)) == scan() == {loop, other}
+    model.main.remove_op(other)
+    assert model.subgraph_users(body) == [loop]
+    extra = model.add_subgraph("extra")
+    third = twin(extra)
+    assert set(model.subgraph_users(body)) == scan() == {loop, third}
+    model.subgraphs.remove(extra)
+    assert model.subgraph_users(body) == [loop] and scan() == {loop}

@@ -253,6 +253,7 @@ class Subgraph:
         self.graph.add_edges_from((op, t) for t in op.outputs if t is not None)
         self._order[op] = next(self._counter)
         self._sorted = None
+        self._track_users(op, added=True)
         return op
 
     def set_input(self, op: Operator, index: int, t: Tensor | None) -> None:
@@ -299,6 +300,7 @@ class Subgraph:
         self.graph.remove_node(op)
         del self._order[op]
         self._sorted = None
+        self._track_users(op, added=False)
         for t in itertools.chain(op.inputs, outs, op.intermediates):
             if (
                 t is not None
@@ -307,6 +309,19 @@ class Subgraph:
                 and not self._is_io(t)
             ):
                 self.graph.remove_node(t)
+
+    def _track_users(self, op: Operator, added: bool) -> None:
+        """Keep the model's subgraph-users index (Model.subgraph_users) in step with an op
+        that was just added or removed: O(subgraphs the op refers to)."""
+        index = self.model._users if self.model is not None else None
+        refs = op.subgraphs() if index is not None else ()
+        if not refs or self not in index[0]:
+            return
+        for r in refs:
+            if added:
+                index[1].setdefault(r, []).append(op)
+            else:
+                index[1][r].remove(op)
 
     def _is_io(self, t: Tensor) -> bool:
         return any(t is x for x in self.inputs) or any(t is x for x in self.outputs)
@@ -423,6 +438,8 @@ class Model:
         self.metadata_buffers: list[Buffer] = []
         self.signature_defs: list[SignatureDef] = []
         self._names: set[str] | None = None
+        # (the subgraphs indexed, {subgraph: ops referring to it}): see subgraph_users
+        self._users: tuple[tuple[Subgraph, ...], dict[Subgraph, list[Operator]]] | None = None
 
     @property
     def main(self) -> Subgraph:
@@ -442,6 +459,21 @@ class Model:
             i += 1
         self._names.add(name)
         return name
+
+    def subgraph_users(self, sg: Subgraph) -> list[Operator]:
+        """The ops of the model's subgraphs that refer to `sg` (as WHILE cond or body, IF
+        branch, CALL_ONCE init, ...). From an index built once and kept up to date by add_op
+        and remove_op (rebuilt when `subgraphs` changes), so a query is O(its users). An op's
+        subgraph references are read when it is added: set them before add_op."""
+        key = tuple(self.subgraphs)
+        if self._users is None or self._users[0] != key:
+            users: dict[Subgraph, list[Operator]] = {}
+            for s in key:
+                for op in s.iter_ops():
+                    for r in op.subgraphs():
+                        users.setdefault(r, []).append(op)
+            self._users = (key, users)
+        return list(self._users[1].get(sg, ()))
 
     def reachable_subgraphs(self) -> list[Subgraph]:
         """Subgraph 0, signature subgraphs and everything their ops refer to, in model order."""
