@@ -63,6 +63,14 @@ def test_operators_are_returned_in_execution_order():
     sg.check()
 
 
+def test_operators_of_a_cycle_raise():
+    model, sg, x, c, y, add = small_model()
+    neg = sg.add_op("NEG", [y], [sg.new_tensor("w", (1, 4))])
+    sg.set_input(add, 0, neg.outputs[0])  # add reads neg, which reads add
+    with pytest.raises(GraphError, match="cycle"):
+        _ = sg.operators
+
+
 def test_check_catches_broken_invariants():
     model, sg, x, c, y, add = small_model()
     add.inputs[0] = sg.new_tensor("stray", (1, 4))  # edited behind the API's back

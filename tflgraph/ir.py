@@ -11,6 +11,7 @@ IF's branches, CALL_ONCE's init, ...) holds the `Subgraph` object itself.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass, field
 
@@ -166,15 +167,30 @@ class Subgraph:
         return op in self._order
 
     def _toposort(self) -> list[Operator]:
+        """Kahn's algorithm taking the ready op added first (a lexicographical topological sort
+        keyed by insertion order): O(edges log ops)."""
         order = self._order
         if self._is_ordered():
             return list(order)
-        ops_only = self.graph.subgraph(order).copy()
-        for t in self.tensors:
-            prod = self.producer(t)
-            if prod is not None:
-                ops_only.add_edges_from((prod, c) for c in self.consumers(t) if c is not prod)
-        return list(nx.lexicographical_topological_sort(ops_only, key=order.__getitem__))
+        waiting: dict[Operator, int] = {}  # op -> how many distinct producer ops it waits for
+        readers: dict[Operator, list[Operator]] = {}
+        for op in order:
+            producers = {self.producer(t) for t in op.inputs if t is not None} - {None, op}
+            waiting[op] = len(producers)
+            for p in producers:
+                readers.setdefault(p, []).append(op)
+        ready = [(i, op) for op, i in order.items() if not waiting[op]]
+        out = []
+        while ready:
+            _, op = heapq.heappop(ready)
+            out.append(op)
+            for r in readers.get(op, ()):
+                waiting[r] -= 1
+                if not waiting[r]:
+                    heapq.heappush(ready, (order[r], r))
+        if len(out) != len(order):
+            raise GraphError(f"subgraph {self.name!r} has a cycle")
+        return out
 
     def _is_ordered(self) -> bool:
         seen = set()
