@@ -225,6 +225,7 @@ class Subgraph:
     # ---- mutation
     def add_tensor(self, t: Tensor) -> Tensor:
         self.graph.add_node(t)
+        self._edited()
         return t
 
     def new_tensor(self, name: str, shape, dtype="float32", **kw) -> Tensor:
@@ -269,6 +270,7 @@ class Subgraph:
         self.graph.add_edges_from((op, t) for t in op.outputs if t is not None)
         self._order[op] = next(self._counter)
         self._sorted = None
+        self._edited()
         self._track_users(op, added=True)
         return op
 
@@ -276,6 +278,7 @@ class Subgraph:
         old = op.inputs[index]
         op.inputs[index] = t
         self._sorted = None
+        self._edited()
         if t is not None:
             self.graph.add_edge(t, op)
         if old is not None and not any(x is old for x in op.inputs):
@@ -295,6 +298,7 @@ class Subgraph:
             and not self._is_io(new)
         )
         self.graph.add_node(new)
+        self._edited()
         for op in self.consumers(old):
             for i, t in enumerate(op.inputs):
                 if t is old:
@@ -316,6 +320,7 @@ class Subgraph:
         self.graph.remove_node(op)
         del self._order[op]
         self._sorted = None
+        self._edited()
         self._track_users(op, added=False)
         for t in itertools.chain(op.inputs, outs, op.intermediates):
             if (
@@ -325,6 +330,11 @@ class Subgraph:
                 and not self._is_io(t)
             ):
                 self.graph.remove_node(t)
+
+    def _edited(self) -> None:
+        """Count a mutation in the model's `edits`."""
+        if self.model is not None:
+            self.model.edits += 1
 
     def _track_users(self, op: Operator, added: bool) -> None:
         """Keep the model's subgraph-users index (Model.subgraph_users) in step with an op
@@ -454,6 +464,7 @@ class Model:
         self.metadata_buffers: list[Buffer] = []
         self.signature_defs: list[SignatureDef] = []
         self._names: set[str] | None = None
+        self.edits = 0  # mutations made through the Subgraph API so far
         # (the subgraphs indexed, {subgraph: ops referring to it}): see subgraph_users
         self._users: tuple[tuple[Subgraph, ...], dict[Subgraph, list[Operator]]] | None = None
 
@@ -464,6 +475,7 @@ class Model:
     def add_subgraph(self, name: str = "") -> Subgraph:
         sg = Subgraph(name, self)
         self.subgraphs.append(sg)
+        self.edits += 1
         return sg
 
     def unique_name(self, base: str) -> str:

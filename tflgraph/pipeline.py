@@ -4,8 +4,8 @@ Built-in passes live in `tflgraph.passes` (the repository's top-level `passes/` 
 module named after the pass, and are found lazily through BUILTIN_PASSES (derived from the
 module names), so importing the core never imports a pass. Plugins register through the
 `tflgraph.passes` entry-point group or a file given to `--load`. The driver removes dead code
-after every pass, so pass authors never do, and can run `Model.check()` after each pass,
-naming the pass that broke the graph.
+after every pass that changed the model, so pass authors never do, and can run `Model.check()`
+after each pass, naming the pass that broke the graph.
 """
 
 from __future__ import annotations
@@ -256,13 +256,15 @@ def run_passes(
     options: dict[str, dict] | None = None,
 ) -> list[PassRecord]:
     """Run the passes in order (repeating the list until nothing changes, when fixed_point),
-    removing dead code after each. With check_each, a broken graph raises PassError naming
-    the pass and the ones that ran before it. `target` (tflm, litert, any) is given to every
-    pass as `Pass.target`. `options` maps a pass name to settings that override class
+    removing dead code after each that changed the model (by its word or through the Subgraph
+    API: Model.edits). With check_each, a broken graph raises PassError naming the pass and
+    the ones that ran before it. `target` (tflm, litert, any) is given to every pass as
+    `Pass.target`. `options` maps a pass name to settings that override class
     attributes the pass declares, e.g. {"fuse-lstm": {"stateful_streaming": True}}."""
     check_target(target)
     records: list[PassRecord] = []
     history: list[str] = []
+    clean_at = None  # Model.edits when dead code was last removed
     for iteration in range(1, max_iterations + 1):
         any_change = False
         for name in names:
@@ -276,7 +278,9 @@ def run_passes(
                 p.explanations = []
             start = time.perf_counter()
             changed = bool(p.run(model))
-            remove_dead_code(model)
+            if changed or model.edits != clean_at:
+                remove_dead_code(model)
+                clean_at = model.edits
             history.append(name)
             if check_each:
                 try:
