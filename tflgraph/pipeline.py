@@ -211,7 +211,7 @@ def remove_dead_code(model: Model) -> int:
 
 def _remove_dead_ops(sg: Subgraph) -> int:
     removed = 0
-    work = list(reversed(sg.operators))
+    work = list(sg.iter_ops())[::-1]  # any order removes the same ops: no need to sort
     queued = set(work)
     while work:
         op = work.pop()
