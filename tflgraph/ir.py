@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -87,7 +88,7 @@ class Tensor:
         if not self.is_constant or self.dtype is None or self.sparsity is not None:
             return None
         arr = self.buffer.data.view(self.dtype)
-        return arr.reshape(self.shape) if arr.size == int(np.prod(self.shape)) else arr
+        return arr.reshape(self.shape) if arr.size == math.prod(self.shape) else arr
 
     @property
     def is_dynamic(self) -> bool:
