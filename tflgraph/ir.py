@@ -146,6 +146,8 @@ class Subgraph:
         self._order: dict[Operator, int] = {}  # insertion order, the tie-break of toposort
         self._counter = itertools.count()
         self._sorted: list[Operator] | None = None  # cached execution order
+        self.edits = 0  # how many mutations this API has made (dead-code removal skips
+        # the subgraphs it found clean and that have not been edited since)
 
     # ---- queries
     @property
@@ -333,9 +335,7 @@ class Subgraph:
                 self.graph.remove_node(t)
 
     def _edited(self) -> None:
-        """Count a mutation in the model's `edits`."""
-        if self.model is not None:
-            self.model.edits += 1
+        self.edits += 1
 
     def _track_users(self, op: Operator, added: bool) -> None:
         """Keep the model's subgraph-users index (Model.subgraph_users) in step with an op
@@ -465,7 +465,6 @@ class Model:
         self.metadata_buffers: list[Buffer] = []
         self.signature_defs: list[SignatureDef] = []
         self._names: set[str] | None = None
-        self.edits = 0  # mutations made through the Subgraph API so far
         # (the subgraphs indexed, {subgraph: ops referring to it}): see subgraph_users
         self._users: tuple[tuple[Subgraph, ...], dict[Subgraph, list[Operator]]] | None = None
 
@@ -476,7 +475,6 @@ class Model:
     def add_subgraph(self, name: str = "") -> Subgraph:
         sg = Subgraph(name, self)
         self.subgraphs.append(sg)
-        self.edits += 1
         return sg
 
     def unique_name(self, base: str) -> str:

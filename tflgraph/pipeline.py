@@ -4,8 +4,8 @@ Built-in passes live in `tflgraph.passes` (the repository's top-level `passes/` 
 module named after the pass, and are found lazily through BUILTIN_PASSES (derived from the
 module names), so importing the core never imports a pass. Plugins register through the
 `tflgraph.passes` entry-point group or a file given to `--load`. The driver removes dead code
-after every pass that changed the model, so pass authors never do, and can run `Model.check()`
-after each pass, naming the pass that broke the graph.
+after every pass, so pass authors never do, and can run `Model.check()` after each pass,
+naming the pass that broke the graph.
 """
 
 from __future__ import annotations
@@ -197,16 +197,48 @@ def has_side_effects(op: Operator, _seen=None) -> bool:
     return False
 
 
-def remove_dead_code(model: Model) -> int:
+def remove_dead_code(model: Model, clean: dict | None = None) -> int:
     """Remove ops nobody reads (without side effects), unused tensors and unreachable
-    subgraphs. Returns the number of ops removed."""
+    subgraphs. Returns the number of ops removed.
+
+    `clean`, given again on the next call, remembers the state of every subgraph left clean
+    (its `edits` count, inputs and outputs) and the entry points: a subgraph still in that
+    state is skipped, unless one of its ops refers to a subgraph that changed (whose side
+    effects may have gone)."""
+    clean = {} if clean is None else clean
+    changed = {sg for sg in model.subgraphs if clean.get(sg) != _state(sg)}
+    if not changed and clean.get("entry points") == _entry_points(model):
+        return 0
     removed = 0
-    for sg in model.subgraphs:
+    for sg in _with_callers(model, changed):
         removed += _remove_dead_ops(sg)
         sg.remove_unused_tensors()
-    reachable = model.reachable_subgraphs()
-    model.subgraphs = reachable
+    model.subgraphs = model.reachable_subgraphs()
+    clean.clear()
+    clean.update((sg, _state(sg)) for sg in model.subgraphs)
+    clean["entry points"] = _entry_points(model)
     return removed
+
+
+def _entry_points(model: Model) -> tuple:
+    return tuple(model.subgraphs[:1]) + tuple(s.subgraph for s in model.signature_defs)
+
+
+def _state(sg: Subgraph) -> tuple:
+    return sg.edits, tuple(sg.inputs), tuple(sg.outputs)
+
+
+def _with_callers(model: Model, subgraphs: set[Subgraph]) -> list[Subgraph]:
+    """`subgraphs` and every subgraph whose ops refer to one of them, transitively, in model
+    order."""
+    work = list(subgraphs)
+    while work:
+        for op in model.subgraph_users(work.pop()):
+            owner = next((s for s in model.subgraphs if op in s), None)
+            if owner is not None and owner not in subgraphs:
+                subgraphs.add(owner)
+                work.append(owner)
+    return [sg for sg in model.subgraphs if sg in subgraphs]
 
 
 def _remove_dead_ops(sg: Subgraph) -> int:
@@ -256,15 +288,15 @@ def run_passes(
     options: dict[str, dict] | None = None,
 ) -> list[PassRecord]:
     """Run the passes in order (repeating the list until nothing changes, when fixed_point),
-    removing dead code after each that changed the model (by its word or through the Subgraph
-    API: Model.edits). With check_each, a broken graph raises PassError naming the pass and
-    the ones that ran before it. `target` (tflm, litert, any) is given to every pass as
-    `Pass.target`. `options` maps a pass name to settings that override class
-    attributes the pass declares, e.g. {"fuse-lstm": {"stateful_streaming": True}}."""
+    removing dead code after each (in the subgraphs it edited). With check_each, a broken graph
+    raises PassError naming the pass and the ones that ran before it. `target` (tflm, litert,
+    any) is given to every pass as `Pass.target`. `options` maps a pass name to settings that
+    override class attributes the pass declares, e.g.
+    {"fuse-lstm": {"stateful_streaming": True}}."""
     check_target(target)
     records: list[PassRecord] = []
     history: list[str] = []
-    clean_at = None  # Model.edits when dead code was last removed
+    clean: dict = {}  # what remove_dead_code found clean, for its next call
     for iteration in range(1, max_iterations + 1):
         any_change = False
         for name in names:
@@ -278,9 +310,7 @@ def run_passes(
                 p.explanations = []
             start = time.perf_counter()
             changed = bool(p.run(model))
-            if changed or model.edits != clean_at:
-                remove_dead_code(model)
-                clean_at = model.edits
+            remove_dead_code(model, clean)
             history.append(name)
             if check_each:
                 try:
