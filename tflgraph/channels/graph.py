@@ -186,10 +186,10 @@ class ChannelGraph:
                 chans = np.flatnonzero(~out.keep[t] & reads & (v != 0))
                 if chans.size:
                     out.folds[layer] = (chans, v[chans])
-        class_why: dict = {}
-        for r, w in zip(roots, why):
-            if w is not None:
-                class_why.setdefault(r, w)
+        class_why: dict = {}  # root -> the reason of its first slot that has one
+        has = np.flatnonzero(why != None)  # noqa: E711
+        for r, w in zip(roots[has].tolist(), why[has]):
+            class_why.setdefault(r, w)
         for layer in self.layers:
             v = self.value(layer.y)
             for c in np.flatnonzero(np.isfinite(v) & ~removable[self._span(layer.y)]):
