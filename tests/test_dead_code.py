@@ -50,20 +50,18 @@ def test_edits_count_every_mutation_of_the_subgraph_api():
 
 def test_a_subgraph_seen_clean_is_looked_at_again_when_its_outputs_change():
     model = tflgraph.load(fixture("mlp"))
-    clean: dict = {}
-    assert remove_dead_code(model, clean) == 0
-    assert remove_dead_code(model, clean) == 0
+    assert remove_dead_code(model) == 0
+    assert remove_dead_code(model) == 0
     model.main.outputs = []  # not an edit of the API: nothing reads the ops any more
-    assert remove_dead_code(model, clean) == 3 and model.op_counts() == {}
+    assert remove_dead_code(model) == 3 and model.op_counts() == {}
 
 
 def test_a_subgraph_no_entry_point_reaches_any_more_goes():
     model = tflgraph.load(fixture("multi_sig"))
-    clean: dict = {}
-    remove_dead_code(model, clean)
+    remove_dead_code(model)
     encode = model.signature_defs.pop().subgraph  # subgraph 1, reached by its signature only
     assert encode in model.subgraphs
-    remove_dead_code(model, clean)
+    remove_dead_code(model)
     assert [sg.name for sg in model.subgraphs] == ["decode"]
 
 
@@ -80,8 +78,7 @@ def test_a_loop_whose_body_lost_its_side_effect_is_removed():
     a = body.new_tensor("a", (1,))
     body.inputs, body.outputs = [a], [a]
     side = body.add_op("CUSTOM", [a], [body.new_tensor("s", (1,))], custom_code="Side")
-    clean: dict = {}
-    assert remove_dead_code(model, clean) == 0  # the loop stays for its body's custom op
+    assert remove_dead_code(model) == 0  # the loop stays for its body's custom op
     body.remove_op(side)  # main itself is unchanged, but its loop has no side effect now
-    assert remove_dead_code(model, clean) == 1
+    assert remove_dead_code(model) == 1
     assert model.subgraphs == [main] and main.num_ops == 0

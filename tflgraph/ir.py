@@ -466,6 +466,7 @@ class Model:
         self.signature_defs: list[SignatureDef] = []
         self._names: set[str] | None = None
         # (the subgraphs indexed, {subgraph: ops referring to it}): see subgraph_users
+        self._clean: dict = {}  # what pipeline.remove_dead_code left clean: see there
         self._users: tuple[tuple[Subgraph, ...], dict[Subgraph, list[Operator]]] | None = None
 
     @property

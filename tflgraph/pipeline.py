@@ -197,15 +197,15 @@ def has_side_effects(op: Operator, _seen=None) -> bool:
     return False
 
 
-def remove_dead_code(model: Model, clean: dict | None = None) -> int:
+def remove_dead_code(model: Model) -> int:
     """Remove ops nobody reads (without side effects), unused tensors and unreachable
     subgraphs. Returns the number of ops removed.
 
-    `clean`, given again on the next call, remembers the state of every subgraph left clean
-    (its `edits` count, inputs and outputs) and the entry points: a subgraph still in that
-    state is skipped, unless one of its ops refers to a subgraph that changed (whose side
-    effects may have gone)."""
-    clean = {} if clean is None else clean
+    The model remembers the state of every subgraph this left clean (its `edits` count,
+    inputs and outputs) and the entry points: a subgraph still in that state is skipped,
+    unless one of its ops refers to a subgraph that changed (whose side effects may have
+    gone). So a call after a pass costs what the pass edited."""
+    clean = model._clean
     changed = {sg for sg in model.subgraphs if clean.get(sg) != _state(sg)}
     if not changed and clean.get("entry points") == _entry_points(model):
         return 0
@@ -288,7 +288,7 @@ def run_passes(
     options: dict[str, dict] | None = None,
 ) -> list[PassRecord]:
     """Run the passes in order (repeating the list until nothing changes, when fixed_point),
-    removing dead code after each (in the subgraphs it edited). With check_each, a broken graph
+    removing dead code after each (in the subgraphs it changed). With check_each, a broken graph
     raises PassError naming the pass and the ones that ran before it. `target` (tflm, litert,
     any) is given to every pass as `Pass.target`. `options` maps a pass name to settings that
     override class attributes the pass declares, e.g.
@@ -296,7 +296,6 @@ def run_passes(
     check_target(target)
     records: list[PassRecord] = []
     history: list[str] = []
-    clean: dict = {}  # what remove_dead_code found clean, for its next call
     for iteration in range(1, max_iterations + 1):
         any_change = False
         for name in names:
@@ -310,7 +309,7 @@ def run_passes(
                 p.explanations = []
             start = time.perf_counter()
             changed = bool(p.run(model))
-            remove_dead_code(model, clean)
+            remove_dead_code(model)
             history.append(name)
             if check_each:
                 try:
