@@ -108,16 +108,9 @@ class ChannelGraph:
         self.parent.extend(range(len(self.parent), len(self.parent) + t.shape[-1]))
         return self.base[t]
 
-    def find(self, i: int) -> int:
-        p = self.parent
-        while p[i] != i:
-            p[i] = p[p[i]]
-            i = p[i]
-        return i
-
     def union(self, a: int, b: int, n: int) -> None:
-        """Tie slots a + k and b + k for k < n; a class's root is its smallest slot. (`find`
-        inlined: this loop is most of the analysis' time.)"""
+        """Tie slots a + k and b + k for k < n; a class's root is its smallest slot. (Finding
+        the roots, with path halving, is inlined: this loop is most of the analysis' time.)"""
         p = self.parent
         for i in range(a, a + n):
             j = i - a + b
@@ -200,7 +193,7 @@ class ChannelGraph:
         return out
 
     def _roots(self) -> np.ndarray:
-        """find() of every slot at once, by pointer jumping (parents only ever point down)."""
+        """The root of every slot, by pointer jumping (parents only ever point down)."""
         roots = np.array(self.parent, dtype=np.int64)
         while True:
             up = roots[roots]
