@@ -202,16 +202,18 @@ def remove_dead_code(model: Model) -> int:
     subgraphs. Returns the number of ops removed.
 
     The model remembers the state of every subgraph this left clean (its `edits` count,
-    inputs and outputs) and the entry points: a subgraph still in that state is skipped,
-    unless one of its ops refers to a subgraph that changed (whose side effects may have
-    gone). So a call after a pass costs what the pass edited."""
+    inputs and outputs) and the entry points: a subgraph still in that state is skipped but
+    for its ops that refer to a subgraph that changed (their side effects may have gone). So
+    a call after a pass costs what the pass edited."""
     clean = model._clean
-    changed = {sg for sg in model.subgraphs if clean.get(sg) != _state(sg)}
+    changed = [sg for sg in model.subgraphs if clean.get(sg) != _state(sg)]
     if not changed and clean.get("entry points") == _entry_points(model):
         return 0
     removed = 0
-    for sg in _with_callers(model, changed):
-        removed += _remove_dead_ops(sg)
+    for sg, ops in _callers(model, changed).items():
+        removed += _remove_dead_ops(sg, ops)
+    for sg in changed:
+        removed += _remove_dead_ops(sg, sg.iter_ops())
         sg.remove_unused_tensors()
     model.subgraphs = model.reachable_subgraphs()
     clean.clear()
@@ -228,22 +230,27 @@ def _state(sg: Subgraph) -> tuple:
     return sg.edits, tuple(sg.inputs), tuple(sg.outputs)
 
 
-def _with_callers(model: Model, subgraphs: set[Subgraph]) -> list[Subgraph]:
-    """`subgraphs` and every subgraph whose ops refer to one of them, transitively, in model
-    order."""
-    work = list(subgraphs)
+def _callers(model: Model, changed: list[Subgraph]) -> dict[Subgraph, list[Operator]]:
+    """The ops of unchanged subgraphs that refer to a changed one, directly or through the
+    subgraph of another such op, by subgraph."""
+    out: dict[Subgraph, list[Operator]] = {}
+    work, seen = list(changed), set(changed)
     while work:
         for op in model.subgraph_users(work.pop()):
             owner = next((s for s in model.subgraphs if op in s), None)
-            if owner is not None and owner not in subgraphs:
-                subgraphs.add(owner)
+            if owner is None or owner in changed:
+                continue
+            out.setdefault(owner, []).append(op)
+            if owner not in seen:
+                seen.add(owner)
                 work.append(owner)
-    return [sg for sg in model.subgraphs if sg in subgraphs]
+    return out
 
 
-def _remove_dead_ops(sg: Subgraph) -> int:
+def _remove_dead_ops(sg: Subgraph, ops) -> int:
+    """Remove the dead ones among `ops`, then the producers that die with them."""
     removed = 0
-    work = list(sg.iter_ops())[::-1]  # any order removes the same ops: no need to sort
+    work = list(ops)[::-1]  # any order removes the same ops: no need to sort
     queued = set(work)
     while work:
         op = work.pop()
