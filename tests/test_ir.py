@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import networkx as nx
 import numpy as np
 import pytest
 from helpers import fixture
@@ -61,6 +62,33 @@ def test_operators_are_returned_in_execution_order():
     sg.set_input(add, 0, w)
     assert sg.operators == [neg, add]
     sg.check()
+
+
+def test_operators_stay_in_execution_order_through_edits():
+    model = tflgraph.load(fixture("k3_bilstm"))
+    sg = model.main
+
+    def expected():  # the original order wherever the dependencies allow
+        index = {op: i for i, op in enumerate(sg.iter_ops())}
+        g = nx.DiGraph()
+        g.add_nodes_from(index)
+        for op in index:
+            producers = {sg.producer(t) for t in op.inputs if t is not None}
+            g.add_edges_from((p, op) for p in producers - {None, op})
+        return list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
+
+    first = sg.operators[0]
+    x = first.inputs[0]
+    neg = sg.add_op("NEG", [x], [sg.new_tensor("neg", x.shape)])
+    assert sg.operators == expected() and sg.operators[-1] is neg
+    sg.set_input(first, 0, neg.outputs[0])  # now the first op waits for the new one
+    assert sg.operators == expected() and sg.operators[0] is neg
+    tail = sg.add_op("NEG", [neg.outputs[0]], [sg.new_tensor("tail", x.shape)])
+    sg.remove_op(tail)
+    assert sg.operators == expected()
+    sg.set_input(first, 0, x)
+    sg.remove_op(neg)
+    assert sg.operators == expected() and sg.operators[0] is first
 
 
 def test_operators_of_a_cycle_raise():

@@ -272,7 +272,10 @@ class Subgraph:
         self.graph.add_edges_from((t, op) for t in op.inputs if t is not None)
         self.graph.add_edges_from((op, t) for t in op.outputs if t is not None)
         self._order[op] = next(self._counter)
-        self._sorted = None
+        if self._sorted is not None and any(self.consumers(t) for t in op.outputs if t is not None):
+            self._sorted = None
+        elif self._sorted is not None:  # added last and read by nothing: it runs last
+            self._sorted.append(op)
         self._edited()
         self._track_users(op, added=True)
         return op
@@ -322,7 +325,8 @@ class Subgraph:
         outs = [t for t in op.outputs if t is not None]
         self.graph.remove_node(op)
         del self._order[op]
-        self._sorted = None
+        if self._sorted is not None:  # nothing waited for it: the others keep their order
+            self._sorted.remove(op)
         self._edited()
         self._track_users(op, added=False)
         for t in itertools.chain(op.inputs, outs, op.intermediates):
