@@ -202,12 +202,12 @@ def remove_dead_code(model: Model) -> int:
     subgraphs. Returns the number of ops removed.
 
     The model remembers the state of every subgraph this left clean (its `edits` count,
-    inputs and outputs) and the entry points: a subgraph still in that state is skipped but
+    inputs and outputs) and the entry subgraphs: a subgraph still in that state is skipped but
     for its ops that refer to a subgraph that changed (their side effects may have gone). So
     a call after a pass costs what the pass edited."""
     clean = model._clean
     changed = [sg for sg in model.subgraphs if clean.get(sg) != _state(sg)]
-    if not changed and clean.get("entry points") == _entry_points(model):
+    if not changed and clean.get("entry subgraphs") == _entry_subgraphs(model):
         return 0
     removed = 0
     for sg, ops in _callers(model, changed).items():
@@ -218,11 +218,11 @@ def remove_dead_code(model: Model) -> int:
     model.subgraphs = model.reachable_subgraphs()
     clean.clear()
     clean.update((sg, _state(sg)) for sg in model.subgraphs)
-    clean["entry points"] = _entry_points(model)
+    clean["entry subgraphs"] = _entry_subgraphs(model)
     return removed
 
 
-def _entry_points(model: Model) -> tuple:
+def _entry_subgraphs(model: Model) -> tuple:
     return tuple(model.subgraphs[:1]) + tuple(s.subgraph for s in model.signature_defs)
 
 
