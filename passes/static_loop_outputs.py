@@ -54,12 +54,16 @@ class StaticLoopOutputs(Pass):
             for op in sg.ops_of_type("SPLIT_V"):
                 split_fixed += self._static_split(sg, op)
         self.stats = {"accumulators": rewritten, "split_v": split_fixed}
-        for sg in model.subgraphs:  # what is left for TFLM to trip over, for --explain
+        if self.explanations is not None:  # what is left for TFLM to trip over (--explain)
+            self._explain_dynamic(model)
+        return bool(rewritten or split_fixed)
+
+    def _explain_dynamic(self, model: Model) -> None:
+        for sg in model.subgraphs:
             live = set(sg.outputs).union(*(nx.ancestors(sg.graph, t) for t in sg.outputs))
             dynamic = [t.name for t in live if isinstance(t, Tensor) and t.is_dynamic]
             if dynamic:
                 self.explain(f"{sg.name}: still dynamic-shaped: {', '.join(sorted(dynamic)[:3])}")
-        return bool(rewritten or split_fixed)
 
     # ------------------------------------------------------------------ accumulator
     def _static_accumulator(self, loop: loops.RnnLoop) -> bool:

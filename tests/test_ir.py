@@ -1,5 +1,8 @@
 """The IR's mutation API keeps the graph valid and refuses what would break it."""
 
+import dataclasses
+
+import networkx as nx
 import numpy as np
 import pytest
 from helpers import fixture
@@ -61,6 +64,41 @@ def test_operators_are_returned_in_execution_order():
     sg.check()
 
 
+def test_operators_stay_in_execution_order_through_edits():
+    model = tflgraph.load(fixture("k3_bilstm"))
+    sg = model.main
+
+    def expected():  # the original order wherever the dependencies allow
+        index = {op: i for i, op in enumerate(sg.iter_ops())}
+        g = nx.DiGraph()
+        g.add_nodes_from(index)
+        for op in index:
+            producers = {sg.producer(t) for t in op.inputs if t is not None}
+            g.add_edges_from((p, op) for p in producers - {None, op})
+        return list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
+
+    first = sg.operators[0]
+    x = first.inputs[0]
+    neg = sg.add_op("NEG", [x], [sg.new_tensor("neg", x.shape)])
+    assert sg.operators == expected() and sg.operators[-1] is neg
+    sg.set_input(first, 0, neg.outputs[0])  # now the first op waits for the new one
+    assert sg.operators == expected() and sg.operators[0] is neg
+    tail = sg.add_op("NEG", [neg.outputs[0]], [sg.new_tensor("tail", x.shape)])
+    sg.remove_op(tail)
+    assert sg.operators == expected()
+    sg.set_input(first, 0, x)
+    sg.remove_op(neg)
+    assert sg.operators == expected() and sg.operators[0] is first
+
+
+def test_operators_of_a_cycle_raise():
+    model, sg, x, c, y, add = small_model()
+    neg = sg.add_op("NEG", [y], [sg.new_tensor("w", (1, 4))])
+    sg.set_input(add, 0, neg.outputs[0])  # add reads neg, which reads add
+    with pytest.raises(GraphError, match="cycle"):
+        _ = sg.operators
+
+
 def test_check_catches_broken_invariants():
     model, sg, x, c, y, add = small_model()
     sg.graph.add_edge(sg.new_tensor("stray", (1, 4)), add)  # edited behind the API's back
@@ -118,3 +156,27 @@ def test_activation_names_the_fused_activation():
     relu = sg.add_op("MUL", [x, c], [sg.new_tensor("m", (1, 4))], {"fused_activation_function": 1})
     neg = sg.add_op("NEG", [x], [sg.new_tensor("n", (1, 4))])  # no options table
     assert (add.activation, relu.activation, neg.activation) == ("NONE", "RELU", "NONE")
+
+
+def test_subgraph_users_follow_added_and_removed_ops_and_subgraphs():
+    model = tflgraph.load(fixture("k3_bilstm"))
+    loop = next(op for op in model.main.iter_ops() if op.type == "WHILE")
+    body = loop.options["body_subgraph_index"]
+
+    def scan():  # what the index must agree with: every op of the model that refers to body
+        return {op for s in model.subgraphs for op in s.iter_ops() if body in op.subgraphs()}
+
+    def twin(sg):  # a second WHILE on the same cond and body, with results of its own
+        outs = [sg.new_tensor(f"twin_{t.name}", t.shape, t.dtype) for t in loop.outputs]
+        return sg.add_op(dataclasses.replace(loop, outputs=outs))
+
+    assert model.subgraph_users(body) == [loop]
+    other = twin(model.main)
+    assert set(model.subgraph_users(body)) == scan() == {loop, other}
+    model.main.remove_op(other)
+    assert model.subgraph_users(body) == [loop]
+    extra = model.add_subgraph("extra")
+    third = twin(extra)
+    assert set(model.subgraph_users(body)) == scan() == {loop, third}
+    model.subgraphs.remove(extra)
+    assert model.subgraph_users(body) == [loop] and scan() == {loop}

@@ -13,7 +13,9 @@ IF's branches, CALL_ONCE's init, ...) holds the `Subgraph` object itself.
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -92,7 +94,7 @@ class Tensor:
         if not self.is_constant or self.dtype is None or self.sparsity is not None:
             return None
         arr = self.buffer.data.view(self.dtype)
-        return arr.reshape(self.shape) if arr.size == int(np.prod(self.shape)) else arr
+        return arr.reshape(self.shape) if arr.size == math.prod(self.shape) else arr
 
     @property
     def is_dynamic(self) -> bool:
@@ -193,6 +195,8 @@ class Subgraph:
         self._order: dict[Operator, int] = {}  # insertion order, the tie-break of toposort
         self._counter = itertools.count()
         self._sorted: list[Operator] | None = None  # cached execution order
+        self.edits = 0  # how many mutations this API has made (dead-code removal skips
+        # the subgraphs it found clean and that have not been edited since)
 
     # ---- queries
     @property
@@ -215,15 +219,30 @@ class Subgraph:
         return op in self._order
 
     def _toposort(self) -> list[Operator]:
+        """Kahn's algorithm taking the ready op added first (a lexicographical topological sort
+        keyed by insertion order): O(edges log ops)."""
         order = self._order
         if self._is_ordered():
             return list(order)
-        ops_only = self.graph.subgraph(order).copy()
-        for t in self.tensors:
-            prod = self.producer(t)
-            if prod is not None:
-                ops_only.add_edges_from((prod, c) for c in self.consumers(t) if c is not prod)
-        return list(nx.lexicographical_topological_sort(ops_only, key=order.__getitem__))
+        waiting: dict[Operator, int] = {}  # op -> how many distinct producer ops it waits for
+        readers: dict[Operator, list[Operator]] = {}
+        for op in order:
+            producers = {self.producer(t) for t in op.inputs if t is not None} - {None, op}
+            waiting[op] = len(producers)
+            for p in producers:
+                readers.setdefault(p, []).append(op)
+        ready = [(i, op) for op, i in order.items() if not waiting[op]]
+        out = []
+        while ready:
+            _, op = heapq.heappop(ready)
+            out.append(op)
+            for r in readers.get(op, ()):
+                waiting[r] -= 1
+                if not waiting[r]:
+                    heapq.heappush(ready, (order[r], r))
+        if len(out) != len(order):
+            raise GraphError(f"subgraph {self.name!r} has a cycle")
+        return out
 
     def _is_ordered(self) -> bool:
         seen = set()
@@ -258,6 +277,7 @@ class Subgraph:
     # ---- mutation
     def add_tensor(self, t: Tensor) -> Tensor:
         self.graph.add_node(t)
+        self._edited()
         return t
 
     def new_tensor(self, name: str, shape, dtype="float32", **kw) -> Tensor:
@@ -303,7 +323,12 @@ class Subgraph:
         self.graph.add_edges_from((t, op) for t in op.inputs if t is not None)
         self.graph.add_edges_from((op, t) for t in op.outputs if t is not None)
         self._order[op] = next(self._counter)
-        self._sorted = None
+        if self._sorted is not None and any(self.consumers(t) for t in op.outputs if t is not None):
+            self._sorted = None
+        elif self._sorted is not None:  # added last and read by nothing: it runs last
+            self._sorted.append(op)
+        self._edited()
+        self._track_users(op, added=True)
         return op
 
     def set_input(self, op: Operator, index: int, t: Tensor | None) -> None:
@@ -315,6 +340,7 @@ class Subgraph:
         old = op.inputs[index]
         op.inputs._set(index, t)
         self._sorted = None
+        self._edited()
         if t is not None:
             self.graph.add_edge(t, op)
         if old is not None and not any(x is old for x in op.inputs):
@@ -327,6 +353,7 @@ class Subgraph:
             return
         op.inputs = new
         self._sorted = None
+        self._edited()
         self.graph.add_edges_from((t, op) for t in new if t is not None)
         kept = {id(t) for t in new}
         self.graph.remove_edges_from({(t, op) for t in old if t is not None and id(t) not in kept})
@@ -345,6 +372,7 @@ class Subgraph:
             and not self._is_io(new)
         )
         self.graph.add_node(new)
+        self._edited()
         for op in self.consumers(old):
             for i, t in enumerate(op.inputs):
                 if t is old:
@@ -365,7 +393,10 @@ class Subgraph:
         outs = [t for t in op.outputs if t is not None]
         self.graph.remove_node(op)
         del self._order[op]
-        self._sorted = None
+        if self._sorted is not None:  # nothing waited for it: the others keep their order
+            self._sorted.remove(op)
+        self._edited()
+        self._track_users(op, added=False)
         for t in itertools.chain(op.inputs, outs, op.intermediates):
             if (
                 t is not None
@@ -374,6 +405,22 @@ class Subgraph:
                 and not self._is_io(t)
             ):
                 self.graph.remove_node(t)
+
+    def _edited(self) -> None:
+        self.edits += 1
+
+    def _track_users(self, op: Operator, added: bool) -> None:
+        """Keep the model's subgraph-users index (Model.subgraph_users) in step with an op
+        that was just added or removed: O(subgraphs the op refers to)."""
+        index = self.model._users if self.model is not None else None
+        refs = op.subgraphs() if index is not None else ()
+        if not refs or self not in index[0]:
+            return
+        for r in refs:
+            if added:
+                index[1].setdefault(r, []).append(op)
+            else:
+                index[1][r].remove(op)
 
     def _is_io(self, t: Tensor) -> bool:
         return any(t is x for x in self.inputs) or any(t is x for x in self.outputs)
@@ -488,6 +535,9 @@ class Model:
         self.metadata_buffers: list[Buffer] = []
         self.signature_defs: list[SignatureDef] = []
         self._names: set[str] | None = None
+        # (the subgraphs indexed, {subgraph: ops referring to it}): see subgraph_users
+        self._clean: dict = {}  # what pipeline.remove_dead_code left clean: see there
+        self._users: tuple[tuple[Subgraph, ...], dict[Subgraph, list[Operator]]] | None = None
 
     @property
     def main(self) -> Subgraph:
@@ -507,6 +557,21 @@ class Model:
             i += 1
         self._names.add(name)
         return name
+
+    def subgraph_users(self, sg: Subgraph) -> list[Operator]:
+        """The ops of the model's subgraphs that refer to `sg` (as WHILE cond or body, IF
+        branch, CALL_ONCE init, ...). From an index built once and kept up to date by add_op
+        and remove_op (rebuilt when `subgraphs` changes), so a query is O(its users). An op's
+        subgraph references are read when it is added: set them before add_op."""
+        key = tuple(self.subgraphs)
+        if self._users is None or self._users[0] != key:
+            users: dict[Subgraph, list[Operator]] = {}
+            for s in key:
+                for op in s.iter_ops():
+                    for r in op.subgraphs():
+                        users.setdefault(r, []).append(op)
+            self._users = (key, users)
+        return list(self._users[1].get(sg, ()))
 
     def reachable_subgraphs(self, roots: list[Subgraph] | None = None) -> list[Subgraph]:
         """`roots` (default: subgraph 0 and the signature subgraphs) and everything their ops

@@ -387,19 +387,58 @@ def has_side_effects(op: Operator, _seen=None) -> bool:
 
 def remove_dead_code(model: Model) -> int:
     """Remove ops nobody reads (without side effects), unused tensors and unreachable
-    subgraphs. Returns the number of ops removed."""
+    subgraphs. Returns the number of ops removed.
+
+    The model remembers the state of every subgraph this left clean (its `edits` count,
+    inputs and outputs) and the entry subgraphs: a subgraph still in that state is skipped but
+    for its ops that refer to a subgraph that changed (their side effects may have gone). So
+    a call after a pass costs what the pass edited."""
+    clean = model._clean
+    changed = [sg for sg in model.subgraphs if clean.get(sg) != _state(sg)]
+    if not changed and clean.get("entry subgraphs") == _entry_subgraphs(model):
+        return 0
     removed = 0
-    for sg in model.subgraphs:
-        removed += _remove_dead_ops(sg)
+    for sg, ops in _callers(model, changed).items():
+        removed += _remove_dead_ops(sg, ops)
+    for sg in changed:
+        removed += _remove_dead_ops(sg, sg.iter_ops())
         sg.remove_unused_tensors()
-    reachable = model.reachable_subgraphs()
-    model.subgraphs = reachable
+    model.subgraphs = model.reachable_subgraphs()
+    clean.clear()
+    clean.update((sg, _state(sg)) for sg in model.subgraphs)
+    clean["entry subgraphs"] = _entry_subgraphs(model)
     return removed
 
 
-def _remove_dead_ops(sg: Subgraph) -> int:
+def _entry_subgraphs(model: Model) -> tuple:
+    return tuple(model.subgraphs[:1]) + tuple(s.subgraph for s in model.signature_defs)
+
+
+def _state(sg: Subgraph) -> tuple:
+    return sg.edits, tuple(sg.inputs), tuple(sg.outputs)
+
+
+def _callers(model: Model, changed: list[Subgraph]) -> dict[Subgraph, list[Operator]]:
+    """The ops of unchanged subgraphs that refer to a changed one, directly or through the
+    subgraph of another such op, by subgraph."""
+    out: dict[Subgraph, list[Operator]] = {}
+    work, seen = list(changed), set(changed)
+    while work:
+        for op in model.subgraph_users(work.pop()):
+            owner = next((s for s in model.subgraphs if op in s), None)
+            if owner is None or owner in changed:
+                continue
+            out.setdefault(owner, []).append(op)
+            if owner not in seen:
+                seen.add(owner)
+                work.append(owner)
+    return out
+
+
+def _remove_dead_ops(sg: Subgraph, ops) -> int:
+    """Remove the dead ones among `ops`, then the producers that die with them."""
     removed = 0
-    work = list(reversed(sg.operators))
+    work = list(ops)[::-1]  # any order removes the same ops: no need to sort
     queued = set(work)
     while work:
         op = work.pop()
@@ -444,11 +483,11 @@ def run_passes(
     options: dict[str, dict] | None = None,
 ) -> list[PassRecord]:
     """Run the passes in order (repeating the list until nothing changes, when fixed_point),
-    removing dead code after each. With check_each, a broken graph raises PassError naming
-    the pass and the ones that ran before it. `target` (tflm, litert, any) is given to every
-    pass as `Pass.target`. `options` maps a pass name to values of the Options the pass
-    declares, e.g. {"fuse-lstm": {"stateful_streaming": True}}; they are checked (names,
-    types) before any pass runs."""
+    removing dead code after each (in the subgraphs it changed). With check_each, a broken
+    graph raises PassError naming the pass and the ones that ran before it. `target` (tflm,
+    litert, any) is given to every pass as `Pass.target`. `options` maps a pass name to
+    values of the Options the pass declares, e.g. {"fuse-lstm": {"stateful_streaming": True}};
+    they are checked (names, types) before any pass runs."""
     check_target(target)
     options = options or {}
     for name in options:

@@ -108,18 +108,22 @@ class ChannelGraph:
         self.parent.extend(range(len(self.parent), len(self.parent) + t.shape[-1]))
         return self.base[t]
 
-    def find(self, i: int) -> int:
-        p = self.parent
-        while p[i] != i:
-            p[i] = p[p[i]]
-            i = p[i]
-        return i
-
     def union(self, a: int, b: int, n: int) -> None:
-        for k in range(n):
-            ra, rb = self.find(a + k), self.find(b + k)
-            if ra != rb:
-                self.parent[max(ra, rb)] = min(ra, rb)
+        """Tie slots a + k and b + k for k < n; a class's root is its smallest slot. (Finding
+        the roots, with path halving, is inlined: this loop is most of the analysis' time.)"""
+        p = self.parent
+        for i in range(a, a + n):
+            j = i - a + b
+            while p[i] != i:
+                p[i] = p[p[i]]
+                i = p[i]
+            while p[j] != j:
+                p[j] = p[p[j]]
+                j = p[j]
+            if i < j:
+                p[j] = i
+            elif j < i:
+                p[i] = j
 
     # ---- values
     def value(self, t: Tensor) -> np.ndarray:
@@ -158,7 +162,7 @@ class ChannelGraph:
             free = span == None  # noqa: E711
             span[bad & free & np.isnan(v)] = f"{who}, where its value is not constant"
             span[bad & free & np.isfinite(v)] = f"{who}, which cannot fold the constant exactly"
-        roots = np.array([self.find(i) for i in range(n)], dtype=np.int64)
+        roots = self._roots()
         removable = ~np.isin(roots, roots[why != None])  # noqa: E711
         for t, b in self.base.items():  # never empty a tensor: keep its first class
             if t.shape[-1] and removable[b : b + t.shape[-1]].all():
@@ -175,10 +179,10 @@ class ChannelGraph:
                 chans = np.flatnonzero(~out.keep[t] & reads & (v != 0))
                 if chans.size:
                     out.folds[layer] = (chans, v[chans])
-        class_why: dict = {}
-        for r, w in zip(roots, why):
-            if w is not None:
-                class_why.setdefault(r, w)
+        class_why: dict = {}  # root -> the reason of its first slot that has one
+        has = np.flatnonzero(why != None)  # noqa: E711
+        for r, w in zip(roots[has].tolist(), why[has]):
+            class_why.setdefault(r, w)
         for layer in self.layers:
             v = self.value(layer.y)
             for c in np.flatnonzero(np.isfinite(v) & ~removable[self._span(layer.y)]):
@@ -187,6 +191,15 @@ class ChannelGraph:
                     f"{_name(layer.y)}: channel {c} (constant {v[c]:.4g}) stays: {reason}"
                 )
         return out
+
+    def _roots(self) -> np.ndarray:
+        """The root of every slot, by pointer jumping (parents only ever point down)."""
+        roots = np.array(self.parent, dtype=np.int64)
+        while True:
+            up = roots[roots]
+            if np.array_equal(up, roots):
+                return roots
+            roots = up
 
     def _span(self, t: Tensor) -> slice:
         return slice(self.base[t], self.base[t] + t.shape[-1])

@@ -449,7 +449,7 @@ def is_last_step_slice(p: Operator, length: int) -> bool:
 
 def subgraph_users(model, sg: Subgraph) -> int:
     """How many ops of the model refer to `sg` (as cond, body, branch, ...)."""
-    return sum(1 for s in model.subgraphs for op in s.operators for r in op.subgraphs() if r is sg)
+    return len(model.subgraph_users(sg))
 
 
 def rnn_loops(model, explain: Explain = None):
