@@ -36,7 +36,7 @@ import numpy as np
 from tflgraph.channels.analysis import analyze
 from tflgraph.channels.graph import Removal
 from tflgraph.channels.layers import slice_constant
-from tflgraph.ir import Model, Subgraph, Tensor
+from tflgraph.ir import Model, Snapshot, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
 from tflgraph.reference.equivalence import compare, random_feed
 from tflgraph.reference.interpreter import UnsupportedOp, evaluate_subgraph
@@ -69,7 +69,7 @@ class StripDeadChannels(Pass):
         if not plan.keep:
             return False
         reference = _reference(model)
-        undo = _Journal(model, plan)
+        undo = Snapshot(model)
         counts = apply(plan)
         if reference is not None and not _matches(reference, _reference(model)):
             undo.restore()
@@ -167,30 +167,6 @@ def _clamp_end(sg: Subgraph, op, channels: int) -> None:
     if end[-1] > channels:
         end[-1] = channels
         sg.set_input(op, 2, sg.new_constant(end, op.inputs[2].name))
-
-
-class _Journal:
-    """Enough of the model's state to undo one round: operand lists, shapes, options."""
-
-    def __init__(self, model: Model, plan: Removal):
-        self.inputs = {op: (sg, list(op.inputs)) for sg in model.subgraphs for op in sg.operators}
-        self.options = {
-            op: dict(op.options) for _, op, _ in plan.edits if hasattr(op.options, "get")
-        }
-        tensors = list(plan.keep) + [s for layer in plan.layers for s in layer.states()]
-        self.shapes = {t: (t.shape, t.shape_signature) for t in tensors}
-
-    def restore(self) -> None:
-        for op, (sg, old) in self.inputs.items():
-            for i in range(len(op.inputs)):
-                if op.inputs[i] is not (old[i] if i < len(old) else None):
-                    sg.set_input(op, i, old[i] if i < len(old) else None)
-            del op.inputs[len(old) :]
-        for op, saved in self.options.items():
-            op.options.clear()
-            op.options.update(saved)
-        for t, (shape, sig) in self.shapes.items():
-            t.shape, t.shape_signature = shape, sig
 
 
 def _reference(model: Model, invokes: int = 3) -> list | None:
