@@ -190,15 +190,17 @@ class Layer:
             mask |= real(self.op.inputs[i]).any(axis=0)
         return mask
 
-    def out_value(self, x_value: np.ndarray) -> np.ndarray:
-        """Per output channel, the constant the layer outputs (NaN if not constant)."""
+    def out_value(self, x_value: np.ndarray, c0: np.ndarray | None = None) -> np.ndarray:
+        """Per output channel, the constant the layer outputs (NaN if not constant); for an
+        LSTM, `c0` is the known value of the initial cell state per unit (NaN = unknown)."""
         op, act = self.op, option(self.op, "fused_activation_function")
         if self.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             # h = o * act(c), c' = f*c + i*act(W_c x + U_c h + b_c): a unit whose cell-gate
-            # weights and bias are zero keeps c = 0 from its zero initial state, so h = 0.
+            # weights and bias are zero keeps c = 0 from an initial c that is zero, so h = 0.
+            # From any other initial c it decays but is not zero (h reached 0.42 in a decoder).
             g = _CELL_GATE
             dead = ~(real(op.inputs[_LSTM_W[g]]).any(1) | real(op.inputs[_LSTM_U[g]]).any(1))
-            dead &= self.bias(g) == 0
+            dead &= (self.bias(g) == 0) & (c0 == 0)
             zero = act == 4 or activation(act, np.zeros(1))[0] == 0  # the LSTM applies TANH
             return np.where(dead & zero, 0.0, np.nan)
         w = self.weights()[0]
@@ -267,4 +269,5 @@ class Layer:
             sg.set_input(op, 2, sg.new_constant(bias.astype(np.float32), f"{self.y.name}/bias"))
 
     def states(self) -> list[Tensor]:
+        """An LSTM's variable state tensors h and c (none for other layers)."""
         return [self.op.inputs[18], self.op.inputs[19]] if self.kind.startswith("UNI") else []
