@@ -16,6 +16,7 @@ from tflgraph.errors import TflgraphError
 from tflgraph.io.reader import load
 from tflgraph.io.writer import save, to_bytes, write_atomic
 from tflgraph.pipeline import all_passes, get_pass, load_pass_file, resolve, run_passes
+from tflgraph.reference.equivalence import check_models
 from tflgraph.runtime.targets import TARGETS, shape_problems, unsupported_ops
 from tflgraph.runtime.verify import verify
 from tflgraph.tools.dot import dot_after, to_dot
@@ -98,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "if outputs differ (default: on when ai-edge-litert is installed)",
     )
     o.add_argument("--no-verify", dest="verify", action="store_false", help="skip that check")
+    o.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="write the result even when no runtime and no reference evaluation can check it",
+    )
 
     v = sub.add_parser("verify", help="run two models on the same inputs and compare outputs")
     v.add_argument("a", metavar="A.tflite", help="the reference model")
@@ -279,8 +285,7 @@ def _verify_before_writing(args, data: bytes, names, records, output):
     if report.verdict == "unverified":
         if args.verify:
             return _die(f"cannot verify: {report.reason()}"), report
-        print(f"tflgraph: warning: not verified: {report.reason()}", file=sys.stderr)
-        return 0, report
+        return _check_on_reference(args, data, report, records, output, ran), report
     if report.verdict == "different":
         print(report.format(), file=sys.stderr)
         changed = ", ".join(dict.fromkeys(r.name for r in records if r.changed)) or "none"
@@ -297,6 +302,30 @@ def _verify_before_writing(args, data: bytes, names, records, output):
             if not r.compared:
                 print(f"  {r.runtime}: {r.message}")
     return 0, report
+
+
+def _check_on_reference(args, data: bytes, report, records, output, ran) -> int:
+    """No runtime could compare the models: compare them on the reference interpreter (around
+    ops it cannot run). A result nothing could check is written only with --allow-unverified
+    (or when no pass changed the model)."""
+    why = check_models(load(args.input), load(data))
+    if why is None:
+        if not args.quiet:
+            print("verified: outputs equal on the reference interpreter (no runtime runs both)")
+        return 0
+    if why.startswith("not equal"):
+        return _die(
+            f"{ran} changed the outputs on the reference interpreter: {why}; {output} not written",
+            1,
+        )
+    if args.allow_unverified or not any(r.changed for r in records):
+        how = "--allow-unverified" if args.allow_unverified else "no pass changed the model"
+        print(f"tflgraph: warning: written unverified ({how}): {why}", file=sys.stderr)
+        return 0
+    return _die(
+        f"not verified: {report.reason()}; {why}; {output} not written "
+        "(--allow-unverified writes it anyway)"
+    )
 
 
 def cmd_verify(args) -> int:
