@@ -132,3 +132,29 @@ def test_the_reference_check_compares_the_values_a_flex_op_reads():
     changed.main.set_input(fc, 2, bias)
     flex.custom_options = None
     assert check_models(original, changed).startswith("cannot check")
+
+
+def test_a_wrong_round_beside_a_hybrid_head_is_caught_on_its_region(monkeypatch):
+    """The interpreter cannot run the hybrid Dense head, but it runs the fused LSTM: a round
+    built on a wrong claim (live unit 2 said to be 0) is checked there and undone, where the
+    old whole-model check was skipped and the round trusted."""
+    from tflgraph.channels.layers import Layer
+    from tflgraph.passes.strip_dead_channels import StripDeadChannels
+
+    model = tflgraph.load(fixture("dead_k3_lstm_hybrid"))
+    tflgraph.optimize(model, "fuse-lstm")
+    truth = Layer.out_value
+
+    def lying(self, *args):
+        v = truth(self, *args)
+        if self.kind == LSTM:
+            v = v.copy()
+            v[2] = 0.0
+        return v
+
+    monkeypatch.setattr(Layer, "out_value", lying)
+    p = StripDeadChannels()
+    p.explanations = []
+    assert not p.run(model)
+    assert units(model) == [8]
+    assert any("not equal" in line for line in p.explanations), p.explanations
