@@ -152,11 +152,7 @@ def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str
     (matched by tensor name) instead, provided everything from those ops on is the same in both
     models (same ops, operand names, options and constants): equal values there give equal
     outputs."""
-    a, b = _observed(old.main), _observed(new.main)
-    for why in (a, b):
-        if isinstance(why, str):
-            return why
-    (seen_a, beyond_a), (seen_b, beyond_b) = a, b
+    (seen_a, beyond_a), (seen_b, beyond_b) = _observed(old.main), _observed(new.main)
     if beyond_a != beyond_b:
         return "cannot check: the ops the interpreter cannot run differ between the models"
     if set(seen_a) != set(seen_b):
@@ -185,9 +181,9 @@ def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str
     return None
 
 
-def _observed(sg: Subgraph):
-    """({name: tensor} the check compares, signature of the part beyond the interpreter) or
-    why the subgraph cannot be checked."""
+def _observed(sg: Subgraph) -> tuple[dict[str, Tensor], list[str]]:
+    """({name: tensor} the check compares, a signature of the ops beyond the interpreter: the
+    ops it cannot run and every op after them)."""
     beyond: set[Operator] = set()
     for op in sg.operators:  # the ops that cannot run, and everything after them
         if not can_evaluate(op) or any(
@@ -200,7 +196,7 @@ def _observed(sg: Subgraph):
             if t is not None and not t.is_constant and sg.producer(t) not in beyond:
                 seen[t.name] = t
     for t in sg.outputs:
-        if sg.producer(t) not in beyond or sg.producer(t) is None:
+        if sg.producer(t) not in beyond:
             seen[t.name] = t
     signature = sorted(
         repr(
