@@ -158,3 +158,16 @@ def test_a_wrong_round_beside_a_hybrid_head_is_caught_on_its_region(monkeypatch)
     assert not p.run(model)
     assert units(model) == [8]
     assert any("not equal" in line for line in p.explanations), p.explanations
+
+
+@pytest.mark.parametrize("name", ["dead_k3_lstm_init_state", "dead_k3_seq2seq"])
+def test_units_with_dead_gates_but_a_nonzero_initial_state_stay_and_say_why(name, tmp_path):
+    out = tmp_path / "o.tflite"
+    cmd = [sys.executable, "-m", "tflgraph", "optimize", str(fixture(name)), "-o", str(out)]
+    run = subprocess.run([*cmd, "--explain"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    for unit in (0, 1):
+        assert (
+            f"unit {unit} (zero cell-gate weights) stays: its initial cell state is not known "
+            "to be zero" in run.stdout
+        )

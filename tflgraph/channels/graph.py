@@ -190,6 +190,12 @@ class ChannelGraph:
                 out.kept.append(
                     f"{_name(layer.y)}: channel {c} (constant {v[c]:.4g}) stays: {reason}"
                 )
+            if layer.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+                for c in np.flatnonzero(layer.idle_units() & np.isnan(v)):
+                    out.kept.append(
+                        f"{_name(layer.y)}: unit {c} (zero cell-gate weights) stays: its "
+                        "initial cell state is not known to be zero, so it is not constant"
+                    )
         return out
 
     def _span(self, t: Tensor) -> slice:

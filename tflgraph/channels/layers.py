@@ -193,14 +193,12 @@ class Layer:
     def out_value(self, x_value: np.ndarray, c0: np.ndarray | None = None) -> np.ndarray:
         """Per output channel, the constant the layer outputs (NaN if not constant); for an
         LSTM, `c0` is the known value of the initial cell state per unit (NaN = unknown)."""
-        op, act = self.op, option(self.op, "fused_activation_function")
+        act = option(self.op, "fused_activation_function")
         if self.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             # h = o * act(c), c' = f*c + i*act(W_c x + U_c h + b_c): a unit whose cell-gate
             # weights and bias are zero keeps c = 0 from an initial c that is zero, so h = 0.
             # From any other initial c it decays but is not zero (h reached 0.42 in a decoder).
-            g = _CELL_GATE
-            dead = ~(real(op.inputs[_LSTM_W[g]]).any(1) | real(op.inputs[_LSTM_U[g]]).any(1))
-            dead &= (self.bias(g) == 0) & (c0 == 0)
+            dead = self.idle_units() & (c0 == 0)
             zero = act == 4 or activation(act, np.zeros(1))[0] == 0  # the LSTM applies TANH
             return np.where(dead & zero, 0.0, np.nan)
         w = self.weights()[0]
@@ -211,6 +209,13 @@ class Layer:
             known = np.isfinite(x_value) & ((x_value == 0) | self.window_exact())
             pre = np.where(~zero_rows & known, x_value * w.sum(axis=1) + self.bias(), pre)
         return activation(act, pre)
+
+    def idle_units(self) -> np.ndarray:
+        """LSTM: per unit, are its cell-gate weights (input and recurrent) and bias all zero
+        (the unit adds nothing to c, so c keeps decaying from its initial value)."""
+        op, g = self.op, _CELL_GATE
+        idle = ~(real(op.inputs[_LSTM_W[g]]).any(1) | real(op.inputs[_LSTM_U[g]]).any(1))
+        return idle & (self.bias(g) == 0)
 
     def window_exact(self) -> bool:
         """Every output window lies inside the input: VALID padding or a 1x1 kernel."""
