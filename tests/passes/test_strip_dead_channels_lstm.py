@@ -11,11 +11,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import assert_same_outputs, fixture, outputs_in
 
 import tflgraph
 from tflgraph.cli import main
+from tflgraph.pipeline import remove_dead_code
 from tflgraph.reference.equivalence import check_models
 from tflgraph.runtime.runtimes import RuntimeUnavailable
 
@@ -172,3 +174,28 @@ def test_units_with_dead_gates_but_a_nonzero_initial_state_stay_and_say_why(name
             f"unit {unit} (zero cell-gate weights) stays: its initial cell state is not known "
             "to be zero" in run.stdout
         )
+
+
+def test_a_state_written_by_layers_that_are_zero_on_the_units_loses_them_with_its_writers():
+    """dead_k3_lstm_init_state with the bridge Dense layers' rows for units 0, 1 zeroed: c0
+    (a FULLY_CONNECTED output) and h0 (a TANH of one) are provably zero there, so the units
+    go from the LSTM, from its states and from the layers that write them."""
+    model = tflgraph.load(fixture("dead_k3_lstm_init_state"))
+    sg = model.main
+    bridges = [op for op in sg.ops_of_type("FULLY_CONNECTED") if op.inputs[1].shape == (8, 4)]
+    assert len(bridges) == 2
+    for op in bridges:
+        for i in (1, 2):
+            data = np.array(op.inputs[i].data, copy=True)
+            data[:2] = 0.0
+            sg.set_input(op, i, sg.new_constant(data, op.inputs[i].name))
+    remove_dead_code(model)
+    original = tflgraph.to_bytes(model)
+    tflgraph.optimize(model, "default")
+    model.check()
+    assert units(model) == [6]
+    assert sorted(op.inputs[1].shape for op in sg.ops_of_type("FULLY_CONNECTED"))[:2] == [
+        (6, 4),
+        (6, 4),
+    ]
+    assert_same_outputs(original, model, runtime_names=("litert",))  # TFLM: hybrid head
