@@ -72,12 +72,15 @@ class StripDeadChannels(Pass):
         self._kept = plan.kept
         if not plan.keep:
             return False
-        check = RoundCheck(model, graph, plan)
-        undo = Snapshot(model)
-        counts = apply(plan) if check.why is None else {}
-        why = check.after()
+        check = RoundCheck(model, graph, plan)  # evaluates the region before the round
+        why = check.why
+        if why is None:
+            undo = Snapshot(model)
+            counts = apply(plan)
+            why = check.after()
+            if why is not None:
+                undo.restore()
         if why is not None:
-            undo.restore()
             self.explain(f"channel removal left as it was: {why}")
             return False
         for name, (kind, n_out, n_in) in counts.items():

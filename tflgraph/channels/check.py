@@ -27,7 +27,8 @@ INVOKES = 3
 
 
 class RoundCheck:
-    """Evaluate a round's region now (before the round); `after()` compares once it is done."""
+    """Evaluate a round's region now, before the round; `after()` compares once it is done.
+    `why` says why the region cannot be checked (then the round must not be applied)."""
 
     def __init__(self, model: Model, graph: ChannelGraph, plan: Removal, seed: int = 0):
         self.graph, self.plan, self.seed = graph, plan, seed
@@ -50,10 +51,8 @@ class RoundCheck:
             self.why = self.before
 
     def after(self) -> str | None:
-        """None if the round kept the region's results, else why not (also if the region
-        could not be checked before the round)."""
-        if self.why is not None:
-            return self.why
+        """None if the round (done since, when `why` was None) kept the region's results,
+        else why not."""
         got = self._run(old=False)
         if isinstance(got, str):
             return got
