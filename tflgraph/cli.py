@@ -206,6 +206,12 @@ def cmd_optimize(args) -> int:
         refused, checked = _verify_before_writing(args, data, names, records, output)
         if refused:
             return refused
+    elif args.verify is None:  # no runtime installed: the reference interpreter judges
+        data = to_bytes(model)
+        ran = _ran(args, names)
+        refused = _check_on_reference(args, data, "no runtime installed", records, output, ran)
+        if refused:
+            return refused
     try:
         if data is not None:
             write_atomic(output, [data])
@@ -281,11 +287,11 @@ def _verify_before_writing(args, data: bytes, names, records, output):
     modes = ("reset",) if args.stateful_streaming else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
     report = verify(args.input, data, runtime=runtime, modes=modes)
-    ran = f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
+    ran = _ran(args, names)
     if report.verdict == "unverified":
         if args.verify:
             return _die(f"cannot verify: {report.reason()}"), report
-        return _check_on_reference(args, data, report, records, output, ran), report
+        return _check_on_reference(args, data, report.reason(), records, output, ran), report
     if report.verdict == "different":
         print(report.format(), file=sys.stderr)
         changed = ", ".join(dict.fromkeys(r.name for r in records if r.changed)) or "none"
@@ -304,7 +310,11 @@ def _verify_before_writing(args, data: bytes, names, records, output):
     return 0, report
 
 
-def _check_on_reference(args, data: bytes, report, records, output, ran) -> int:
+def _ran(args, names) -> str:
+    return f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
+
+
+def _check_on_reference(args, data: bytes, unverified: str, records, output, ran) -> int:
     """No runtime could compare the models: compare them on the reference interpreter (around
     ops it cannot run). A result nothing could check is written only with --allow-unverified
     (or when no pass changed the model)."""
@@ -323,7 +333,7 @@ def _check_on_reference(args, data: bytes, report, records, output, ran) -> int:
         print(f"tflgraph: warning: written unverified ({how}): {why}", file=sys.stderr)
         return 0
     return _die(
-        f"not verified: {report.reason()}; {why}; {output} not written "
+        f"not verified: {unverified}; {why}; {output} not written "
         "(--allow-unverified writes it anyway)"
     )
 

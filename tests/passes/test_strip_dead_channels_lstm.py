@@ -199,3 +199,16 @@ def test_a_state_written_by_layers_that_are_zero_on_the_units_loses_them_with_it
         (6, 4),
     ]
     assert_same_outputs(original, model, runtime_names=("litert",))  # TFLM: hybrid head
+
+
+def test_without_a_runtime_installed_the_reference_interpreter_judges(tmp_path, monkeypatch):
+    """The default without ai-edge-litert: compared on the interpreter, not written blind."""
+    import tflgraph.cli as cli
+
+    monkeypatch.setattr(cli, "_verification_wanted", lambda args: False)
+    out = tmp_path / "o.tflite"
+    argv = ["optimize", str(fixture("dead_k3_lstm_flex")), "-o", str(out)]
+    assert main(argv) == 0 and units(tflgraph.load(out)) == [6]
+    monkeypatch.setattr(cli, "check_models", lambda a, b: "not equal: (forced)")
+    out.unlink()
+    assert main(argv) == 1 and not out.exists()
