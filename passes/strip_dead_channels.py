@@ -18,13 +18,18 @@ Rewrite:   slice the weight rows of the producers (FULLY_CONNECTED [out, in], CO
            leave more producer channels unread.
 Proof:     exact by construction (a removed channel contributes exactly zero, or exactly its
            folded constant, to every consumer; channel-wise ops compute the kept channels as
-           before), AND checked on the reference interpreter (tflgraph/reference/) for every
-           round: the entry subgraphs on seeded random inputs, three invokes in a row; a
-           mismatch beyond 1e-5 undoes the round. Where the interpreter cannot run the model
-           (quantized ops) the proof is the construction, which the tests confirm in LiteRT
-           and TFLM (outputs bit-identical for the int8 CNN).
-Invariant: entry-subgraph inputs and outputs keep their shapes; ops outside the classes
-           (anything not listed above) are never touched; loaded buffers are never written.
+           before), AND checked on the reference interpreter for every round, on the region
+           the round changes (tflgraph/channels/check.py): the ops it touches that the
+           interpreter can evaluate, before and after, on seeded random inputs, three invokes
+           in a row, so a fused LSTM is checked even beside a TopK head, a hybrid layer or a
+           Flex op. A mismatch undoes the round (a snapshot of the graph, weights shared); a
+           round of which no op can be evaluated (all quantized) is not applied.
+           A fused LSTM's state tensors go with its units together with the op that writes
+           them (FILL's dims, a RESHAPE copy of the initial state, the producer); a unit is
+           only constant (h = c = 0) where its initial cell state is known to be zero.
+Invariant: entry-subgraph inputs and outputs keep their shapes (a state that is a model
+           output keeps its units); ops outside the classes (anything not listed above) are
+           never touched; loaded buffers are never written.
            `--explain` lists the zero-weight channels that stay and why.
 """
 
@@ -33,14 +38,13 @@ from __future__ import annotations
 import numpy as np
 
 from tflgraph.channels.analysis import analyze
+from tflgraph.channels.check import RoundCheck
 from tflgraph.channels.graph import Removal
 from tflgraph.channels.layers import slice_constant
-from tflgraph.ir import Model, Subgraph, Tensor
+from tflgraph.ir import Model, Snapshot, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
-from tflgraph.reference.interpreter import UnsupportedOp, evaluate_subgraph
 
 MAX_ROUNDS = 16
-TOLERANCE = 1e-5
 
 
 @register("strip-dead-channels")
@@ -63,16 +67,21 @@ class StripDeadChannels(Pass):
         return changed
 
     def _round(self, model: Model, layers: dict) -> bool:
-        plan = analyze(model).removal()
+        graph = analyze(model)
+        plan = graph.removal()
         self._kept = plan.kept
         if not plan.keep:
             return False
-        reference = _reference(model)
-        undo = _Journal(model, plan)
-        counts = apply(plan)
-        if reference is not None and not _matches(reference, _reference(model)):
-            undo.restore()
-            self.explain("channel removal changed the outputs on the interpreter; left as it was")
+        check = RoundCheck(model, graph, plan)  # evaluates the region before the round
+        why = check.why
+        if why is None:
+            undo = Snapshot(model)
+            counts = apply(plan)
+            why = check.after()
+            if why is not None:
+                undo.restore()
+        if why is not None:
+            self.explain(f"channel removal left as it was: {why}")
             return False
         for name, (kind, n_out, n_in) in counts.items():
             entry = layers.setdefault(name, {"op": kind, "out_channels": 0, "in_channels": 0})
@@ -102,9 +111,6 @@ def apply(plan: Removal) -> dict:
         if keep_in is None and keep_out is None and fold is None:
             continue
         layer.rewrite(keep_in, keep_out, layer.fold_delta(*fold) if fold else None)
-        for state in layer.states():
-            if keep_out is not None:
-                _shrink(state, keep_out)
         n_out = 0 if keep_out is None else int((~keep_out).sum())
         n_in = 0 if keep_in is None or layer.kind == "DEPTHWISE_CONV_2D" else int((~keep_in).sum())
         name = layer.y.name.split(";")[0]
@@ -123,6 +129,10 @@ def apply(plan: Removal) -> dict:
             _new_shape(sg, op, len(keep) - int(keep.sum()), y.shape[-1])
         elif kind == "strided_slice":
             _clamp_end(sg, op, int(keep.sum()))
+        elif kind == "fill":
+            dims = np.array(op.inputs[0].data, copy=True)
+            dims[-1] = int(keep.sum())
+            sg.set_input(op, 0, sg.new_constant(dims, op.inputs[0].name))
     for sg, op, i in plan.constants:  # constant loop operands (initial states)
         t = op.inputs[i]
         if plan.mask(t) is not None:
@@ -166,65 +176,6 @@ def _clamp_end(sg: Subgraph, op, channels: int) -> None:
     if end[-1] > channels:
         end[-1] = channels
         sg.set_input(op, 2, sg.new_constant(end, op.inputs[2].name))
-
-
-class _Journal:
-    """Enough of the model's state to undo one round: operand lists, shapes, options."""
-
-    def __init__(self, model: Model, plan: Removal):
-        self.inputs = {op: (sg, list(op.inputs)) for sg in model.subgraphs for op in sg.operators}
-        self.options = {
-            op: dict(op.options) for _, op, _ in plan.edits if hasattr(op.options, "get")
-        }
-        tensors = list(plan.keep) + [s for layer in plan.layers for s in layer.states()]
-        self.shapes = {t: (t.shape, t.shape_signature) for t in tensors}
-
-    def restore(self) -> None:
-        for op, (sg, old) in self.inputs.items():
-            sg.set_inputs(op, old)
-        for op, saved in self.options.items():
-            op.options.clear()
-            op.options.update(saved)
-        for t, (shape, sig) in self.shapes.items():
-            t.shape, t.shape_signature = shape, sig
-
-
-def _reference(model: Model, invokes: int = 3) -> list | None:
-    """Outputs of the entry subgraphs (main and signature subgraphs) on seeded random inputs,
-    invoked in a row; None if the interpreter cannot evaluate them."""
-    entries = list(dict.fromkeys([model.subgraphs[0]] + [s.subgraph for s in model.signature_defs]))
-    outs = []
-    try:
-        for sg in entries:
-            rng, state = np.random.default_rng(0), {}
-            for _ in range(invokes):
-                feeds = [_random(t, rng) for t in sg.inputs]
-                outs.append(evaluate_subgraph(sg, feeds, state))
-    except (UnsupportedOp, ValueError, TypeError, IndexError):
-        return None
-    return outs
-
-
-def _random(t: Tensor, rng: np.random.Generator) -> np.ndarray:
-    if t.dtype is None or t.is_dynamic:
-        raise TypeError(f"cannot feed {t.name!r}")
-    if t.dtype.kind == "f":
-        return rng.uniform(-1, 1, t.shape).astype(t.dtype)
-    return rng.integers(0, 4, t.shape).astype(t.dtype)
-
-
-def _matches(want: list, got: list | None) -> bool:
-    if got is None:
-        return False
-    for w_row, g_row in zip(want, got):
-        for a, b in zip(w_row, g_row):
-            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-            if a.shape != b.shape:
-                return False
-            scale = max(1.0, float(np.max(np.abs(a)))) if a.size else 1.0
-            if a.size and float(np.max(np.abs(a - b))) > TOLERANCE * scale:
-                return False
-    return True
 
 
 def weight_bytes(model: Model) -> int:

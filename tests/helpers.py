@@ -90,3 +90,13 @@ def assert_gives_litert_reference(
         for k, (w, g) in enumerate(zip(want, got)):
             for j, (a, b) in enumerate(zip(w, g)):
                 assert_equal_values(a, b, where=f"{rt} invoke {k} output {j}")
+
+
+def trust_construction(monkeypatch) -> None:
+    """Switch off strip-dead-channels' round check (it refuses rounds it cannot check), so
+    that a test judges the slicing itself in LiteRT and TFLM or on the interpreter."""
+    from tflgraph.channels.check import RoundCheck
+
+    monkeypatch.setattr(RoundCheck, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(RoundCheck, "why", None, raising=False)
+    monkeypatch.setattr(RoundCheck, "after", lambda self: None)

@@ -438,6 +438,9 @@ def _skip_reason(model: Model) -> str | None:
         return "hash tables (string keys) are not modelled"
     if any(t.quantization and len(t.quantization.get("scale", ())) for t in tensors):
         return "quantized tensors: LiteRT numerics are not float numerics"
+    missing = sorted(t for t in ops if t not in KERNELS and t not in STATEFUL)
+    if missing:
+        return f"no reference kernel for {', '.join(missing)}"
     return None
 
 

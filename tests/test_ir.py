@@ -8,7 +8,7 @@ import pytest
 from helpers import fixture
 
 import tflgraph
-from tflgraph.ir import GraphError
+from tflgraph.ir import GraphError, Snapshot
 
 
 def small_model():
@@ -180,3 +180,21 @@ def test_subgraph_users_follow_added_and_removed_ops_and_subgraphs():
     assert set(model.subgraph_users(body)) == scan() == {loop, third}
     model.subgraphs.remove(extra)
     assert model.subgraph_users(body) == [loop] and scan() == {loop}
+
+
+def test_snapshot_restores_the_graph_and_shares_the_weights():
+    model, sg, x, c, y, add = small_model()
+    before, weights = tflgraph.to_bytes(model), c.buffer
+    snap = Snapshot(model)
+    sg.set_input(add, 1, sg.new_constant(np.zeros((1, 4), np.float32), "zeros"))
+    add.options["fused_activation_function"] = 1
+    y.shape = (1, 2)
+    z = sg.new_tensor("z", (1, 4))
+    sg.add_op("MUL", [y, c], [z], {"fused_activation_function": 0})
+    sg.replace_all_uses(y, z)
+    snap.restore()
+    sg.check()
+    assert add.inputs == [x, c] and sg.outputs == [y] and y.shape == (1, 4)
+    assert model.signature_defs[0].outputs == [("y", y)] and sg.num_ops == 1
+    assert c.buffer is weights  # shared, not copied
+    assert tflgraph.to_bytes(model) == before

@@ -25,6 +25,7 @@ from tflgraph.pipeline import (
     resolve,
     run_passes,
 )
+from tflgraph.reference.equivalence import check_models
 from tflgraph.runtime.targets import TARGETS, shape_problems, unsupported_ops
 from tflgraph.runtime.verify import verify
 from tflgraph.tools.dot import dot_after, to_dot
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         "if outputs differ (default: on when ai-edge-litert is installed)",
     )
     o.add_argument("--no-verify", dest="verify", action="store_false", help="skip that check")
+    o.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="write the result even when no runtime and no reference evaluation can check it",
+    )
 
     v = sub.add_parser("verify", help="run two models on the same inputs and compare outputs")
     v.add_argument("a", metavar="A.tflite", help="the reference model")
@@ -212,6 +218,12 @@ def cmd_optimize(args) -> int:
         refused, checked = _verify_before_writing(args, data, names, records, output, stateful)
         if refused:
             return refused
+    elif args.verify is None:  # no runtime installed: the reference interpreter judges
+        data = to_bytes(model)
+        ran = _ran(args, names)
+        refused = _check_on_reference(args, data, "no runtime installed", records, output, ran)
+        if refused:
+            return refused
     try:
         if data is not None:
             write_atomic(output, [data])
@@ -301,12 +313,11 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
     modes = ("reset",) if stateful else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
     report = verify(args.input, data, runtime=runtime, modes=modes)
-    ran = f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
+    ran = _ran(args, names)
     if report.verdict == "unverified":
         if args.verify:
             return _die(f"cannot verify: {report.reason()}"), report
-        print(f"tflgraph: warning: not verified: {report.reason()}", file=sys.stderr)
-        return 0, report
+        return _check_on_reference(args, data, report.reason(), records, output, ran), report
     if report.verdict == "different":
         print(report.format(), file=sys.stderr)
         changed = ", ".join(dict.fromkeys(r.name for r in records if r.changed)) or "none"
@@ -323,6 +334,34 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
             if not r.compared:
                 print(f"  {r.runtime}: {r.message}")
     return 0, report
+
+
+def _ran(args, names) -> str:
+    return f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
+
+
+def _check_on_reference(args, data: bytes, unverified: str, records, output, ran) -> int:
+    """No runtime could compare the models: compare them on the reference interpreter (around
+    ops it cannot run). A result nothing could check is written only with --allow-unverified
+    (or when no pass changed the model)."""
+    why = check_models(load(args.input), load(data))
+    if why is None:
+        if not args.quiet:
+            print("verified: outputs equal on the reference interpreter (no runtime runs both)")
+        return 0
+    if why.startswith("not equal"):
+        return _die(
+            f"{ran} changed the outputs on the reference interpreter: {why}; {output} not written",
+            1,
+        )
+    if args.allow_unverified or not any(r.changed for r in records):
+        how = "--allow-unverified" if args.allow_unverified else "no pass changed the model"
+        print(f"tflgraph: warning: written unverified ({how}): {why}", file=sys.stderr)
+        return 0
+    return _die(
+        f"not verified: {unverified}; {why}; {output} not written "
+        "(--allow-unverified writes it anyway)"
+    )
 
 
 def cmd_verify(args) -> int:

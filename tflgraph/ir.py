@@ -13,6 +13,7 @@ IF's branches, CALL_ONCE's init, ...) holds the `Subgraph` object itself.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import math
@@ -602,3 +603,44 @@ class Model:
 
     def __repr__(self):
         return f"Model({len(self.subgraphs)} subgraphs)"
+
+
+class Snapshot:
+    """A model's graph state, to undo a rewrite that did not prove out: the IR structure is
+    copied (subgraph graphs and operand lists, op fields and options, tensor fields,
+    signature defs), the weight buffers are shared, not copied. `restore()` puts every object
+    back as it was (ops and tensors added since disappear with the graph), once.
+
+    Exact for rewrites that go through the mutation API and replace values rather than write
+    into them (a new constant, a new options value, a new shape tuple), as passes must."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.fields = [(model, _fields(model)), *((sd, _fields(sd)) for sd in model.signature_defs)]
+        for sg in model.subgraphs:
+            self.fields.append((sg, _fields(sg)))
+            for node in sg.graph.nodes:
+                self.fields.append((node, _fields(node)))
+            for op in sg.iter_ops():
+                self.fields.extend((t, _fields(t)) for t in op.intermediates if t is not None)
+
+    def restore(self) -> None:
+        for obj, saved in self.fields:
+            vars(obj).clear()
+            vars(obj).update(saved)
+        for sg in self.model.subgraphs:
+            sg._sorted = None
+        self.model._users = None  # the subgraph-users index is rebuilt on its next use
+
+
+def _fields(obj) -> dict:
+    """A copy of an IR object's fields that shares what the IR never writes in place (tensors,
+    buffers, arrays, options values): lists, dicts, option tables and graphs are copied."""
+    out = {}
+    for k, v in vars(obj).items():
+        if isinstance(v, nx.DiGraph):
+            v = v.copy()
+        elif isinstance(v, (list, dict, set)):  # dict covers Options (copy keeps .kind)
+            v = copy.copy(v)
+        out[k] = v
+    return out

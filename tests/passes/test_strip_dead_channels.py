@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import assert_same_outputs, fixture
+from helpers import assert_same_outputs, fixture, trust_construction
 
 import tflgraph
 from tflgraph.channels.layers import LAYER_TYPES
@@ -108,10 +108,20 @@ def zero_channels(model, channels):
     return model
 
 
+def assert_unchecked_round_is_refused(model):
+    p = StripDeadChannels()
+    p.explanations = []
+    assert not p.run(model)
+    assert any("cannot check" in line for line in p.explanations), p.explanations
+
+
 @pytest.mark.parametrize("name", ["cnn", "cnn_int8"])
-def test_flattening_reshape_and_per_channel_quantization(name):
+def test_flattening_reshape_and_per_channel_quantization(name, monkeypatch):
     zeroed = zero_channels(tflgraph.load(fixture(name)), [2, 5])
     model = zero_channels(tflgraph.load(fixture(name)), [2, 5])
+    if name == "cnn_int8":  # no op of the round can be evaluated: refused, unless trusted
+        assert_unchecked_round_is_refused(model)
+        trust_construction(monkeypatch)
     assert strip(model)[0]
     assert weight_shapes(model) == [
         ("CONV", (6, 3, 3, 3)),
@@ -241,7 +251,7 @@ def test_dynamic_batch_models_are_stripped():
     assert_same_outputs(original, model)
 
 
-def test_dynamic_range_layers_only_lose_zero_channels():
+def test_dynamic_range_layers_only_lose_zero_channels(monkeypatch):
     """Hybrid FC (int8 weights, float input) quantizes its input with a range over all
     channels: the 8 zero channels go, the 4 unread but non-zero ones must stay."""
     model = tflgraph.load(fixture("dead_mlp"))
@@ -258,6 +268,8 @@ def test_dynamic_range_layers_only_lose_zero_channels():
         sg.set_input(op, 1, sg.new_constant(q, "w_int8", quantization=quant))
     remove_dead_code(model)
     original = tflgraph.to_bytes(model)
+    assert_unchecked_round_is_refused(model)  # every layer is hybrid: nothing to evaluate
+    trust_construction(monkeypatch)
     assert strip(model)[0]
     assert weight_shapes(model) == [("FULL", (24, 16)), ("FULL", (32, 24)), ("FULL", (10, 32))]
     assert len(sg.ops_of_type("FULLY_CONNECTED")[0].inputs[1].quantization["scale"]) == 24

@@ -17,8 +17,11 @@ def analyze(model: Model) -> ChannelGraph:
     """The channel graph of `model`: `.removal()` then says which channels can go."""
     inner = loop_subgraphs(model)
     g = ChannelGraph(inner, [sg for sg in model.subgraphs if sg not in inner])
-    for sg in g.top:
-        g.block(sg.inputs + sg.outputs, "a subgraph input or output")
+    entries = {model.main} | {s.subgraph for s in model.signature_defs}
+    for sg in g.top:  # their shapes are the interface (a model's, or a caller's)
+        kind = "a model" if sg in entries else "a subgraph"
+        g.block(sg.outputs, f"{kind} output")
+        g.block(sg.inputs, f"{kind} input")
     for sg in model.subgraphs:
         for op in sg.operators:
             fn = visit(g, sg, op)

@@ -22,14 +22,18 @@ slots, the values and the decision, and tflgraph/channels/analysis.py walks a mo
   body argument, body result and loop result, so a recurrent state's unit is one class with
   everything the body computes for it;
 - boundaries: FULLY_CONNECTED, CONV_2D and UNIDIRECTIONAL_SEQUENCE_LSTM read channels with
-  their weights (consumer side) and write them with their weight rows (producer side);
-- every other op, the inputs and outputs of top-level subgraphs and variable tensors *block*
-  their slots.
+  their weights (consumer side) and write them with their weight rows (producer side); an
+  LSTM's variable state tensors h and c are tied to its output, and so to the op that writes
+  them each invoke (FILL, a RESHAPE copy of the initial state, or the producer itself): a unit
+  is removed from the state, its writer and everything the writer reads, or not at all;
+- every other op and the inputs and outputs of top-level subgraphs *block* their slots (a
+  state that is a model output keeps its units).
 
 Values: in execution order, each tensor gets per channel the constant it is known to hold
 (NaN = not known): a layer's channel whose weights are all zero holds act(bias), and the ops
 above map constants through (quantized tensors only keep an exact 0; loop-carried values are
-the fixed point of the body started from the initial values).
+the fixed point of the body started from the initial values; an LSTM unit is constant only
+where its initial cell state is known to be zero, see tflgraph/channels/layers.py).
 
 A class is removable when none of its slots is blocked and at every consumer boundary the
 channel is either not read (the weights for it are all zero) or holds a known constant that
@@ -92,7 +96,7 @@ class ChannelGraph:
         """First slot of `t` (allocated on first use); None if `t` has no usable channel axis."""
         if t in self.base:
             return self.base[t]
-        if not t.shape or t.is_variable or t.dtype is None or t.is_constant:
+        if not t.shape or t.dtype is None or t.is_constant:
             return None
         dynamic = dynamic_dims(t)  # only a leading batch axis may be dynamic
         if dynamic - {0} or len(t.shape) - 1 in dynamic:
@@ -190,6 +194,12 @@ class ChannelGraph:
                 out.kept.append(
                     f"{_name(layer.y)}: channel {c} (constant {v[c]:.4g}) stays: {reason}"
                 )
+            if layer.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+                for c in np.flatnonzero(layer.idle_units() & np.isnan(v)):
+                    out.kept.append(
+                        f"{_name(layer.y)}: unit {c} (zero cell-gate weights) stays: its "
+                        "initial cell state is not known to be zero, so it is not constant"
+                    )
         return out
 
     def _roots(self) -> np.ndarray:

@@ -180,15 +180,15 @@ class Layer:
             mask |= real(self.op.inputs[i]).any(axis=0)
         return mask
 
-    def out_value(self, x_value: np.ndarray) -> np.ndarray:
-        """Per output channel, the constant the layer outputs (NaN if not constant)."""
-        op, act = self.op, self.op.activation
+    def out_value(self, x_value: np.ndarray, c0: np.ndarray | None = None) -> np.ndarray:
+        """Per output channel, the constant the layer outputs (NaN if not constant); for an
+        LSTM, `c0` is the known value of the initial cell state per unit (NaN = unknown)."""
+        act = self.op.activation
         if self.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             # h = o * act(c), c' = f*c + i*act(W_c x + U_c h + b_c): a unit whose cell-gate
-            # weights and bias are zero keeps c = 0 from its zero initial state, so h = 0.
-            g = _CELL_GATE
-            dead = ~(real(op.inputs[_LSTM_W[g]]).any(1) | real(op.inputs[_LSTM_U[g]]).any(1))
-            dead &= self.bias(g) == 0
+            # weights and bias are zero keeps c = 0 from an initial c that is zero, so h = 0.
+            # From any other initial c it decays but is not zero (h reached 0.42 in a decoder).
+            dead = self.idle_units() & (c0 == 0)
             zero = act == "TANH" or activation(act, np.zeros(1))[0] == 0  # the LSTM applies TANH
             return np.where(dead & zero, 0.0, np.nan)
         w = self.weights()[0]
@@ -199,6 +199,13 @@ class Layer:
             known = np.isfinite(x_value) & ((x_value == 0) | self.window_exact())
             pre = np.where(~zero_rows & known, x_value * w.sum(axis=1) + self.bias(), pre)
         return activation(act, pre)
+
+    def idle_units(self) -> np.ndarray:
+        """LSTM: per unit, are its cell-gate weights (input and recurrent) and bias all zero
+        (the unit adds nothing to c, so c keeps decaying from its initial value)."""
+        op, g = self.op, _CELL_GATE
+        idle = ~(real(op.inputs[_LSTM_W[g]]).any(1) | real(op.inputs[_LSTM_U[g]]).any(1))
+        return idle & (self.bias(g) == 0)
 
     def window_exact(self) -> bool:
         """Every output window lies inside the input: VALID padding or a 1x1 kernel."""
@@ -256,4 +263,5 @@ class Layer:
             sg.set_input(op, 2, sg.new_constant(bias.astype(np.float32), f"{self.y.name}/bias"))
 
     def states(self) -> list[Tensor]:
+        """An LSTM's variable state tensors h and c (none for other layers)."""
         return [self.op.inputs[18], self.op.inputs[19]] if self.kind.startswith("UNI") else []

@@ -94,6 +94,11 @@ def _layer(g: ChannelGraph, layer: Layer) -> ValueFn | None:
     x, y = layer.x, layer.y
     if g.slots(x) is None or g.slots(y) is None:
         return None
+    states = layer.states()
+    if any(g.slots(s) is None for s in states):
+        return None
+    for s in states:  # a unit goes from the states (and so from their writers) with y's
+        g.union(g.slots(y), g.slots(s), y.shape[-1])
     g.layers.append(layer)
     if layer.kind == "DEPTHWISE_CONV_2D":
         g.union(g.slots(x), g.slots(y), x.shape[-1])
@@ -102,7 +107,17 @@ def _layer(g: ChannelGraph, layer: Layer) -> ValueFn | None:
     else:
         g.boundaries.append((layer, x, layer.reads()))
     if layer.kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        h0, c0 = states
         g.boundaries.append((layer, y, layer.recurrent_reads()))
+        g.boundaries.append((layer, h0, layer.recurrent_reads()))  # step 1 reads h0
+
+        def lstm_values():
+            for s in states:
+                if layer.sg.producer(s) is None:  # zeroed at allocation, written by op alone
+                    g.values[s] = layer.out_value(g.value(x), np.zeros(y.shape[-1]))
+            g.set_value(y, layer.out_value(g.value(x), g.value(c0)))
+
+        return lstm_values
     return lambda: g.set_value(y, layer.out_value(g.value(x)))
 
 
@@ -194,6 +209,19 @@ def _reshape(g: ChannelGraph, sg: Subgraph, op: Operator) -> ValueFn | None:
     return lambda: g.set_value(y, np.tile(g.value(x), n // c))
 
 
+def _fill(g: ChannelGraph, sg: Subgraph, op: Operator) -> ValueFn | None:
+    """FILL(dims, value): every channel holds the scalar `value`; the constant dims follow
+    the channel count (an LSTM's zero state is one)."""
+    if len(op.inputs) != 2 or len(op.outputs) != 1 or any(t is None for t in op.inputs):
+        return None
+    dims, value, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    k = real(value)
+    if dims.data is None or k is None or k.size != 1 or y is None or g.slots(y) is None:
+        return None
+    g.edits.append((sg, op, "fill"))
+    return lambda: g.set_value(y, np.full(y.shape[-1], float(k.reshape(-1)[0])))
+
+
 HANDLERS = {
     **{name: _identity(_unary) for name in UNARY},
     **{name: _binary for name in BINARY},
@@ -207,4 +235,5 @@ HANDLERS = {
     "SPLIT": _split,
     "RESHAPE": _reshape,
     "WHILE": visit_while,
+    "FILL": _fill,
 }

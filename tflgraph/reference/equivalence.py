@@ -28,8 +28,8 @@ from functools import partial
 import numpy as np
 
 from tflgraph.errors import TflgraphError
-from tflgraph.ir import Operator, Subgraph, Tensor
-from tflgraph.reference.interpreter import evaluate_tensors
+from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.reference.interpreter import KERNELS, STATEFUL, evaluate_tensors
 
 RTOL = 1e-5  # the default relative bound for floats (see the module docstring)
 
@@ -255,3 +255,98 @@ def _ancestors(sg: Subgraph, tensors: list[Tensor]) -> set[Operator]:
         ops.add(op)
         stack.extend(sg.producer(t) for t in op.inputs if t is not None)
     return ops
+
+
+def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str | None:
+    """None if `new` computes what `old` does on the reference interpreter, else why not
+    ("not equal: ..." or "cannot check: ...").
+
+    Both main subgraphs get the same seeded inputs, `invokes` times in a row (variable tensors
+    carried). Where an op the interpreter cannot run (a Flex op, TOPK_V2, a quantized kernel)
+    stands between the inputs and an output, the check is made at the values that op reads
+    (matched by tensor name) instead, provided everything from those ops on is the same in both
+    models (same ops, operand names, options and constants): equal values there give equal
+    outputs."""
+    (seen_a, beyond_a), (seen_b, beyond_b) = _observed(old.main), _observed(new.main)
+    if beyond_a != beyond_b:
+        return "cannot check: the ops the interpreter cannot run differ between the models"
+    if set(seen_a) != set(seen_b):
+        missing = sorted(set(seen_a) ^ set(seen_b))[:3]
+        return f"cannot check: values {missing} are not in both models"
+    if not seen_a:
+        return "cannot check: the interpreter can evaluate no output"
+    names = sorted(seen_a)
+    if [t.shape for t in old.main.inputs] != [t.shape for t in new.main.inputs]:
+        return "not equal: the inputs differ"
+    rng, state_a, state_b = np.random.default_rng(seed), {}, {}
+    for _ in range(invokes):
+        xs = [random_feed(t, rng) for t in old.main.inputs]
+        if any(x is None for x in xs):
+            return "cannot check: an input is neither float nor bool"
+        feeds = [dict(zip(old.main.inputs, xs)), dict(zip(new.main.inputs, xs))]
+        try:
+            got_a = evaluate_tensors(old.main, feeds[0], [seen_a[n] for n in names], state_a)
+            got_b = evaluate_tensors(new.main, feeds[1], [seen_b[n] for n in names], state_b)
+        except (TflgraphError, ValueError, TypeError, IndexError) as e:
+            return f"cannot check: {e}"
+        for name, x, y in zip(names, got_a, got_b):
+            why = compare(x, y, what=repr(name))
+            if why:
+                return f"not equal: {why}"
+    return None
+
+
+def _observed(sg: Subgraph) -> tuple[dict[str, Tensor], list[str]]:
+    """({name: tensor} the check compares, a signature of the ops beyond the interpreter: the
+    ops it cannot run and every op after them)."""
+    beyond: set[Operator] = set()
+    for op in sg.operators:  # the ops that cannot run, and everything after them
+        if not can_evaluate(op) or any(
+            sg.producer(t) in beyond for t in op.inputs if t is not None
+        ):
+            beyond.add(op)
+    seen = {}
+    for op in beyond:
+        for t in op.inputs:
+            if t is not None and not t.is_constant and sg.producer(t) not in beyond:
+                seen[t.name] = t
+    for t in sg.outputs:
+        if sg.producer(t) not in beyond:
+            seen[t.name] = t
+    signature = sorted(
+        repr(
+            (
+                op.type,
+                [None if t is None else (t.name, _bytes(t)) for t in op.inputs],
+                [None if t is None else t.name for t in op.outputs],
+                op.options,
+                _bytes_of(op.custom_options),
+            )
+        )
+        for op in beyond
+    )
+    return seen, signature
+
+
+def _bytes(t: Tensor) -> bytes | None:
+    return t.buffer.data.tobytes() if t.is_constant else None
+
+
+def _bytes_of(a) -> bytes | None:
+    return None if a is None else np.asarray(a).tobytes()
+
+
+def can_evaluate(op: Operator) -> bool:
+    """The interpreter has a kernel for `op` and for every op of its subgraphs, and refuses
+    none of its operands (quantized ones, except for DEQUANTIZE). A kernel may still refuse an
+    option it does not implement (evaluation then raises)."""
+    if op.type not in KERNELS and op.type not in STATEFUL:
+        return False
+    if op.type != "DEQUANTIZE" and any(_quantized(t) for t in op.inputs if t is not None):
+        return False
+    return all(can_evaluate(o) for sub in op.subgraphs() for o in sub.iter_ops())
+
+
+def _quantized(t: Tensor) -> bool:
+    q = t.quantization
+    return bool(q) and q.get("scale") is not None and len(q["scale"]) > 0
