@@ -6,34 +6,12 @@ import re
 
 import numpy as np
 import pytest
+from modelbuild import fc_mul_model
 
 import tflgraph
 from tflgraph import Any, Const, Op, Rest
 from tflgraph.ir import Model, SignatureDef
 from tflgraph.pipeline import PassError, run_passes
-
-RNG = np.random.default_rng(7)
-
-
-def fc_mul_model(act=0, scale_shape=(4,), second_use=False, scale_first=False, scale=None):
-    """x[2, 8] -> FULLY_CONNECTED(W[4, 8], b[4], activation act) -> MUL by s -> y; s is
-    random in [0.5, 2) unless `scale` gives its value."""
-    batch = 2
-    m = Model()
-    sg = m.add_subgraph("main")
-    x = sg.new_tensor("x", (batch, 8))
-    w = sg.new_constant(RNG.normal(size=(4, 8)).astype(np.float32), "w")
-    b = sg.new_constant(RNG.normal(size=(4,)).astype(np.float32), "b")
-    h = sg.new_tensor("h", (batch, 4))
-    sg.add_op("FULLY_CONNECTED", [x, w, b], [h], options={"fused_activation_function": act})
-    s_value = RNG.uniform(0.5, 2.0, size=scale_shape) if scale is None else scale
-    s = sg.new_constant(np.broadcast_to(s_value, scale_shape).astype(np.float32), "s")
-    y = sg.new_tensor("y", np.broadcast_shapes((batch, 4), scale_shape))
-    sg.add_op("MUL", [s, h] if scale_first else [h, s], [y], options={})
-    sg.inputs = [x]
-    sg.outputs = [y, h] if second_use else [y]
-    return m
-
 
 FC = Op("FULLY_CONNECTED", Any("x"), Const("w"), Const("b"), name="fc", activation="NONE")
 FC_MUL = Op("MUL", Op("FULLY_CONNECTED", Any("x"), Const("w"), Const("b"), name="fc",
