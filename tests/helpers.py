@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 import tflgraph
 from tflgraph.ir import Model
-from tflgraph.pipeline import run_passes
+from tflgraph.pipeline import run_passes, unregister
 from tflgraph.reference.equivalence import RTOL, compare
 from tflgraph.runtime import runtimes
 
@@ -71,6 +72,19 @@ def assert_second_run_changes_nothing(name: str, passes, target: str = "any") ->
     _, records = run(model, passes, target)
     assert not any(r.changed for r in records)
     assert tflgraph.to_bytes(model) == before
+
+
+@contextmanager
+def registered_rules(rules: dict):
+    """Register {pass name: (pattern, rewrite)} as rule passes inside the block, and forget
+    them after it, so that no test leaves a pass in the global registry."""
+    try:
+        for name, (pattern, rewrite) in rules.items():
+            tflgraph.rule(name, pattern)(rewrite)
+        yield
+    finally:
+        for name in rules:
+            unregister(name)
 
 
 def as_bytes(model) -> bytes:

@@ -1,6 +1,7 @@
 """The package layout: no import cycle between tflgraph's modules, at run time or under
-TYPE_CHECKING, every package is named in the README's code map, and test modules share
-builders through helper modules in tests/, never by importing each other or benchmarks/."""
+TYPE_CHECKING; every package is named in the README's code map; test modules share builders
+through helper modules in tests/ (never by importing each other or benchmarks/) and register
+no pass when imported."""
 
 from __future__ import annotations
 
@@ -103,3 +104,28 @@ def test_test_modules_share_builders_through_helpers_only():
         if "importlib" in imported and mentions(path, "benchmarks"):
             bad.append(f"{path.relative_to(ROOT)} loads code from benchmarks/")
     assert sorted(set(bad) - NOT_YET_MOVED) == [], bad
+
+
+def _registers(call: ast.AST) -> bool:
+    """Whether `call` is a call of `register(...)`/`rule(...)`, or of what such a call returns."""
+    while isinstance(call, ast.Call):
+        fn = call.func
+        name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", None)
+        if name in ("register", "rule"):
+            return True
+        call = fn
+    return False
+
+
+def test_test_modules_register_no_pass_when_imported():
+    """Test passes and rules are registered by fixtures that unregister them, so that no test
+    module leaves a pass in the global registry for the tests that run after it."""
+    bad = []
+    for path in sorted([*TESTS.glob("*.py"), *TESTS.glob("passes/*.py")]):
+        for node in ast.parse(path.read_text()).body:
+            calls = getattr(node, "decorator_list", [])
+            if isinstance(node, (ast.Expr, ast.Assign)):
+                calls = [node.value]
+            if any(_registers(c) for c in calls):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, f"registered at import: {bad}"
