@@ -1,14 +1,20 @@
-"""Shared test helpers: fixture paths, the runtime judges (LiteRT, TFLM) and the comparison
-of their outputs (the equivalence checker's)."""
+"""Shared test helpers: fixture paths, running the CLI and passes, the runtime judges (LiteRT,
+TFLM) and the comparison of their outputs (the equivalence checker's)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 import tflgraph
+from tflgraph.ir import Model
+from tflgraph.pipeline import run_passes, unregister
 from tflgraph.reference.equivalence import RTOL, compare
 from tflgraph.runtime import runtimes
 
@@ -30,6 +36,55 @@ def all_fixtures() -> list[Path]:
 def manifest() -> dict:
     data = json.loads((FIXTURES / "manifest.json").read_text())
     return {f["name"]: f for f in data["fixtures"]}
+
+
+def tflgraph_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m tflgraph ARGS` in a child process (extra `env` entries on top of ours)."""
+    run_env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "tflgraph", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def run(name_or_model, passes=("static-loop-outputs",), target="any"):
+    """Load a fixture (or take a Model), run the passes with checks; (model, records)."""
+    model = name_or_model
+    if not isinstance(model, Model):
+        model = tflgraph.load(fixture(name_or_model))
+    records = run_passes(model, list(passes), check_each=True, explain=True, target=target)
+    return model, records
+
+
+def changed(records, name) -> bool:
+    """Whether the pass `name` changed the model in a run's records."""
+    return any(r.changed for r in records if r.name == name)
+
+
+def assert_second_run_changes_nothing(name: str, passes, target: str = "any") -> None:
+    """Running the passes again on their own output changes nothing, byte for byte."""
+    model, _ = run(name, passes, target)
+    before = tflgraph.to_bytes(model)
+    _, records = run(model, passes, target)
+    assert not any(r.changed for r in records)
+    assert tflgraph.to_bytes(model) == before
+
+
+@contextmanager
+def registered_rules(rules: dict):
+    """Register {pass name: (pattern, rewrite)} as rule passes inside the block, and forget
+    them after it, so that no test leaves a pass in the global registry."""
+    try:
+        for name, (pattern, rewrite) in rules.items():
+            tflgraph.rule(name, pattern)(rewrite)
+        yield
+    finally:
+        for name in rules:
+            unregister(name)
 
 
 def as_bytes(model) -> bytes:

@@ -1,4 +1,5 @@
-"""Build small test models through the IR API (single ops, hand-written loops)."""
+"""Build small test models through the IR API: single ops, block-sparse weights, the FC -> MUL
+graph of the pattern tests, the float graphs of the channel tests."""
 
 from __future__ import annotations
 
@@ -99,3 +100,66 @@ def block_sparse(dense: np.ndarray, block: tuple[int, int]) -> tuple[np.ndarray,
     sparsity = {"traversal_order": np.arange(4, dtype=np.int32), "dim_metadata": meta}
     sparsity["block_map"] = np.array([0, 1], np.int32)
     return np.concatenate(values).astype(dense.dtype), sparsity
+
+
+# the pattern and plugin tests' FC -> MUL graph; one seeded stream for all its weights
+RNG = np.random.default_rng(7)
+
+
+def fc_mul_model(act=0, scale_shape=(4,), second_use=False, scale_first=False, scale=None):
+    """x[2, 8] -> FULLY_CONNECTED(W[4, 8], b[4], activation act) -> MUL by s -> y; s is
+    random in [0.5, 2) unless `scale` gives its value."""
+    batch = 2
+    m = Model()
+    sg = m.add_subgraph("main")
+    x = sg.new_tensor("x", (batch, 8))
+    w = sg.new_constant(RNG.normal(size=(4, 8)).astype(np.float32), "w")
+    b = sg.new_constant(RNG.normal(size=(4,)).astype(np.float32), "b")
+    h = sg.new_tensor("h", (batch, 4))
+    sg.add_op("FULLY_CONNECTED", [x, w, b], [h], options={"fused_activation_function": act})
+    s_value = RNG.uniform(0.5, 2.0, size=scale_shape) if scale is None else scale
+    s = sg.new_constant(np.broadcast_to(s_value, scale_shape).astype(np.float32), "s")
+    y = sg.new_tensor("y", np.broadcast_shapes((batch, 4), scale_shape))
+    sg.add_op("MUL", [s, h] if scale_first else [h, s], [y], options={})
+    sg.inputs = [x]
+    sg.outputs = [y, h] if second_use else [y]
+    return m
+
+
+SAME, VALID = 0, 1
+
+
+class G:
+    """A tiny graph builder: float tensors with explicit shapes."""
+
+    def __init__(self, *input_shapes):
+        self.m = Model()
+        self.sg = self.m.add_subgraph("main")
+        self.inputs = [self.sg.new_tensor(f"x{i}", s) for i, s in enumerate(input_shapes)]
+        self.sg.inputs = list(self.inputs)
+
+    def const(self, a, dtype=np.float32):
+        return self.sg.new_constant(np.asarray(a, dtype), "w")
+
+    def op(self, kind, inputs, shape, options=None):
+        y = self.sg.new_tensor(kind.lower(), shape)
+        self.sg.add_op(kind, inputs, [y], options)
+        return y
+
+    def fc(self, x, w, b=None, act=0):
+        w = np.asarray(w, np.float32)
+        ins = [x, self.const(w), None if b is None else self.const(b)]
+        opts = {"fused_activation_function": act}
+        return self.op("FULLY_CONNECTED", ins, (x.shape[0], w.shape[0]), opts)
+
+    def conv(self, x, w, b, padding=SAME, act=0):
+        k = w.shape[1]
+        h = x.shape[1] if padding == SAME else x.shape[1] - k + 1
+        opts = {"padding": padding, "stride_w": 1, "stride_h": 1, "fused_activation_function": act}
+        shape = (1, h, h, w.shape[0])
+        return self.op("CONV_2D", [x, self.const(w), self.const(b)], shape, opts)
+
+    def done(self, *outs):
+        self.sg.outputs = list(outs)
+        self.m.check()
+        return self.m

@@ -9,51 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import trust_construction
+from modelbuild import SAME, VALID, G
 
-from tflgraph import Model, new_options
+from tflgraph import new_options
 from tflgraph.channels.analysis import analyze
 from tflgraph.passes.strip_dead_channels import StripDeadChannels
 from tflgraph.pipeline import remove_dead_code
 from tflgraph.reference.interpreter import evaluate_subgraph
 
 RNG = np.random.default_rng(7)
-SAME, VALID = 0, 1
-
-
-class G:
-    """A tiny graph builder: float tensors with explicit shapes."""
-
-    def __init__(self, *input_shapes):
-        self.m = Model()
-        self.sg = self.m.add_subgraph("main")
-        self.inputs = [self.sg.new_tensor(f"x{i}", s) for i, s in enumerate(input_shapes)]
-        self.sg.inputs = list(self.inputs)
-
-    def const(self, a, dtype=np.float32):
-        return self.sg.new_constant(np.asarray(a, dtype), "w")
-
-    def op(self, kind, inputs, shape, options=None):
-        y = self.sg.new_tensor(kind.lower(), shape)
-        self.sg.add_op(kind, inputs, [y], options)
-        return y
-
-    def fc(self, x, w, b=None, act=0):
-        w = np.asarray(w, np.float32)
-        ins = [x, self.const(w), None if b is None else self.const(b)]
-        opts = {"fused_activation_function": act}
-        return self.op("FULLY_CONNECTED", ins, (x.shape[0], w.shape[0]), opts)
-
-    def conv(self, x, w, b, padding=SAME, act=0):
-        k = w.shape[1]
-        h = x.shape[1] if padding == SAME else x.shape[1] - k + 1
-        opts = {"padding": padding, "stride_w": 1, "stride_h": 1, "fused_activation_function": act}
-        shape = (1, h, h, w.shape[0])
-        return self.op("CONV_2D", [x, self.const(w), self.const(b)], shape, opts)
-
-    def done(self, *outs):
-        self.sg.outputs = list(outs)
-        self.m.check()
-        return self.m
 
 
 def weights(o, i):

@@ -8,8 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import all_fixtures, fixture
-from test_plugins import tflgraph_cli
+from helpers import all_fixtures, fixture, tflgraph_cli
 
 import tflgraph
 from tflgraph.io.schema import new_options

@@ -7,34 +7,13 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import registered_rules
+from modelbuild import fc_mul_model
 
 import tflgraph
 from tflgraph import Any, Const, Op, Rest
 from tflgraph.ir import Model, SignatureDef
 from tflgraph.pipeline import PassError, run_passes
-
-RNG = np.random.default_rng(7)
-
-
-def fc_mul_model(act=0, scale_shape=(4,), second_use=False, scale_first=False, scale=None):
-    """x[2, 8] -> FULLY_CONNECTED(W[4, 8], b[4], activation act) -> MUL by s -> y; s is
-    random in [0.5, 2) unless `scale` gives its value."""
-    batch = 2
-    m = Model()
-    sg = m.add_subgraph("main")
-    x = sg.new_tensor("x", (batch, 8))
-    w = sg.new_constant(RNG.normal(size=(4, 8)).astype(np.float32), "w")
-    b = sg.new_constant(RNG.normal(size=(4,)).astype(np.float32), "b")
-    h = sg.new_tensor("h", (batch, 4))
-    sg.add_op("FULLY_CONNECTED", [x, w, b], [h], options={"fused_activation_function": act})
-    s_value = RNG.uniform(0.5, 2.0, size=scale_shape) if scale is None else scale
-    s = sg.new_constant(np.broadcast_to(s_value, scale_shape).astype(np.float32), "s")
-    y = sg.new_tensor("y", np.broadcast_shapes((batch, 4), scale_shape))
-    sg.add_op("MUL", [s, h] if scale_first else [h, s], [y], options={})
-    sg.inputs = [x]
-    sg.outputs = [y, h] if second_use else [y]
-    return m
-
 
 FC = Op("FULLY_CONNECTED", Any("x"), Const("w"), Const("b"), name="fc", activation="NONE")
 FC_MUL = Op("MUL", Op("FULLY_CONNECTED", Any("x"), Const("w"), Const("b"), name="fc",
@@ -197,7 +176,6 @@ def test_output_index_of_multi_output_producers():
 SCALE_BY_ONE = Op("MUL", Any("x"), Const("one", where=lambda a: bool(np.all(a == 1))))
 
 
-@tflgraph.rule("test-drop-mul-by-one", SCALE_BY_ONE)
 def drop_mul_by_one(m):
     """MUL(x, 1) -> x when the MUL does not broadcast."""
     if m["x"].shape != m.out.shape:
@@ -205,11 +183,31 @@ def drop_mul_by_one(m):
     m.replace(m.out, m["x"])
 
 
-@tflgraph.rule("test-bad-decline", Op("MUL", Any("x"), Const()))
 def bad_decline(m):
     """Changes the graph, then declines (a bug the pass must report)."""
     m.replace(m.out, m["x"])
     return "changed my mind"
+
+
+def wrong_drop_mul(m):
+    """MUL(x, s) -> x, proved first (so it declines unless s is one)."""
+    if why := m.prove(m.out, m["x"]):
+        return why
+    m.replace(m.out, m["x"])
+
+
+RULES = {  # pass name -> (pattern, rewrite); registered by the `rules` fixture
+    "test-drop-mul-by-one": (SCALE_BY_ONE, drop_mul_by_one),
+    "test-bad-decline": (Op("MUL", Any("x"), Const()), bad_decline),
+    "test-wrong-drop-mul": (Op("MUL", Any("x"), Const("s")), wrong_drop_mul),
+}
+
+
+@pytest.fixture
+def rules():
+    """This module's rules registered as passes for one test, unregistered after it."""
+    with registered_rules(RULES):
+        yield
 
 
 def with_output_mul(scale):
@@ -227,7 +225,7 @@ def with_output_mul(scale):
     return m
 
 
-def test_rule_replaces_a_graph_output_keeping_its_name_and_signature():
+def test_rule_replaces_a_graph_output_keeping_its_name_and_signature(rules):
     m = with_output_mul(1.0)
     records = run_passes(m, ["test-drop-mul-by-one"], check_each=True)
     sg = m.main
@@ -247,7 +245,7 @@ def _line() -> int:
     return sys._getframe(1).f_lineno
 
 
-def test_rule_declines_and_explains():
+def test_rule_declines_and_explains(rules):
     m = with_output_mul(1.0)
     records = run_passes(m, ["test-drop-mul-by-one"], explain=True)
     lines = records[0].explanations
@@ -260,7 +258,7 @@ def test_rule_declines_and_explains():
     assert lines == ["main: MUL -> 'y': declined: the MUL broadcasts x"]
 
 
-def test_declining_after_a_change_is_an_error():
+def test_declining_after_a_change_is_an_error(rules):
     with pytest.raises(PassError, match="declined after changing the graph"):
         run_passes(fc_mul_model(), ["test-bad-decline"])
 
@@ -296,15 +294,7 @@ def test_rule_pass_with_several_rows_and_fresh_constants():
 # --------------------------------------------------------------------------- proofs
 
 
-@tflgraph.rule("test-wrong-drop-mul", Op("MUL", Any("x"), Const("s")))
-def wrong_drop_mul(m):
-    """MUL(x, s) -> x, proved first (so it declines unless s is one)."""
-    if why := m.prove(m.out, m["x"]):
-        return why
-    m.replace(m.out, m["x"])
-
-
-def test_prove_accepts_exact_rewrites_and_refutes_wrong_ones():
+def test_prove_accepts_exact_rewrites_and_refutes_wrong_ones(rules):
     lines = run_passes(fc_mul_model(scale=1.0), ["test-wrong-drop-mul"], explain=True)
     assert lines[0].changed and lines[0].stats == {"matched": 1, "rewritten": 1}
     m = fc_mul_model(scale=1.5)
@@ -315,7 +305,7 @@ def test_prove_accepts_exact_rewrites_and_refutes_wrong_ones():
     assert re.fullmatch(r"main: MUL -> 'y': declined: not equal: 'y': max error \S+ > \S+", line)
 
 
-def test_prove_samples_integer_inputs_with_integers():
+def test_prove_samples_integer_inputs_with_integers(rules):
     m = Model()
     sg = m.add_subgraph("main")
     i = sg.new_tensor("i", (3,), "int32")

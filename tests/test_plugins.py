@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
-from helpers import ROOT, assert_same_outputs, fixture
-from test_pattern import fc_mul_model
+from helpers import ROOT, assert_same_outputs, fixture, tflgraph_cli
+from modelbuild import fc_mul_model
 
 import tflgraph
 from tflgraph.pipeline import BUILTIN_PASSES
@@ -24,18 +22,6 @@ def readme_example() -> str:
     section = text.split("## Write your own pass", 1)[1]
     section = re.split(r"\n## ", section, maxsplit=1)[0]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
-def tflgraph_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
-    run_env = dict(os.environ, **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "tflgraph", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=run_env,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

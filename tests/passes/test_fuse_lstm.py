@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import assert_gives_litert_reference, assert_same_outputs, fixture, outputs_in
+from loop_models import keras_lstm_loop
 
 import tflgraph
 from tflgraph import cli
@@ -207,17 +208,6 @@ def test_cli_explains_and_streams(tmp_path, capsys):
     assert OP_CODES["WHILE"] not in [op.opcode for op in fused.main.operators]
 
 
-def _benchmark_builder():
-    import importlib.util
-
-    from helpers import ROOT
-
-    spec = importlib.util.spec_from_file_location("bench_rnn", ROOT / "benchmarks" / "rnn.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.keras_lstm_loop
-
-
 @pytest.mark.parametrize(
     "steps, batch, sequences, backwards",
     [(10, 3, False, False), (7, 3, True, False), (1, 2, True, False), (5, 1, True, False),
@@ -226,8 +216,7 @@ def _benchmark_builder():
 def test_synthetic_loops_batch_and_sequences(steps, batch, sequences, backwards):
     """Batch > 1 with return_sequences (TRANSPOSE in and out) and go_backwards, not among the
     fixtures; the same builder makes the benchmark's T and u scaling models."""
-    build = _benchmark_builder()
-    data = build(steps, 5, 6, batch=batch, sequences=sequences, backwards=backwards)
+    data = keras_lstm_loop(steps, 5, 6, batch=batch, sequences=sequences, backwards=backwards)
     model, _ = fuse(tflgraph.load(data))
     allowed = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "FILL", "STRIDED_SLICE", "REVERSE_V2"}
     assert set(model.op_counts()) <= allowed
@@ -314,7 +303,7 @@ def test_litert_cost_rule_on_synthetic_loops(shape, kept, target):
     """Only --target litert keeps loops (TFLM's fused op is never slower and is the one that
     runs return_sequences right); a kept loop is left exactly as it was."""
     steps, features, units, batch, sequences = shape
-    data = _benchmark_builder()(steps, features, units, batch=batch, sequences=sequences)
+    data = keras_lstm_loop(steps, features, units, batch=batch, sequences=sequences)
     model, why = fuse(tflgraph.load(data), target=target)
     loop = target == "litert" and kept
     assert ("WHILE" in model.op_counts()) == loop, why

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_same_outputs, fixture, outputs_in
-from test_static_loop_outputs import assert_second_run_changes_nothing, changed, run
+from helpers import (
+    assert_same_outputs,
+    assert_second_run_changes_nothing,
+    changed,
+    fixture,
+    outputs_in,
+    run,
+)
 
 import tflgraph
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_gives_litert_reference, assert_same_outputs, fixture
-from test_static_loop_outputs import (
+from helpers import (
+    assert_gives_litert_reference,
+    assert_same_outputs,
     assert_second_run_changes_nothing,
     changed,
+    fixture,
     run,
 )
+from loop_models import keras_lstm_loop
 
 import tflgraph
 from tflgraph.rnn import loops
@@ -125,9 +128,7 @@ def test_hoist_that_carries_less_runs_for_tflm_too():
     """An LSTM loop with F = 40 inputs and 4u = 32 projected values per step (the benchmark's
     Keras-3 style builder, kept a loop): hoisting shrinks what TFLM copies, so target any
     hoists; the [T, B, F] sequence is no longer carried."""
-    from test_fuse_lstm import _benchmark_builder
-
-    data = _benchmark_builder()(10, 40, 8, batch=2)
+    data = keras_lstm_loop(10, 40, 8, batch=2)
     model, records = run(tflgraph.load(data), HOIST)
     assert changed(records, "hoist-input-projection")
     op, _ = body_of(model)

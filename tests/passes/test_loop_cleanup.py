@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_gives_litert_reference, assert_same_outputs, fixture
-from test_static_loop_outputs import (
+from helpers import (
+    assert_gives_litert_reference,
+    assert_same_outputs,
     assert_second_run_changes_nothing,
     changed,
+    fixture,
     run,
 )
 

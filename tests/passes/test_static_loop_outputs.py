@@ -9,33 +9,19 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import assert_gives_litert_reference, assert_same_outputs, fixture, outputs_in
+from helpers import (
+    assert_gives_litert_reference,
+    assert_same_outputs,
+    assert_second_run_changes_nothing,
+    changed,
+    fixture,
+    outputs_in,
+    run,
+)
+from loop_models import keras_lstm_loop
 
 import tflgraph
 from tflgraph.ir import Model
-from tflgraph.pipeline import run_passes
-
-
-def run(name_or_model, passes=("static-loop-outputs",), target="any"):
-    """Load a fixture (or take a Model), run the passes with checks; (model, records)."""
-    model = name_or_model
-    if not isinstance(model, Model):
-        model = tflgraph.load(fixture(name_or_model))
-    records = run_passes(model, list(passes), check_each=True, explain=True, target=target)
-    return model, records
-
-
-def changed(records, name) -> bool:
-    return any(r.changed for r in records if r.name == name)
-
-
-def assert_second_run_changes_nothing(name: str, passes, target: str = "any") -> None:
-    """Running the passes again on their own output changes nothing, byte for byte."""
-    model, _ = run(name, passes, target)
-    before = tflgraph.to_bytes(model)
-    _, records = run(model, passes, target)
-    assert not any(r.changed for r in records)
-    assert tflgraph.to_bytes(model) == before
 
 
 def dynamic_tensors(model: Model) -> list[str]:
@@ -174,10 +160,8 @@ def test_split_v_with_a_used_inferred_part_gets_explicit_sizes():
 @pytest.mark.parametrize("steps, batch", [(10, 4), (7, 3), (1, 2)])
 def test_synthetic_batch_sequence_loops(steps, batch):
     """return_sequences with batch > 1 (TRANSPOSE in and out), not among the fixtures: the
-    benchmark's Keras-3 style loop builder, kept a loop (no fuse-lstm)."""
-    from test_fuse_lstm import _benchmark_builder
-
-    data = _benchmark_builder()(steps, 5, 6, batch=batch, sequences=True)
+    Keras-3 style loop builder of the benchmarks, kept a loop (no fuse-lstm)."""
+    data = keras_lstm_loop(steps, 5, 6, batch=batch, sequences=True)
     model, records = run(tflgraph.load(data))
     assert records[0].stats["accumulators"] == 1
     assert dynamic_tensors(model) == []

@@ -1,7 +1,9 @@
-"""strip-dead-channels review: cases where the pass used to change a model's outputs.
+"""strip-dead-channels where a kernel ignores what the schema says: a fused TANH that
+CONV_2D/DEPTHWISE_CONV_2D/ADD kernels do not apply (no tanh(bias) fold), and a hybrid
+DEPTHWISE_CONV_2D whose input range spans every channel (only exact zeros go).
 
-Each model is built through the IR (the G builder of tests/test_channels.py) and judged in
-the real runtimes against the unstripped model.
+Each model is built through the IR (the G builder of tests/modelbuild.py) and judged in the
+real runtimes against the unstripped model.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import assert_same_outputs
-from test_channels import SAME, VALID, G
+from modelbuild import SAME, VALID, G
 
 import tflgraph
 from tflgraph.passes.strip_dead_channels import StripDeadChannels

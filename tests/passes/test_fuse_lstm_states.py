@@ -1,4 +1,7 @@
-"""Review findings on the RNN loop passes, each checked in the real runtimes."""
+"""The state tensors of fused LSTMs in the default pipeline: a fused op's h and c stay its own
+variable tensors (also when one loop's results start another, as in seq2seq), a model output
+is never read from a state that a fused op updates in place, and an initial state is written
+at every invoke. Each case was once wrong in LiteRT or TFLM and is judged there."""
 
 from __future__ import annotations
 
