@@ -20,8 +20,8 @@ import numpy as np
 from tflgraph.channels.graph import ChannelGraph, Removal
 from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.reference.equivalence import compare, random_feed, region_inputs
-from tflgraph.reference.interpreter import KERNELS, STATEFUL, evaluate_tensors
+from tflgraph.reference.equivalence import can_evaluate, compare, random_feed, region_inputs
+from tflgraph.reference.interpreter import evaluate_tensors
 
 INVOKES = 3
 
@@ -160,31 +160,16 @@ def _region(model: Model, plan: Removal) -> dict[Subgraph, set[Operator]]:
     return {sg: ops for sg, ops in touched.items() if ops and sg not in owner}
 
 
-def _evaluable(op: Operator) -> bool:
-    """The reference interpreter has a kernel for `op` (and for every op of its subgraphs)
-    and refuses none of its operands (quantized ones)."""
-    if op.type not in KERNELS and op.type not in STATEFUL:
-        return False
-    if op.type != "DEQUANTIZE" and any(_quantized(t) for t in op.inputs if t is not None):
-        return False
-    return all(_evaluable(o) for sub in op.subgraphs() for o in sub.iter_ops())
-
-
-def _quantized(t: Tensor) -> bool:
-    q = t.quantization
-    return bool(q) and q.get("scale") is not None and len(q["scale"]) > 0
-
-
 def _evaluable_closure(sg: Subgraph, ops: set[Operator]) -> list[Operator]:
     """The evaluable ops of `ops`, plus the evaluable producers of the non-float values they
     read (shape and index computations cannot be fed random values), in execution order."""
-    ev = {op for op in ops if _evaluable(op)}
+    ev = {op for op in ops if can_evaluate(op)}
     grew = True
     while grew:
         grew = False
         for t in region_inputs(sg, ev):
             p = sg.producer(t)
-            if not t.is_variable and _needs_producer(t) and p is not None and _evaluable(p):
+            if not t.is_variable and _needs_producer(t) and p is not None and can_evaluate(p):
                 ev.add(p)
                 grew = True
     return [op for op in sg.operators if op in ev]
