@@ -7,6 +7,7 @@ behind (outputs are written atomically) and the input is never modified.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="rewrite a model and write a compact .tflite")
     o.add_argument("input")
+    o.add_argument("stray_output", nargs="?", help=argparse.SUPPRESS)  # `optimize in out`
     o.add_argument("-o", "--output", help="output path (default: INPUT with .opt.tflite)")
     o.add_argument("--in-place", action="store_true", help="allow OUTPUT to be the input")
     o.add_argument(
@@ -150,16 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Output into a pipe that closes early (`tflgraph inspect m | head`)
+    ends the command quietly with exit code 141, as a program killed by SIGPIPE would."""
     args = build_parser().parse_args(argv)
     try:
-        return {
+        code = {
             "optimize": cmd_optimize,
             "inspect": cmd_inspect,
             "passes": cmd_passes,
             "verify": cmd_verify,
             "dot": cmd_dot,
         }[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return SIGPIPE_EXIT
     except TflgraphError as e:
         return _die(str(e))
     except KeyboardInterrupt:
@@ -172,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             "traceback and please report it)",
             70,
         )
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _default_output(path: str) -> str:
@@ -187,6 +207,11 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def cmd_optimize(args) -> int:
+    if args.stray_output:  # the output is an option, not a second path
+        return _die(
+            f"unrecognized argument {args.stray_output!r}: the output path goes after -o "
+            f"(tflgraph optimize {args.input} -o {args.stray_output})"
+        )
     output = args.output or (args.input if args.in_place else _default_output(args.input))
     if _same_file(args.input, output) and not args.in_place:
         return _die(f"{output}: output is the input file; pass --in-place to overwrite it")
@@ -313,6 +338,7 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
     modes = ("reset",) if stateful else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
     report = verify(args.input, data, runtime=runtime, modes=modes)
+    report.b = f"<optimized model for {output}>"  # B was bytes in memory: name what they are
     ran = _ran(args, names)
     if report.verdict == "unverified":
         if args.verify:
