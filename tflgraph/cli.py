@@ -27,7 +27,8 @@ from tflgraph.pipeline import (
     run_passes,
 )
 from tflgraph.reference.equivalence import check_models
-from tflgraph.runtime.targets import TARGETS, shape_problems, unsupported_ops
+from tflgraph.runtime import tflm_check
+from tflgraph.runtime.targets import SHAPE_PROBLEMS, TARGETS, shape_problems, unsupported_ops
 from tflgraph.runtime.verify import verify
 from tflgraph.tools.dot import dot_after, to_dot
 from tflgraph.tools.dot import write as write_dot
@@ -134,7 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument(
-        "--target", choices=TARGETS, help="also list the ops this runtime cannot run (tflm, ...)"
+        "--target",
+        choices=TARGETS,
+        help="also say whether this runtime runs the model: the ops it lacks; for tflm (and "
+        "any) TFLM itself allocates it and invokes it once when tflite-micro is installed",
+    )
+    i.add_argument(
+        "--strict", action="store_true", help="exit 1 when the --target runtime cannot run it"
+    )
+    i.add_argument(
+        "--timeout",
+        type=float,
+        default=tflm_check.TIMEOUT,
+        help=f"seconds for TFLM's invoke (default {tflm_check.TIMEOUT:g})",
     )
 
     d = sub.add_parser("dot", help="draw a model as a Graphviz graph")
@@ -275,7 +288,7 @@ def cmd_optimize(args) -> int:
         print(f"note: {output} has ops {who} cannot run: {_fmt_counts(missing)}")
     shapes = shape_problems(model) if args.target != "litert" else {}
     if any(shapes.values()) and not args.quiet:
-        counts = ", ".join(f"{len(v)} {k}" for k, v in shapes.items() if v)
+        counts = ", ".join(f"{len(v)} {SHAPE_PROBLEMS[k]}" for k, v in shapes.items() if v)
         print(f"note: {output} has tensors TFLM cannot hold: {counts}")
     if args.explain:  # a fixed-point pipeline re-runs passes: say each reason once
         for line in dict.fromkeys(f"[{r.name}] {x}" for r in records for x in r.explanations):
@@ -424,29 +437,45 @@ def _write_json(path: str, obj) -> None:
 def cmd_inspect(args) -> int:
     model = load(args.input)
     info = describe(model, os.path.getsize(args.input))
+    lines = [] if args.json else [format_description(args.input, info)]
     if args.target:
         info["target"] = args.target
-        info["unsupported_ops"] = unsupported_ops(model, args.target)
-        if args.target != "litert":
-            info["tflm_shape_problems"] = shape_problems(model)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(format_description(args.input, info))
-    if args.target:
-        missing = info["unsupported_ops"]
-        print(
-            f"ops {args.target} cannot run: {_fmt_counts(missing)}"
-            if missing
-            else f"every op runs on {args.target}"
-        )
-        for kind, names in info.get("tflm_shape_problems", {}).items():
+        info["runs"], said = _target_verdict(args, model, info)
+        lines += said
+    print(json.dumps(info, indent=2) if args.json else "\n".join(lines))
+    return 1 if args.strict and args.target and not info["runs"] else 0
+
+
+def _target_verdict(args, model, info: dict) -> tuple[bool, list[str]]:
+    """Whether the model runs on --target, and the lines that say why (info gets the data).
+    For TFLM, tflite-micro itself is asked when it is installed: the op table and the shape
+    rules only predict."""
+    missing = info["unsupported_ops"] = unsupported_ops(model, args.target)
+    lines = [
+        f"ops {args.target} cannot run: {_fmt_counts(missing)}"
+        if missing
+        else f"every op type has a kernel in {args.target}"
+    ]
+    if args.target == "litert":
+        return not missing, lines
+    shapes = info["tflm_shape_problems"] = shape_problems(model)
+    with open(args.input, "rb") as f:
+        tflm = tflm_check.check(model, f.read(), args.timeout)
+    info["tflm"] = tflm.to_dict()
+    lines += tflm.lines()
+    asked = tflm.verdict != "not installed"
+    runs = tflm.runs and (args.target == "tflm" or not missing)
+    if not asked:
+        runs = not missing and not any(shapes.values())
+        lines.append("(judged from the op table and the tensor shapes only)")
+    if not asked or not tflm.runs:
+        for kind, names in shapes.items():
             if names:
-                print(
-                    f"TFLM cannot hold {len(names)} {kind} tensor(s) (e.g. {names[0]}); "
+                lines.append(
+                    f"TFLM cannot hold {len(names)} {SHAPE_PROBLEMS[kind]} (e.g. {names[0]}); "
                     "`tflgraph optimize --target tflm` gives WHILE loops static shapes"
                 )
-    return 0
+    return runs, lines
 
 
 def _fmt_counts(counts: dict[str, int]) -> str:
