@@ -10,6 +10,7 @@ import pytest
 from helpers import fixture, tflgraph_cli
 
 from tflgraph.cli import SIGPIPE_EXIT
+from tflgraph.runtime import runtimes
 
 # a pass that moves one weight: verification must refuse the result
 PERTURB = """
@@ -76,3 +77,18 @@ def test_verify_failure_names_the_optimized_model(tmp_path):
     assert proc.returncode == 1, proc.stderr
     verdict = next(x for x in proc.stderr.splitlines() if x.startswith("verdict:"))
     assert f"B = <optimized model for {out}>" in verdict and "bytes>" not in verdict
+
+
+def test_optimize_says_what_was_verified_where(tmp_path):
+    """The README's "Try it" model: LiteRT compares the two; TFLM cannot run the original
+    WHILE loop, and the summary says so and that TFLM runs the result with LiteRT's outputs."""
+    if not (runtimes.available("litert") and runtimes.available("tflm")):
+        pytest.skip("needs ai-edge-litert and tflite-micro")
+    proc = tflgraph_cli("optimize", fixture("k3_lstm_seq"), "-o", tmp_path / "k3.opt.tflite")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("verified: outputs equal in litert ("), lines[0]
+    assert lines[1].startswith("  tflm: not compared: it cannot run the original: WHILE body")
+    assert lines[1].endswith(
+        "TFLM runs the optimized model and gives LiteRT's outputs (one invoke)"
+    )

@@ -371,8 +371,21 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
         print(f"verified: outputs equal in {', '.join(compared)} ({report.samples} samples, {how})")
         for r in report.runtimes:
             if not r.compared:
-                print(f"  {r.runtime}: {r.message}")
+                print(f"  {r.runtime}: not compared: {_not_compared(r, data)}")
     return 0, report
+
+
+def _not_compared(status, data: bytes) -> str:
+    """Why a runtime compared nothing, in words about the models (verify says "A" for the
+    original). When TFLM cannot run the original, say whether it runs the optimized model and
+    gives LiteRT's outputs for it (LiteRT compared both, so these are the original's too)."""
+    why = status.message.replace("cannot run A:", "it cannot run the original:", 1)
+    if status.runtime != "tflm" or not status.message.startswith("cannot run A"):
+        return why
+    result = tflm_check.check(load(data), data, arena=False)
+    if result.runs:
+        return f"{why}; TFLM runs the optimized model and gives LiteRT's outputs (one invoke)"
+    return f"{why}; the optimized model: {result.lines()[0]}"
 
 
 def _ran(args, names) -> str:

@@ -80,8 +80,9 @@ class TflmReport:
         return [verdict, f"TFLM arena: allocates in {self.arena_bytes:,} bytes{recorded}"]
 
 
-def check(model: Model, data: bytes, timeout: float = TIMEOUT) -> TflmReport:
-    """What TFLM does with the model (see the module docstring)."""
+def check(model: Model, data: bytes, timeout: float = TIMEOUT, arena: bool = True) -> TflmReport:
+    """What TFLM does with the model (see the module docstring); arena=False skips the
+    search for the smallest arena (the invoke then gets a generous one)."""
     if not runtimes.available("tflm"):
         return TflmReport("not installed", "tflite-micro is not installed")
     try:
@@ -92,14 +93,14 @@ def check(model: Model, data: bytes, timeout: float = TIMEOUT) -> TflmReport:
     if not alloc["ok"]:
         return TflmReport("cannot allocate", _message(said), failing_nodes(model, said))
     allocations = parse_allocations(said)
-    arena = smallest_arena(data, allocations.get("total", 0))
-    report = TflmReport("runs", arena_bytes=arena, allocations=allocations)
+    size = smallest_arena(data, allocations.get("total", 0)) if arena else None
+    report = TflmReport("runs", arena_bytes=size, allocations=allocations)
     from tflgraph.runtime.verify import ports  # verify builds on this package's runners
 
     outs = ports(model, "outputs")
     feed = runtimes.random_inputs([p.detail() for p in ports(model, "inputs")], _rng())
     try:
-        got = call_isolated(_invoke, (data, arena, feed), "tflm", timeout)
+        got = call_isolated(_invoke, (data, size, feed), "tflm", timeout)
     except RuntimeUnavailable as e:
         report.verdict, report.message = "cannot invoke", _strip(str(e))
         report.nodes = failing_nodes(model, [report.message])
@@ -198,7 +199,7 @@ def smallest_arena(data: bytes, used: int) -> int:
     return hi
 
 
-def _invoke(data: bytes, arena: int, feed: list[np.ndarray]) -> list[np.ndarray]:
+def _invoke(data: bytes, arena: int | None, feed: list[np.ndarray]) -> list[np.ndarray]:
     return runtimes.Session(data, "tflm", arena_size=arena).invoke(feed)
 
 
