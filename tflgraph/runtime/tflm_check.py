@@ -29,10 +29,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model
 from tflgraph.reference.equivalence import compare, max_error
+from tflgraph.reference.interpreter import evaluate_tensors
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.runtimes import RuntimeUnavailable, call_isolated, captured_output
+from tflgraph.runtime.verify import ports
 
 TIMEOUT = 10.0  # seconds for one invoke (the models we meet take milliseconds)
 
@@ -88,17 +91,16 @@ def check(model: Model, data: bytes, timeout: float = TIMEOUT, arena: bool = Tru
     try:
         alloc = call_isolated(_allocate, (data,), "tflm", timeout=max(timeout, 60.0))
     except RuntimeUnavailable as e:  # a crash while allocating
-        return TflmReport("cannot allocate", str(e))
+        return TflmReport("cannot allocate", _strip(str(e)))
     said = alloc["log"]
     if not alloc["ok"]:
         return TflmReport("cannot allocate", _message(said), failing_nodes(model, said))
     allocations = parse_allocations(said)
     size = smallest_arena(data, allocations.get("total", 0)) if arena else None
     report = TflmReport("runs", arena_bytes=size, allocations=allocations)
-    from tflgraph.runtime.verify import ports  # verify builds on this package's runners
-
     outs = ports(model, "outputs")
-    feed = runtimes.random_inputs([p.detail() for p in ports(model, "inputs")], _rng())
+    rng = np.random.default_rng(0)
+    feed = runtimes.random_inputs([p.detail() for p in ports(model, "inputs")], rng)
     try:
         got = call_isolated(_invoke, (data, size, feed), "tflm", timeout)
     except RuntimeUnavailable as e:
@@ -117,10 +119,6 @@ def check(model: Model, data: bytes, timeout: float = TIMEOUT, arena: bool = Tru
     return report
 
 
-def _rng() -> np.random.Generator:
-    return np.random.default_rng(0)
-
-
 def _strip(text: str) -> str:
     return text.removeprefix("tflm ").removeprefix("tflm: ")
 
@@ -136,9 +134,6 @@ def _expected(model: Model, data: bytes, feed) -> tuple[list | None, str, str]:
             reasons.append(str(e))
     else:
         reasons.append("ai-edge-litert is not installed")
-    from tflgraph.errors import TflgraphError
-    from tflgraph.reference.interpreter import evaluate_tensors
-
     sg = model.main
     try:
         outs = evaluate_tensors(sg, dict(zip(sg.inputs, feed)), list(sg.outputs), {})
