@@ -383,8 +383,11 @@ def _not_compared(status, data: bytes) -> str:
     if status.runtime != "tflm" or not status.message.startswith("cannot run A"):
         return why
     result = tflm_check.check(load(data), data, arena=False)
-    if result.runs:
-        return f"{why}; TFLM runs the optimized model and gives LiteRT's outputs (one invoke)"
+    if result.runs and result.compared_with:
+        return (
+            f"{why}; TFLM runs the optimized model and gives {result.compared_with}'s outputs "
+            "(one invoke)"
+        )
     return f"{why}; the optimized model: {result.lines()[0]}"
 
 
