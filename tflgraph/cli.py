@@ -7,6 +7,7 @@ behind (outputs are written atomically) and the input is never modified.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -26,7 +27,8 @@ from tflgraph.pipeline import (
     run_passes,
 )
 from tflgraph.reference.equivalence import check_models
-from tflgraph.runtime.targets import TARGETS, shape_problems, unsupported_ops
+from tflgraph.runtime import tflm_check
+from tflgraph.runtime.targets import SHAPE_PROBLEMS, TARGETS, shape_problems, unsupported_ops
 from tflgraph.runtime.verify import verify
 from tflgraph.tools.dot import dot_after, to_dot
 from tflgraph.tools.dot import write as write_dot
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="rewrite a model and write a compact .tflite")
     o.add_argument("input")
+    o.add_argument("stray_output", nargs="?", help=argparse.SUPPRESS)  # `optimize in out`
     o.add_argument("-o", "--output", help="output path (default: INPUT with .opt.tflite)")
     o.add_argument("--in-place", action="store_true", help="allow OUTPUT to be the input")
     o.add_argument(
@@ -132,7 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument(
-        "--target", choices=TARGETS, help="also list the ops this runtime cannot run (tflm, ...)"
+        "--target",
+        choices=TARGETS,
+        help="also say whether this runtime runs the model: the ops it lacks; for tflm (and "
+        "any) TFLM itself allocates it and invokes it once when tflite-micro is installed",
+    )
+    i.add_argument(
+        "--strict", action="store_true", help="exit 1 when the --target runtime cannot run it"
+    )
+    i.add_argument(
+        "--timeout",
+        type=float,
+        default=tflm_check.TIMEOUT,
+        help=f"seconds for TFLM's invoke (default {tflm_check.TIMEOUT:g})",
     )
 
     d = sub.add_parser("dot", help="draw a model as a Graphviz graph")
@@ -150,16 +165,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Output into a pipe that closes early (`tflgraph inspect m | head`)
+    ends the command quietly with exit code 141, as a program killed by SIGPIPE would."""
     args = build_parser().parse_args(argv)
     try:
-        return {
+        code = {
             "optimize": cmd_optimize,
             "inspect": cmd_inspect,
             "passes": cmd_passes,
             "verify": cmd_verify,
             "dot": cmd_dot,
         }[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return SIGPIPE_EXIT
     except TflgraphError as e:
         return _die(str(e))
     except KeyboardInterrupt:
@@ -172,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
             "traceback and please report it)",
             70,
         )
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _default_output(path: str) -> str:
@@ -187,6 +220,11 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def cmd_optimize(args) -> int:
+    if args.stray_output:  # the output is an option, not a second path
+        return _die(
+            f"unrecognized argument {args.stray_output!r}: the output path goes after -o "
+            f"(tflgraph optimize {args.input} -o {args.stray_output})"
+        )
     output = args.output or (args.input if args.in_place else _default_output(args.input))
     if _same_file(args.input, output) and not args.in_place:
         return _die(f"{output}: output is the input file; pass --in-place to overwrite it")
@@ -250,7 +288,7 @@ def cmd_optimize(args) -> int:
         print(f"note: {output} has ops {who} cannot run: {_fmt_counts(missing)}")
     shapes = shape_problems(model) if args.target != "litert" else {}
     if any(shapes.values()) and not args.quiet:
-        counts = ", ".join(f"{len(v)} {k}" for k, v in shapes.items() if v)
+        counts = ", ".join(f"{len(v)} {SHAPE_PROBLEMS[k]}" for k, v in shapes.items() if v)
         print(f"note: {output} has tensors TFLM cannot hold: {counts}")
     if args.explain:  # a fixed-point pipeline re-runs passes: say each reason once
         for line in dict.fromkeys(f"[{r.name}] {x}" for r in records for x in r.explanations):
@@ -313,6 +351,7 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
     modes = ("reset",) if stateful else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
     report = verify(args.input, data, runtime=runtime, modes=modes)
+    report.b = f"<optimized model for {output}>"  # B was bytes in memory: name what they are
     ran = _ran(args, names)
     if report.verdict == "unverified":
         if args.verify:
@@ -332,8 +371,24 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
         print(f"verified: outputs equal in {', '.join(compared)} ({report.samples} samples, {how})")
         for r in report.runtimes:
             if not r.compared:
-                print(f"  {r.runtime}: {r.message}")
+                print(f"  {r.runtime}: not compared: {_not_compared(r, data)}")
     return 0, report
+
+
+def _not_compared(status, data: bytes) -> str:
+    """Why a runtime compared nothing, in words about the models (verify says "A" for the
+    original). When TFLM cannot run the original, say whether it runs the optimized model and
+    gives LiteRT's outputs for it (LiteRT compared both, so these are the original's too)."""
+    why = status.message.replace("cannot run A:", "it cannot run the original:", 1)
+    if status.runtime != "tflm" or not status.message.startswith("cannot run A"):
+        return why
+    result = tflm_check.check(load(data), data, arena=False)
+    if result.runs and result.compared_with:
+        return (
+            f"{why}; TFLM runs the optimized model and gives {result.compared_with}'s outputs "
+            "(one invoke)"
+        )
+    return f"{why}; the optimized model: {result.lines()[0]}"
 
 
 def _ran(args, names) -> str:
@@ -398,29 +453,45 @@ def _write_json(path: str, obj) -> None:
 def cmd_inspect(args) -> int:
     model = load(args.input)
     info = describe(model, os.path.getsize(args.input))
+    lines = [] if args.json else [format_description(args.input, info)]
     if args.target:
         info["target"] = args.target
-        info["unsupported_ops"] = unsupported_ops(model, args.target)
-        if args.target != "litert":
-            info["tflm_shape_problems"] = shape_problems(model)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(format_description(args.input, info))
-    if args.target:
-        missing = info["unsupported_ops"]
-        print(
-            f"ops {args.target} cannot run: {_fmt_counts(missing)}"
-            if missing
-            else f"every op runs on {args.target}"
-        )
-        for kind, names in info.get("tflm_shape_problems", {}).items():
+        info["runs"], said = _target_verdict(args, model, info)
+        lines += said
+    print(json.dumps(info, indent=2) if args.json else "\n".join(lines))
+    return 1 if args.strict and args.target and not info["runs"] else 0
+
+
+def _target_verdict(args, model, info: dict) -> tuple[bool, list[str]]:
+    """Whether the model runs on --target, and the lines that say why (info gets the data).
+    For TFLM, tflite-micro itself is asked when it is installed: the op table and the shape
+    rules only predict."""
+    missing = info["unsupported_ops"] = unsupported_ops(model, args.target)
+    lines = [
+        f"ops {args.target} cannot run: {_fmt_counts(missing)}"
+        if missing
+        else f"every op type has a kernel in {args.target}"
+    ]
+    if args.target == "litert":
+        return not missing, lines
+    shapes = info["tflm_shape_problems"] = shape_problems(model)
+    with open(args.input, "rb") as f:
+        tflm = tflm_check.check(model, f.read(), args.timeout)
+    info["tflm"] = tflm.to_dict()
+    lines += tflm.lines()
+    asked = tflm.verdict != "not installed"
+    runs = tflm.runs and (args.target == "tflm" or not missing)
+    if not asked:
+        runs = not missing and not any(shapes.values())
+        lines.append("(judged from the op table and the tensor shapes only)")
+    if not asked or not tflm.runs:
+        for kind, names in shapes.items():
             if names:
-                print(
-                    f"TFLM cannot hold {len(names)} {kind} tensor(s) (e.g. {names[0]}); "
+                lines.append(
+                    f"TFLM cannot hold {len(names)} {SHAPE_PROBLEMS[kind]} (e.g. {names[0]}); "
                     "`tflgraph optimize --target tflm` gives WHILE loops static shapes"
                 )
-    return 0
+    return runs, lines
 
 
 def _fmt_counts(counts: dict[str, int]) -> str:

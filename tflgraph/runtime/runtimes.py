@@ -81,7 +81,14 @@ def _quiet_stderr():
 class Session:
     """One interpreter over one model, kept alive across invokes."""
 
-    def __init__(self, model: bytes, runtime: str = "litert", num_threads: int = 1):
+    def __init__(
+        self,
+        model: bytes,
+        runtime: str = "litert",
+        num_threads: int = 1,
+        arena_size: int | None = None,
+    ):
+        """`arena_size`: TFLM's tensor arena in bytes (default: generous for the model)."""
         self.runtime = runtime
         cls = _import(runtime)
         model = bytes(model)
@@ -92,7 +99,7 @@ class Session:
                     self._it.allocate_tensors()
                     ins, outs = self._it.get_input_details(), self._it.get_output_details()
                 else:
-                    self._it = cls.from_bytes(model, arena_size=_arena_size(model))
+                    self._it = cls.from_bytes(model, arena_size=arena_size or arena_for(model))
                     ins = [self._it.get_input_details(i) for i in range(_count(self._it, "in"))]
                     outs = [self._it.get_output_details(i) for i in range(_count(self._it, "out"))]
         except RuntimeUnavailable:
@@ -130,7 +137,9 @@ def _first_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _arena_size(model: bytes) -> int:
+def arena_for(model: bytes) -> int:
+    """A TFLM arena that holds what the models we meet need: 8x the file, at least 1 MiB,
+    plus 4 MiB."""
     return max(1 << 20, 8 * len(model)) + (4 << 20)
 
 
@@ -229,24 +238,32 @@ def run_isolated(
     """`run_modes` in a forked child process, so that a runtime that hangs (TFLM on some
     dynamic-shape loops) or crashes becomes a RuntimeUnavailable with the reason instead of
     taking the caller down. Falls back to running in-process where fork does not exist."""
+    return call_isolated(run_modes, (model, samples, runtime, modes), runtime, timeout)
+
+
+def call_isolated(fn, args: tuple, what: str, timeout: float = 120.0):
+    """`fn(*args)` in a forked child process; its result (picklable) comes back. A hang past
+    `timeout` seconds, a crash or an exception becomes RuntimeUnavailable, whose message
+    starts with `what` and adds the first thing the runtime printed. Falls back to calling
+    in-process where fork does not exist."""
     import multiprocessing
 
     try:
         ctx = multiprocessing.get_context("fork")
     except ValueError:
-        return run_modes(model, samples, runtime, modes)
+        return fn(*args)
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, model, samples, runtime, modes), daemon=True)
+    child = ctx.Process(target=_child, args=(send, fn, args, what), daemon=True)
     child.start()
     send.close()
     try:
         if not receive.poll(timeout):
             child.kill()
-            raise RuntimeUnavailable(f"{runtime} did not finish within {timeout:g} s")
+            raise RuntimeUnavailable(f"{what} did not finish within {timeout:g} s")
         status, payload = receive.recv()
     except EOFError:
         child.join()
-        raise RuntimeUnavailable(f"{runtime} crashed (exit code {child.exitcode})") from None
+        raise RuntimeUnavailable(f"{what} crashed (exit code {child.exitcode})") from None
     finally:
         receive.close()
         child.join(5)
@@ -255,28 +272,47 @@ def run_isolated(
     return payload
 
 
-def _child(send, model, samples, runtime, modes) -> None:
-    """Body of the forked worker: run, send ("ok", outputs) or ("error", reason)."""
+@contextlib.contextmanager
+def captured_output():
+    """Collect what is written to fds 1 and 2 (the C++ runtimes print there) while the block
+    runs: yields a list that holds the non-empty lines, stripped, once the block has ended."""
     import ctypes
     import tempfile
 
+    lines: list[str] = []
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as log:
+        for fd in (1, 2):
+            os.dup2(log.fileno(), fd)
+        try:
+            yield lines
+        finally:
+            with contextlib.suppress(Exception):
+                ctypes.CDLL(None).fflush(None)
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+            log.seek(0)
+            text = log.read().decode(errors="replace")
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _child(send, fn, args, what) -> None:
+    """Body of the forked worker: send ("ok", result) or ("error", reason)."""
+    import faulthandler
+
+    faulthandler.disable()  # a crash is reported as one ("crashed"), without a stack dump
     global _QUIET
-    _QUIET = False
-    log = tempfile.TemporaryFile()
-    for fd in (1, 2):  # the runtimes print to the C++ streams; keep what they say as the reason
-        os.dup2(log.fileno(), fd)
+    _QUIET = False  # keep fd 2: what the runtime says there becomes part of the reason
+    said: list[str] = []
     try:
-        send.send(("ok", run_modes(model, samples, runtime, modes)))
+        with captured_output() as said:
+            result = fn(*args)
     except Exception as e:
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None).fflush(None)
-        log.seek(0)
-        said = [
-            line.strip()
-            for line in log.read().decode(errors="replace").splitlines()
-            if line.strip() and not line.startswith("INFO:")
-        ]
-        reason = _first_line(e) if isinstance(e, RuntimeUnavailable) else f"{runtime}: {e!r}"
+        said = [line for line in said if not line.startswith("INFO:")]
+        reason = _first_line(e) if isinstance(e, RuntimeUnavailable) else f"{what}: {e!r}"
         if said and said[0] not in reason:
             reason += f" ({said[0]})"
         send.send(("error", reason))
+    else:
+        send.send(("ok", result))

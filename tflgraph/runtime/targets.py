@@ -82,16 +82,28 @@ def unsupported_ops(model: Model, target: str) -> dict[str, int]:
     return {t: n for t, n in model.op_counts().items() if not supports(target, t)}
 
 
+SHAPE_PROBLEMS = {
+    "dynamic": "tensor(s) in a WHILE loop whose shape is only known while it runs",
+    "zero-size": "zero-size tensor(s)",
+}
+
+
 def shape_problems(model: Model) -> dict[str, list[str]]:
-    """Op outputs that TFLM cannot hold although it has the ops: "dynamic" (shape_signature
-    with -1: TFLM plans memory from the static shape, so the converter's whole-sequence loop
-    accumulators come out wrong or the loop never stops) and "zero-size" (a 0 dimension, e.g.
-    tf_keras GRU's SPLIT_V remainder: TFLM cannot allocate it). Empty lists if none."""
-    found: dict[str, list[str]] = {"dynamic": [], "zero-size": []}
-    for sg in model.reachable_subgraphs():
+    """Op outputs that TFLM cannot hold although it has the ops (a prediction; `inspect
+    --target tflm` asks TFLM itself when it is installed): "dynamic" (inside a WHILE loop, a
+    shape_signature with -1: the converter's whole-sequence accumulators, whose stored shape is
+    one step of a shape that changes per iteration; TFLM plans memory from the stored shape, so
+    the outputs come out wrong or the loop never stops) and "zero-size" (a 0 dimension, e.g.
+    tf_keras GRU's SPLIT_V remainder: TFLM cannot allocate it). Elsewhere a -1 in the
+    signature (a batch None) does not matter: TFLM takes the stored shape, which is static.
+    Empty lists if none."""
+    found: dict[str, list[str]] = {kind: [] for kind in SHAPE_PROBLEMS}
+    reachable = model.reachable_subgraphs()
+    loops = {body for sg in reachable for op in sg.ops_of_type("WHILE") for body in op.subgraphs()}
+    for sg in reachable:
         for op in sg.iter_ops():
             for t in op.outputs:
-                if t is not None and t.is_dynamic:
+                if t is not None and sg in loops and t.is_dynamic:
                     found["dynamic"].append(t.name)
                 if t is not None and 0 in t.shape:
                     found["zero-size"].append(t.name)
