@@ -28,6 +28,7 @@ __all__ = [
     "evaluate",
     "evaluate_subgraph",
     "evaluate_tensors",
+    "observe_shapes",
     "value_ranges",
 ]
 
@@ -57,8 +58,31 @@ def evaluate_subgraph(sg: Subgraph, inputs: list[np.ndarray], state: dict | None
             f"subgraph {sg.name!r} takes {len(sg.inputs)} inputs, got {len(inputs)}"
         )
     values = _feed(sg.inputs, inputs)
-    _run(sg, sg.operators, values, state if state is not None else {})
+    state = state if state is not None else {}
+    _record_shapes(state, sg.inputs, values)
+    _run(sg, sg.operators, values, state)
     return [_value(t, values, state) for t in sg.outputs]
+
+
+SHAPES = ("SHAPES",)  # the key of `state` under which observe_shapes collects shapes
+
+
+def observe_shapes(sg: Subgraph, inputs: list[np.ndarray]) -> dict[Tensor, set[tuple]]:
+    """Every shape each tensor takes while `sg` runs on `inputs`: the inputs and op results of
+    `sg` and of the subgraphs it runs (a WHILE body's tensors once per step, so a growing
+    accumulator shows several shapes). Tensors never computed (an IF branch not taken) are
+    absent."""
+    state: dict = {SHAPES: {}}
+    evaluate_subgraph(sg, inputs, state)
+    return state[SHAPES]
+
+
+def _record_shapes(state: dict, tensors, values: dict) -> None:
+    seen = state.get(SHAPES)
+    if seen is not None:
+        for t in tensors:
+            if t is not None and id(t) in values:
+                seen.setdefault(t, set()).add(values[id(t)].shape)
 
 
 def evaluate_tensors(
@@ -126,6 +150,7 @@ def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
         for t, r in zip(op.outputs, results[:n]):
             if t is not None:
                 values[id(t)] = np.asarray(r)
+        _record_shapes(state, op.outputs, values)
         for k, r in zip(kernels_nn.STATE_OPERANDS.get(op.type, ()), results[n:]):
             t = op.inputs[k]
             if t is not None and t.is_variable:
