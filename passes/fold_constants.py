@@ -14,7 +14,7 @@ Kept:      ops with side effects or subgraphs (WHILE, IF, CALL_ONCE, VAR_HANDLE,
            DEQUANTIZE and DENSIFY (they keep weights small on purpose); and ops
            whose constant would be larger than `max_bytes` (a FILL of a big buffer: the op
            is cheap and the file would grow), unless the target cannot run the op (RANK,
-           REDUCE_PROD and SHAPE fold on TFLM whatever their size).
+           REDUCE_PROD, TILE fold on TFLM whatever their size).
 Proof:     the interpreter's kernels compute what LiteRT computes (tests/test_interpreter.py
            checks each against LiteRT, exactly for integer ops); for SHAPE and RANK the value
            is the shape itself, which freeze-shapes proved static.
