@@ -121,6 +121,30 @@ def test_fused_lstm_state_variables_are_not_folded():
     assert_same_outputs(original, model)
 
 
+@pytest.mark.parametrize("max_bytes, folded", [(1024, True), (0, False)])
+def test_zero_states_built_by_fill_feed_the_fused_lstm(max_bytes, folded):
+    """The batch-None form of k3_lstm's zero states: h0, c0 = FILL([1, 16], 0.0). Folded, they
+    are zero constants and fuse-lstm re-sets its variable states with a FILL of its own; kept
+    (max_bytes=0), fuse-lstm copies the FILL's output (which LiteRT computes once, at Prepare)
+    into them with a RESHAPE every invoke. Either way: the loop's outputs, invoke after invoke."""
+    model = tflgraph.load(fixture("k3_lstm"))
+    sg = model.main
+    (loop,) = sg.ops_of_type("WHILE")
+    cell = match_lstm_cell(analyze_loop(sg, loop))
+    dims, zero = np.array([1, 16], np.int32), np.float32(0)
+    for state in (cell.h, cell.c):
+        init = sg.new_tensor(f"zeros{state.index}", (1, 16))
+        sg.add_op("FILL", [sg.new_constant(dims), sg.new_constant(zero)], [init])
+        sg.set_input(loop, state.index, init)
+    original = tflgraph.to_bytes(model)
+    options = {"fold-constants": {"max_bytes": max_bytes}}
+    tflgraph.optimize(model, "default", target="tflm", options=options, check_each=True)
+    (fused,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    setters = {model.main.producer(fused.inputs[k]).type for k in (18, 19)}
+    assert setters == ({"FILL"} if folded else {"RESHAPE"})
+    assert_same_outputs(original, model)
+
+
 @pytest.mark.parametrize("name", sorted(LEFT))
 def test_second_run_changes_nothing(name):
     assert_second_run_changes_nothing(name, WILD, target="tflm")
