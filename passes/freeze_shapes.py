@@ -18,10 +18,11 @@ Proof:     the reference interpreter runs the entry subgraphs on two seeded rand
            those shapes and records every shape each tensor takes, in loop bodies once per
            step (tflgraph.reference.interpreter.observe_shapes). A tensor is frozen only if
            both feeds and every step agree on one shape: shapes computed from input values
-           rather than from input shapes differ between the feeds and stay dynamic. A model
-           the interpreter cannot run (quantized ops, ops without a kernel, a batch the
-           constants of the model do not fit) is left alone, but for its entry inputs when
-           `batch` is 0 (their stored shapes are static by definition).
+           rather than from input shapes differ between the feeds and stay dynamic.
+           Quantized ops run through the float kernels: their values mean nothing, their
+           shapes are right. A model the interpreter cannot run (ops without a kernel, a
+           batch the constants of the model do not fit) is left alone, but for its entry
+           inputs when `batch` is 0 (their stored shapes are static by definition).
 Invariant: every output equals the original's for inputs of the frozen shapes (nothing but
            shape fields changes); SHAPE and RANK of a frozen tensor become constant-foldable
            (fold-constants), and TFLM, which plans memory from the stored shapes, gets the

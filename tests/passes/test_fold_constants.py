@@ -47,6 +47,34 @@ def test_shape_code_folds_and_the_model_runs_in_tflm(name):
     assert_gives_tf_reference(model, name)
 
 
+def test_int8_zero_state_fill_gets_constant_dims_and_runs_in_tflm():
+    """The published int8 keyword-spotting form: FILL(PACK(STRIDED_SLICE(SHAPE(x))), int8 0).
+    The dims fold; the FILL stays (its value is quantized: the interpreter does not fold it),
+    which TFLM runs now. LiteRT gives the original's outputs exactly, TFLM within one
+    quantization step of them; both are within 2 steps of Keras' float outputs, as the
+    original is in LiteRT (the converter's own quantization error)."""
+    name = "k3_lstm_unroll_bnone_int8"
+    data = fixture(name).read_bytes()
+    x, (keras_y,) = tf_reference(name)
+    session = runtimes.Session(data, "litert")
+    inp, out = session.inputs[0], session.outputs[0]
+    feeds = [[np.clip(np.round(x[0] / inp.scale + inp.zero_point), -128, 127).astype(np.int8)]]
+    with pytest.raises(runtimes.RuntimeUnavailable, match="Non-constant >dims<"):
+        runtimes.run_isolated(data, feeds, "tflm")
+    model, _ = run(name, WILD, target="tflm")
+    assert not SHAPE_CODE & set(model.op_counts()) and model.op_counts()["FILL"] == 1
+    assert shape_problems(model)["dynamic"] == []
+    (fill,) = model.main.ops_of_type("FILL")
+    assert fill.inputs[0].is_constant
+    want = runtimes.run_isolated(data, feeds * 3, "litert", modes=("no-reset",))["no-reset"]
+    keras_q = np.round(keras_y / out.scale + out.zero_point)
+    for rt, steps in (("litert", 0), ("tflm", 1)):
+        got = runtimes.run_isolated(tflgraph.to_bytes(model), feeds * 3, rt, modes=("no-reset",))
+        for (w,), (g,) in zip(want, got["no-reset"]):
+            assert np.max(np.abs(g.astype(int) - w.astype(int))) <= steps, rt
+            assert np.max(np.abs(g.astype(int) - keras_q)) <= 2, rt
+
+
 def test_default_pipeline_cli_runs_tf_shape_code_in_tflm(tmp_path):
     out = tmp_path / "out.tflite"
     done = tflgraph_cli("optimize", fixture("tf_shape_code"), "-o", out, "--target", "tflm")

@@ -9,6 +9,7 @@ import pytest
 from helpers import (
     assert_equal_values,
     assert_gives_tf_reference,
+    assert_same_outputs,
     assert_second_run_changes_nothing,
     changed,
     fixture,
@@ -41,6 +42,13 @@ def test_batch_none_fixture_gets_static_shapes(name):
     assert dynamic(model) == []
     assert model.main.inputs[0].shape == original.main.inputs[0].shape  # the stored shape
     assert_gives_tf_reference(model, name, ("litert",))
+
+
+def test_int8_model_gets_static_shapes():
+    """Full-integer int8: the interpreter runs its quantized ops for their shapes only."""
+    model, records = run("k3_lstm_unroll_bnone_int8", ["freeze-shapes"])
+    assert records[0].stats["tensors_frozen"] > 100 and dynamic(model) == []
+    assert_same_outputs(fixture("k3_lstm_unroll_bnone_int8"), model, ("litert",), exact=True)
 
 
 def test_placeholder_shapes_become_the_computed_ones():

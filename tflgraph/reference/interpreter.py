@@ -65,15 +65,18 @@ def evaluate_subgraph(sg: Subgraph, inputs: list[np.ndarray], state: dict | None
 
 
 SHAPES = ("SHAPES",)  # the key of `state` under which observe_shapes collects shapes
+_ANY_VALUES = ("ANY VALUES",)  # set in `state`: quantized operands are not refused
 
 
 def observe_shapes(sg: Subgraph, inputs: list[np.ndarray]) -> dict[Tensor, set[tuple]]:
     """Every shape each tensor takes while `sg` runs on `inputs`: the inputs and op results of
     `sg` and of the subgraphs it runs (a WHILE body's tensors once per step, so a growing
     accumulator shows several shapes). Tensors never computed (an IF branch not taken) are
-    absent."""
-    state: dict = {SHAPES: {}}
-    evaluate_subgraph(sg, inputs, state)
+    absent. Quantized operands are let through: the float kernels then compute values that
+    mean nothing, but of the right shapes (only the shapes are returned)."""
+    state: dict = {SHAPES: {}, _ANY_VALUES: True}
+    with np.errstate(all="ignore"):  # int8 arithmetic of meaningless values overflows
+        evaluate_subgraph(sg, inputs, state)
     return state[SHAPES]
 
 
@@ -158,13 +161,18 @@ def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
                 values[id(t)] = state[t]
 
 
+# Ops whose kernel is right for quantized operands too: DEQUANTIZE reads the quantization,
+# SHAPE and RANK read the shape only.
+QUANTIZED_OPERANDS_OK = frozenset({"DEQUANTIZE", "SHAPE", "RANK"})
+
+
 def _call(op: Operator, xs: list, state: dict):
     if op.type in STATEFUL:
         return STATEFUL[op.type](op, xs, state)
     fn = KERNELS.get(op.type)
     if fn is None:
         raise UnsupportedOp(f"no reference kernel for {op.type}")
-    if op.type != "DEQUANTIZE":
+    if op.type not in QUANTIZED_OPERANDS_OK and not state.get(_ANY_VALUES):
         for t in op.inputs:
             if t is not None and _is_quantized(t):
                 raise UnsupportedOp(f"{op.type} with quantized operand {t.name!r} ({t.type_name})")
