@@ -7,9 +7,11 @@ Pattern:   tensors whose shape_signature has -1 (a batch-None model: the stored 
 Rewrite:   the inputs of the entry subgraphs take their stored shapes (the truth by the
            file's own word: LiteRT and TFLM allocate them so unless resized), or batch N on
            axis 0 where the signature says -1 there (option `batch`, `--pass-option
-           freeze-shapes.batch=N`). Every tensor of every subgraph that then has one shape
-           gets it as its static shape (no shape_signature, has_rank set); tensors that take
-           several shapes (a loop accumulator that grows per step) keep theirs. A model
+           freeze-shapes.batch=N`); for --target litert only with `batch` (LiteRT resizes
+           a batch-None model's inputs at run time: that stays possible). Every tensor of
+           every subgraph that then has one shape gets it as its static shape (no
+           shape_signature, has_rank set); tensors that take several shapes (a loop
+           accumulator that grows per step) keep theirs. A model
            whose entry subgraphs have no -1 anywhere (a fixed-batch model: only its loop
            bodies vary) is not evaluated at all, unless `batch` is set: running its loops
            would cost more than the whole default pipeline, to find nothing (0.6 s against
@@ -51,6 +53,9 @@ class FreezeShapes(Pass):
     )
 
     def run(self, model: Model) -> bool:
+        if self.target == "litert" and not self.batch:
+            self.explain("--target litert: the batch stays dynamic (LiteRT resizes inputs)")
+            return False
         entries = list(dict.fromkeys([model.main, *(s.subgraph for s in model.signature_defs)]))
         inputs = {t: self._input_shape(t) for sg in entries for t in sg.inputs}
         if not self.batch and not any(t.is_dynamic for sg in entries for t in sg.tensors):

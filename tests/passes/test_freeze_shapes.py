@@ -139,3 +139,23 @@ def test_model_the_interpreter_cannot_run_gets_static_inputs_only():
 @pytest.mark.parametrize("name", BATCH_NONE)
 def test_second_run_changes_nothing(name):
     assert_second_run_changes_nothing(name, ["freeze-shapes"])
+
+
+@pytest.mark.parametrize("name", BATCH_NONE)
+def test_litert_target_keeps_a_dynamic_batch(name):
+    """--target litert: LiteRT resizes a batch-None model's input (here to batch 3) in the
+    optimized model as in the original; the outputs are the original's (interpreter)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, records = run(name, ["freeze-shapes", "fold-constants"], target="litert")
+    assert not changed(records, "freeze-shapes") and dynamic(model) != []
+    it = Interpreter(model_content=tflgraph.to_bytes(model))
+    (detail,) = it.get_input_details()
+    shape = (3, *detail["shape"][1:])
+    it.resize_tensor_input(detail["index"], shape, strict=True)
+    it.allocate_tensors()
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    it.set_tensor(detail["index"], x)
+    it.invoke()
+    got = it.get_tensor(it.get_output_details()[0]["index"])
+    assert_equal_values(evaluate(tflgraph.load(fixture(name)), [x])[0], got)
