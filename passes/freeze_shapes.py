@@ -57,7 +57,8 @@ class FreezeShapes(Pass):
             self.explain("--target litert: the batch stays dynamic (LiteRT resizes inputs)")
             return False
         entries = list(dict.fromkeys([model.main, *(s.subgraph for s in model.signature_defs)]))
-        inputs = {t: self._input_shape(t) for sg in entries for t in sg.inputs}
+        inputs = {t: t.with_batch(self.batch) if self.batch else tuple(t.shape)
+                  for sg in entries for t in sg.inputs}  # fmt: skip
         if not self.batch and not any(t.is_dynamic for sg in entries for t in sg.tensors):
             return False  # only loop bodies vary: their accumulators grow per step
         seen = self._observe(entries, inputs)
@@ -71,12 +72,6 @@ class FreezeShapes(Pass):
                 frozen += _freeze(t, next(iter(shapes)))
         self.stats = {"tensors_frozen": frozen}
         return bool(frozen)
-
-    def _input_shape(self, t: Tensor) -> tuple[int, ...]:
-        sig = t.shape_signature
-        if self.batch and sig and sig[0] < 0:
-            return (self.batch, *t.shape[1:])
-        return tuple(t.shape)
 
     def _observe(self, entries: list[Subgraph], inputs: dict) -> dict | None:
         """Every shape each tensor takes on the seeded feeds, or None (explained) if the

@@ -15,6 +15,7 @@ from helpers import (
     fixture,
     outputs_in,
     run,
+    tflgraph_cli,
 )
 
 import tflgraph
@@ -159,3 +160,18 @@ def test_litert_target_keeps_a_dynamic_batch(name):
     it.invoke()
     got = it.get_tensor(it.get_output_details()[0]["index"])
     assert_equal_values(evaluate(tflgraph.load(fixture(name)), [x])[0], got)
+
+
+def test_cli_batch_freezes_and_checks_against_the_resized_input(tmp_path):
+    """`optimize --batch 3`: the result takes [3, 4, 6] and is checked in LiteRT against the
+    input file with its batch-None input resized to 3."""
+    out = tmp_path / "b3.tflite"
+    args = ("optimize", fixture("tf_shape_code"), "-o", out, "--target", "tflm", "--batch", "3")
+    done = tflgraph_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert "verified: outputs equal in litert" in done.stdout
+    model = tflgraph.load(out)
+    assert model.main.inputs[0].shape == (3, 4, 6) and dynamic(model) == []
+    done = tflgraph_cli("optimize", fixture("tf_shape_code"), "-o", out, "--passes", "cleanup",
+                        "--batch", "3")  # fmt: skip
+    assert done.returncode != 0 and "'freeze-shapes', which is not in the pipeline" in done.stderr
