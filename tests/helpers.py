@@ -147,6 +147,29 @@ def assert_gives_litert_reference(
                 assert_equal_values(a, b, where=f"{rt} invoke {k} output {j}")
 
 
+def tf_reference(name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The seeded inputs and TensorFlow's own outputs for them, stored in the manifest with
+    a fixture generated with store_reference=True (float32)."""
+    stored = manifest()[name]["reference"]
+    as_arrays = lambda values: [np.asarray(v, np.float32) for v in values]  # noqa: E731
+    return as_arrays(stored["inputs"].values()), as_arrays(stored["outputs"])
+
+
+def assert_gives_tf_reference(
+    model, name: str, runtime_names=("litert", "tflm"), invokes: int = 3
+) -> None:
+    """The model gives the TensorFlow outputs stored with fixture `name` in each runtime,
+    invoke after invoke without reset, within the equivalence checker's bound (1e-5)."""
+    data = as_bytes(model)
+    inputs, want = tf_reference(name)
+    for rt in runtime_names:
+        runs = runtimes.run_isolated(data, [inputs] * invokes, rt, timeout=60, modes=("no-reset",))
+        for k, got in enumerate(runs["no-reset"]):
+            assert len(got) == len(want), f"{rt}: output count differs"
+            for j, (a, b) in enumerate(zip(want, got)):
+                assert_equal_values(a, b, where=f"{rt} invoke {k} output {j}")
+
+
 def trust_construction(monkeypatch) -> None:
     """Switch off strip-dead-channels' round check (it refuses rounds it cannot check), so
     that a test judges the slicing itself in LiteRT and TFLM or on the interpreter."""

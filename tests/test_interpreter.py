@@ -19,6 +19,7 @@ from tflgraph.reference.interpreter import (
     evaluate,
     evaluate_subgraph,
     evaluate_tensors,
+    observe_shapes,
 )
 from tflgraph.runtime import runtimes
 
@@ -269,6 +270,7 @@ CASES = [
     ("fill_input_dims", "FILL", [i32(3, 1), C(np.float32(-2.0))], None, {"out_dtype": "float32"}),
     ("zeros_like", "ZEROS_LIKE", [f(2, 3)], None, {}),
     ("shape", "SHAPE", [f(2, 3, 4)], opt("ShapeOptions", out_type=2), {"out_dtype": "int32"}),
+    ("rank", "RANK", [f(2, 3, 4)], None, {"out_dtype": "int32"}),
     ("cast_f2i", "CAST", [f(2, 5, lo=-9, hi=9)], None, {"out_dtype": "int32"}),
     ("cast_i2f", "CAST", [i32(3, -7)], None, {"out_dtype": "float32"}),
     ("dequantize_int8", "DEQUANTIZE",
@@ -476,6 +478,18 @@ def test_evaluate_tensors_runs_only_what_is_needed():
         evaluate_subgraph(main, [x])  # runs every op
     with pytest.raises(EvaluationError, match="unfed"):
         evaluate_tensors(main, {main.inputs[0]: x}, [main.operators[-1].outputs[0]])
+
+
+def test_observe_shapes_sees_computed_and_growing_shapes():
+    """The converter stores [1, 1] for a RESHAPE whose shape is computed (really [1, 24]);
+    a whole-sequence loop's accumulator grows by one step per iteration."""
+    model = tflgraph.load(FIXTURES_DIR / "tf_shape_code.tflite")
+    seen = observe_shapes(model.main, [f(1, 4, 6)])
+    by_name = {t.name: shapes for t, shapes in seen.items()}
+    assert by_name["Reshape"] == {(1, 24)} and by_name["serving_default_x:0"] == {(1, 4, 6)}
+    model = tflgraph.load(FIXTURES_DIR / "k3_lstm_seq.tflite")
+    seen = observe_shapes(model.main, [f(1, 10, 8)])
+    assert max(len(shapes) for shapes in seen.values()) == 10  # one shape per step (T = 10)
 
 
 def test_bad_operands_raise_evaluation_error():

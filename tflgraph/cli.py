@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="runtime the output must run on: emit only ops it has (default any: LiteRT and "
         "TFLM both)",
     )
+    o.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="freeze a batch-None model's batch to N (freeze-shapes.batch; the check then runs "
+        "the input file with its batch-None inputs resized to N)",
+    )
     o.add_argument("--quiet", "-q", action="store_true")
     o.add_argument(
         "--verify",
@@ -237,6 +245,10 @@ def cmd_optimize(args) -> int:
         load_pass_file(path)
     names = resolve(args.passes)
     options = parse_pass_options(args.pass_option)
+    if args.batch:
+        options.setdefault("freeze-shapes", {})["batch"] = args.batch
+    batch = options.get("freeze-shapes", {}).get("batch", 0)
+    args.reference = _with_batch(args.input, batch) if batch else args.input
     model = load(args.input)
     before = summary(model, os.path.getsize(args.input))
     after_pass = dot_after(args.dot_after, names, output, model)
@@ -319,6 +331,17 @@ def cmd_optimize(args) -> int:
     return 0
 
 
+def _with_batch(path: str, batch: int) -> bytes:
+    """The input file with `batch` on axis 0 of its batch-None entry inputs and outputs: what
+    LiteRT runs when such an input is resized (it derives every other shape itself), the
+    reference a --batch result is checked against."""
+    model = load(path)
+    for sg in {model.main, *(s.subgraph for s in model.signature_defs)}:
+        for t in (*sg.inputs, *sg.outputs):
+            t.shape = t.with_batch(batch)
+    return to_bytes(model)
+
+
 def _rule_counts(records) -> dict[str, dict[str, int]]:
     """Matches and rewrites per rule pass, summed over the fixed-point iterations."""
     counts: dict[str, dict[str, int]] = {}
@@ -350,7 +373,7 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
     # stateful_streaming) must still match when the runtime resets between samples
     modes = ("reset",) if stateful else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
-    report = verify(args.input, data, runtime=runtime, modes=modes)
+    report = verify(args.reference, data, runtime=runtime, modes=modes)
     report.b = f"<optimized model for {output}>"  # B was bytes in memory: name what they are
     ran = _ran(args, names)
     if report.verdict == "unverified":
@@ -399,7 +422,7 @@ def _check_on_reference(args, data: bytes, unverified: str, records, output, ran
     """No runtime could compare the models: compare them on the reference interpreter (around
     ops it cannot run). A result nothing could check is written only with --allow-unverified
     (or when no pass changed the model)."""
-    why = check_models(load(args.input), load(data))
+    why = check_models(load(args.reference), load(data))
     if why is None:
         if not args.quiet:
             print("verified: outputs equal on the reference interpreter (no runtime runs both)")

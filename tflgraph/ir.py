@@ -101,6 +101,14 @@ class Tensor:
     def is_dynamic(self) -> bool:
         return self.shape_signature is not None and any(d < 0 for d in self.shape_signature)
 
+    def with_batch(self, batch: int) -> tuple[int, ...]:
+        """The shape with `batch` on axis 0 if the signature has -1 there (a batch-None
+        input), else the stored shape."""
+        sig = self.shape_signature
+        if sig and sig[0] < 0:
+            return (batch, *self.shape[1:])
+        return tuple(self.shape)
+
     def __repr__(self):
         return f"Tensor({self.name!r}, {self.type_name}, {list(self.shape)})"
 

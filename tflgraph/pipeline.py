@@ -55,6 +55,8 @@ LOOP_PASSES = [
 
 PIPELINES: dict[str, list[str]] = {
     "default": [
+        "freeze-shapes",
+        "fold-constants",
         "strip-dead-channels",
         "fuse-lstm",
         *LOOP_PASSES,

@@ -29,7 +29,12 @@ import numpy as np
 
 from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.reference.interpreter import KERNELS, STATEFUL, evaluate_tensors
+from tflgraph.reference.interpreter import (
+    KERNELS,
+    QUANTIZED_OPERANDS_OK,
+    STATEFUL,
+    evaluate_tensors,
+)
 
 RTOL = 1e-5  # the default relative bound for floats (see the module docstring)
 
@@ -338,11 +343,13 @@ def _bytes_of(a) -> bytes | None:
 
 def can_evaluate(op: Operator) -> bool:
     """The interpreter has a kernel for `op` and for every op of its subgraphs, and refuses
-    none of its operands (quantized ones, except for DEQUANTIZE). A kernel may still refuse an
-    option it does not implement (evaluation then raises)."""
+    none of its operands (quantized ones, but for QUANTIZED_OPERANDS_OK: DEQUANTIZE, SHAPE,
+    RANK). A kernel may still refuse an option it does not implement (evaluation then
+    raises)."""
     if op.type not in KERNELS and op.type not in STATEFUL:
         return False
-    if op.type != "DEQUANTIZE" and any(_quantized(t) for t in op.inputs if t is not None):
+    quantized = any(_quantized(t) for t in op.inputs if t is not None)
+    if quantized and op.type not in QUANTIZED_OPERANDS_OK:
         return False
     return all(can_evaluate(o) for sub in op.subgraphs() for o in sub.iter_ops())
 

@@ -28,6 +28,7 @@ __all__ = [
     "evaluate",
     "evaluate_subgraph",
     "evaluate_tensors",
+    "observe_shapes",
     "value_ranges",
 ]
 
@@ -57,8 +58,34 @@ def evaluate_subgraph(sg: Subgraph, inputs: list[np.ndarray], state: dict | None
             f"subgraph {sg.name!r} takes {len(sg.inputs)} inputs, got {len(inputs)}"
         )
     values = _feed(sg.inputs, inputs)
-    _run(sg, sg.operators, values, state if state is not None else {})
+    state = state if state is not None else {}
+    _record_shapes(state, sg.inputs, values)
+    _run(sg, sg.operators, values, state)
     return [_value(t, values, state) for t in sg.outputs]
+
+
+SHAPES = ("SHAPES",)  # the key of `state` under which observe_shapes collects shapes
+_ANY_VALUES = ("ANY VALUES",)  # set in `state`: quantized operands are not refused
+
+
+def observe_shapes(sg: Subgraph, inputs: list[np.ndarray]) -> dict[Tensor, set[tuple]]:
+    """Every shape each tensor takes while `sg` runs on `inputs`: the inputs and op results of
+    `sg` and of the subgraphs it runs (a WHILE body's tensors once per step, so a growing
+    accumulator shows several shapes). Tensors never computed (an IF branch not taken) are
+    absent. Quantized operands are let through: the float kernels then compute values that
+    mean nothing, but of the right shapes (only the shapes are returned)."""
+    state: dict = {SHAPES: {}, _ANY_VALUES: True}
+    with np.errstate(all="ignore"):  # int8 arithmetic of meaningless values overflows
+        evaluate_subgraph(sg, inputs, state)
+    return state[SHAPES]
+
+
+def _record_shapes(state: dict, tensors, values: dict) -> None:
+    seen = state.get(SHAPES)
+    if seen is not None:
+        for t in tensors:
+            if t is not None and id(t) in values:
+                seen.setdefault(t, set()).add(values[id(t)].shape)
 
 
 def evaluate_tensors(
@@ -126,11 +153,17 @@ def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
         for t, r in zip(op.outputs, results[:n]):
             if t is not None:
                 values[id(t)] = np.asarray(r)
+        _record_shapes(state, op.outputs, values)
         for k, r in zip(kernels_nn.STATE_OPERANDS.get(op.type, ()), results[n:]):
             t = op.inputs[k]
             if t is not None and t.is_variable:
                 state[t] = np.asarray(r)
                 values[id(t)] = state[t]
+
+
+# Ops whose kernel is right for quantized operands too: DEQUANTIZE reads the quantization,
+# SHAPE and RANK read the shape only.
+QUANTIZED_OPERANDS_OK = frozenset({"DEQUANTIZE", "SHAPE", "RANK"})
 
 
 def _call(op: Operator, xs: list, state: dict):
@@ -139,7 +172,7 @@ def _call(op: Operator, xs: list, state: dict):
     fn = KERNELS.get(op.type)
     if fn is None:
         raise UnsupportedOp(f"no reference kernel for {op.type}")
-    if op.type != "DEQUANTIZE":
+    if op.type not in QUANTIZED_OPERANDS_OK and not state.get(_ANY_VALUES):
         for t in op.inputs:
             if t is not None and _is_quantized(t):
                 raise UnsupportedOp(f"{op.type} with quantized operand {t.name!r} ({t.type_name})")

@@ -350,6 +350,7 @@ KERNELS = {
     "FILL": lambda op, dims, value: np.full(as_ints(dims), value.reshape(-1)[0], value.dtype),
     "ZEROS_LIKE": lambda op, x: np.zeros_like(x),
     "SHAPE": lambda op, x: np.array(x.shape, op.outputs[0].dtype or np.int32),
+    "RANK": lambda op, x: np.array(x.ndim, op.outputs[0].dtype or np.int32),
     "CAST": lambda op, x: x.astype(op.outputs[0].dtype),
     "DEQUANTIZE": dequantize,
     "DENSIFY": lambda op, x: x,  # the evaluator decodes the sparse constant
