@@ -200,6 +200,12 @@ def cmd_optimize(args) -> int:
     names = resolve(args.passes)
     options = parse_pass_options(args.pass_option)
     model = load(args.input)
+    if model.dropped_fields:  # one line, however many tables carried them
+        print(
+            f"tflgraph: warning: {args.input}: fields this schema does not know and cannot "
+            f"keep are not written: {', '.join(dict.fromkeys(model.dropped_fields))}",
+            file=sys.stderr,
+        )
     before = summary(model, os.path.getsize(args.input))
     after_pass = dot_after(args.dot_after, names, output, model)
     records = run_passes(

@@ -9,6 +9,20 @@ file raises `SchemaError`, never reads out of range); `write_table` encodes such
 Options tables the `tflite` package does not know (or known ones carrying fields it does not
 know) are kept as `RawTable`: the table's inline bytes and vtable, re-emitted unchanged. That
 is exact for tables of scalars, which all TFLite options tables to date are.
+
+Any other table keeps the fields it carries beyond this schema (an older converter's field, a
+field newer than the `tflite` package) under `UNKNOWN` in its dict, slot -> `RawField`; the
+writer re-emits them at their slots. A field's type is not in the file, so each is judged by
+its inline bytes, which run up to the next field of the table or the table's end:
+- bytes that, read as a 4-byte offset (a 4-aligned field), point past the end of the table to
+  a NUL-terminated UTF-8 string are that string (the older converters' SignatureDef strings),
+  written back as a string with the same text;
+- bytes that point past the table to anything else are an offset to data of unknown shape
+  (a vector, a table): it cannot be copied faithfully, so the field is dropped and reported
+  in `Reader.dropped` (the CLI warns once) rather than written back as a dangling offset;
+- any other bytes (a scalar or a struct, and the padding after it) are kept byte for byte and
+  written back at an alignment the original position had, so a reader that knows the field's
+  type reads the same value (flatbuffers are little-endian: padding never changes a value).
 """
 
 from __future__ import annotations
@@ -441,6 +455,27 @@ class RawTable:
         )
 
 
+UNKNOWN = "unknown_fields"  # a table dict's key for the fields this schema does not know
+
+
+@dataclass(frozen=True)
+class RawField:
+    """A field this schema does not know (see the module docstring): kind "inline" holds its
+    inline bytes, re-emitted at `align`; kind "string" holds the bytes of the string it
+    points to."""
+
+    kind: str
+    data: bytes
+    align: int = 1
+
+    def value(self) -> int | str:
+        """The value as a reader that knows the field would most likely see it: an inline
+        field as a little-endian unsigned integer of its bytes, a string as text."""
+        if self.kind == "string":
+            return self.data.decode("utf-8", "surrogateescape")
+        return int.from_bytes(self.data, "little")
+
+
 class Reader:
     """Bounds-checked access to a flatbuffer held in a bytes-like object."""
 
@@ -448,6 +483,7 @@ class Reader:
         self.buf = buf
         self.size = len(buf)
         self.mv = memoryview(buf)
+        self.dropped: list[str] = []  # "Table slot N" of unknown offset fields not kept
 
     def _check(self, pos: int, n: int, what: str) -> None:
         if pos < 0 or n < 0 or pos + n > self.size:
@@ -498,8 +534,10 @@ class Reader:
             raise SchemaError(f"{what} at byte {start} runs past the end of the file")
         return start + 4, n
 
-    def read_table(self, pos: int, table_spec: TableSpec) -> dict:
-        """Decode the table at `pos`: present fields only (absent ones take defaults later)."""
+    def read_table(self, pos: int, table_spec: TableSpec, keep_unknown: bool = True) -> dict:
+        """Decode the table at `pos`: present fields only (absent ones take defaults later).
+        Fields the schema does not know go under UNKNOWN (or raise _UnknownField when not
+        `keep_unknown`)."""
         slots = self.vtable(pos, table_spec.name)
         out = {}
         plan = table_spec.by_slot["plan"]
@@ -508,7 +546,12 @@ class Reader:
             if not off:
                 continue
             if slot >= len(plan) or plan[slot] is None:
-                raise _UnknownField(table_spec.name, slot)
+                if not keep_unknown:
+                    raise _UnknownField(table_spec.name, slot)
+                unknown = self.unknown_field(pos, slots, slot, table_spec.name)
+                if unknown is not None:
+                    out.setdefault(UNKNOWN, {})[slot] = unknown
+                continue
             f, kind, extra = plan[slot]
             at = pos + off
             if kind == "scalar":
@@ -539,17 +582,51 @@ class Reader:
         name = UNIONS[union].get(type_code)
         if name is not None:
             try:
-                return Options(name, self.read_table(pos, spec(name)))
+                return Options(name, self.read_table(pos, spec(name), keep_unknown=False))
             except _UnknownField:
                 pass
         return self.raw_table(pos, type_code)
 
     def raw_table(self, pos: int, type_code: int) -> RawTable:
         slots = self.vtable(pos, "options table")
-        obj_size = struct.unpack_from(
-            "<H", self.buf, pos - struct.unpack_from("<i", self.buf, pos)[0] + 2
-        )[0]
+        obj_size = self.table_size(pos)
         return RawTable(type_code, bytes(self.mv[pos + 4 : pos + obj_size]), tuple(slots))
+
+    def table_size(self, pos: int) -> int:
+        """The inline size of the table at `pos` (after vtable() checked it)."""
+        return _HH(self.buf, pos - _I32(self.buf, pos)[0])[1]
+
+    def unknown_field(self, pos: int, slots, slot: int, table: str) -> RawField | None:
+        """The unknown field `slot` of the table at `pos`, judged as the module docstring
+        says; None (and a note in `dropped`) for an offset to data of unknown shape."""
+        end = self.table_size(pos)
+        off = slots[slot]
+        stop = min((o for o in slots if o > off), default=end)
+        at = pos + off
+        data = bytes(self.mv[at : pos + max(stop, off)])
+        if len(data) >= 4 and at % 4 == 0:
+            target = at + _U32(self.buf, at)[0]
+            if pos + end <= target and target + 4 <= self.size:
+                text = self._string_at(target)
+                if text is not None:
+                    return RawField("string", text)
+                self.dropped.append(f"{table} slot {slot}")
+                return None
+        align = next(a for a in (8, 4, 2, 1) if at % a == 0 and a <= max(len(data), 1))
+        return RawField("inline", data, align)
+
+    def _string_at(self, pos: int) -> bytes | None:
+        """The bytes of a well-formed string at `pos` (length, UTF-8 text without NUL, NUL),
+        else None."""
+        n = _U32(self.buf, pos)[0]
+        if pos + 4 + n >= self.size or self.buf[pos + 4 + n] != 0:
+            return None
+        text = bytes(self.mv[pos + 4 : pos + 4 + n])
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return None if b"\0" in text else text
 
 
 class _UnknownField(SchemaError):
@@ -597,12 +674,24 @@ def write_table(builder: flatbuffers.Builder, table_spec: TableSpec, values: dic
         else:
             continue
         offsets.append((f.slot, off))
-    builder.StartObject(table_spec.num_slots)
+    unknown = values.get(UNKNOWN) or {}
+    inline = []
+    for slot, raw in unknown.items():
+        if raw.kind == "string":
+            offsets.append((slot, builder.CreateString(raw.data)))
+        else:
+            inline.append((slot, raw))
+    builder.StartObject(max(table_spec.num_slots, max(unknown, default=-1) + 1))
     vtable = builder.current_vtable
     for slot, off in offsets:
         builder.Prep(4, 0)
         builder.head -= 4
         _U32_STRUCT.pack_into(builder.Bytes, builder.head, len(builder.Bytes) - builder.head - off)
+        vtable[slot] = len(builder.Bytes) - builder.head
+    for slot, raw in inline:
+        builder.Prep(raw.align, len(raw.data))
+        builder.head -= len(raw.data)
+        builder.Bytes[builder.head : builder.head + len(raw.data)] = raw.data
         vtable[slot] = len(builder.Bytes) - builder.head
     for f, st in table_spec.by_slot["scalars"]:
         v = scalars.get(f.name)

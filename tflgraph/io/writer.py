@@ -20,6 +20,7 @@ from tflgraph.errors import TflgraphError
 from tflgraph.io.schema import (
     FILE_IDENTIFIER,
     PLACEHOLDER_FOR_GREATER_OP_CODES,
+    UNKNOWN,
     Offset,
     Options,
     spec,
@@ -235,6 +236,7 @@ def _build(model: Model, external_buffers: bool | None = None):
                     "outputs": [{"name": n, "tensor_index": tindex[id(t)]} for n, t in sd.outputs],
                     "signature_key": sd.key,
                     "subgraph_index": sg_index[sd.subgraph],
+                    UNKNOWN: sd.unknown_fields,
                 },
             )
         )
@@ -252,6 +254,7 @@ def _build(model: Model, external_buffers: bool | None = None):
             "signature_defs": Offset(write_offset_vector(builder, sig_tables))
             if sig_tables
             else None,
+            UNKNOWN: model.unknown_fields,
         },
     )
     builder.Finish(root, file_identifier=FILE_IDENTIFIER)
@@ -297,6 +300,7 @@ def _write_subgraph(builder, plan, sg_index) -> int:
                     ),
                     "has_rank": t.has_rank,
                     "variant_tensors": t.variant_tensors,
+                    UNKNOWN: t.unknown_fields,
                 },
             )
         )
@@ -317,6 +321,7 @@ def _write_subgraph(builder, plan, sg_index) -> int:
                     "intermediates": idx(op.intermediates) if op.intermediates else None,
                     "builtin_options_2": _options_for_writing(op.options2, sg_index),
                     "debug_metadata_index": op.debug_metadata_index,
+                    UNKNOWN: op.unknown_fields,
                 },
             )
         )
@@ -330,5 +335,6 @@ def _write_subgraph(builder, plan, sg_index) -> int:
             "operators": Offset(write_offset_vector(builder, op_tables)),
             "name": sg.name or None,
             "debug_metadata_index": sg.debug_metadata_index,
+            UNKNOWN: sg.unknown_fields,
         },
     )
