@@ -23,15 +23,7 @@ EXTRA = {
     "Tensor": [(12, "Int16", -2), (13, "Uint64", 2**40 + 3)],
     "Operator": [(20, "Int32", 7), (21, "Uint8", 200)],
     "SignatureDef": [(6, "Int64", -(2**33))],
-}
-FLAGS = {
-    "Float32": nt.Float32Flags,
-    "Bool": nt.BoolFlags,
-    "Int16": nt.Int16Flags,
-    "Uint64": nt.Uint64Flags,
-    "Int32": nt.Int32Flags,
-    "Uint8": nt.Uint8Flags,
-    "Int64": nt.Int64Flags,
+    "OperatorCode": [(7, "Uint16", 513)],
 }
 OLD_KEY = "serving_default_v1"  # SignatureDef slot 3: `key` in TF 2.5-2.6 converters
 
@@ -62,16 +54,17 @@ def _tables(b, offsets):
     return b.EndVector()
 
 
-def older_converter_model(extra=True, vector_field=False) -> bytes:
+def older_converter_model(extra=True, unkept=False) -> bytes:
     """z = x + x for x of shape [1, 4], in the older converters' form (SignatureDef with
-    strings at slots 2 and 3), with EXTRA's fields when `extra`; `vector_field` adds an
-    offset to an int vector at Tensor slot 14 (data of a shape the reader cannot know)."""
+    strings at slots 2 and 3), with EXTRA's fields when `extra`; `unkept` adds fields the
+    reader cannot keep: an offset to an int vector at Tensor slot 14 (data of a shape it
+    cannot know) and a scalar at Buffer slot 5 (the IR's buffers are plain data)."""
     b = flatbuffers.Builder(1024)
     more = {name: fields if extra else [] for name, fields in EXTRA.items()}
     tensors = []
     for i, name in enumerate(("x", "z")):
         fields = [(0, "offset", _ints(b, [1, 4])), (3, "offset", b.CreateString(name))]
-        if vector_field and i == 0:
+        if unkept and i == 0:
             fields.append((14, "offset", _ints(b, [5, 6, 7])))
         tensors.append(_table(b, fields + [(1, "Int8", 0), (2, "Uint32", 0)] + more["Tensor"]))
     op = _table(
@@ -90,7 +83,11 @@ def older_converter_model(extra=True, vector_field=False) -> bytes:
         ]
         + more["SubGraph"],
     )
-    code = _table(b, [(0, "Int8", OP_CODES["ADD"]), (2, "Int32", 1), (3, "Int32", OP_CODES["ADD"])])
+    code = _table(
+        b,
+        [(0, "Int8", OP_CODES["ADD"]), (2, "Int32", 1), (3, "Int32", OP_CODES["ADD"])]
+        + more["OperatorCode"],
+    )
     maps = [
         _table(b, [(0, "offset", b.CreateString(n)), (1, "Uint32", i)])
         for i, n in enumerate(("x", "z"))
@@ -106,7 +103,7 @@ def older_converter_model(extra=True, vector_field=False) -> bytes:
         ]
         + more["SignatureDef"],
     )
-    buffers = [_table(b, [])]
+    buffers = [_table(b, [(5, "Int32", 9)] if unkept else [])]
     root = _table(
         b,
         [
@@ -131,6 +128,7 @@ def _tables_of(data: bytes) -> dict:
         "SubGraph": [sg._tab],
         "Tensor": [sg.Tensors(i)._tab for i in range(sg.TensorsLength())],
         "Operator": [sg.Operators(0)._tab],
+        "OperatorCode": [m.OperatorCodes(0)._tab],
         "SignatureDef": [m.SignatureDefs(0)._tab],
     }
 
@@ -142,7 +140,7 @@ def _raw(tab, slot, kind):
         return None
     if kind == "String":
         return tab.String(o + tab.Pos).decode()
-    return tab.Get(FLAGS[kind], o + tab.Pos)
+    return tab.Get(getattr(nt, kind + "Flags"), o + tab.Pos)
 
 
 def assert_extra_fields(data: bytes) -> None:
@@ -176,6 +174,7 @@ def test_unknown_fields_are_kept_on_load():
     op = model.main.operators[0]
     assert op.unknown_fields[20].value() & 0xFFFFFFFF == 7
     assert model.main.unknown_fields[8].value() & 0xFF == 1
+    assert op.code_unknown_fields[7].value() & 0xFFFF == 513
 
 
 def test_load_optimize_save_keeps_every_field(tmp_path):
@@ -199,18 +198,20 @@ def test_a_changed_unknown_field_is_a_difference():
     assert any("unknown_fields" in d for d in model_diff(a, b))
 
 
-def test_offset_to_data_of_unknown_shape_is_dropped_with_one_warning(tmp_path):
+def test_fields_that_cannot_be_kept_are_dropped_with_one_warning(tmp_path):
     src, out = tmp_path / "vec.tflite", tmp_path / "vec.opt.tflite"
-    src.write_bytes(older_converter_model(vector_field=True))
-    assert tflgraph.load(src).dropped_fields == ["Tensor slot 14"]
+    src.write_bytes(older_converter_model(unkept=True))
+    assert tflgraph.load(src).dropped_fields == ["Tensor slot 14", "Buffer slot 5"]
     result = tflgraph_cli("optimize", src, "-o", out)
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.splitlines(keepends=True)
     assert len(warnings) == 1 and warnings[0].endswith("\n")
-    assert warnings[0].startswith("tflgraph: warning:") and "Tensor slot 14" in warnings[0]
+    assert warnings[0].startswith("tflgraph: warning:")
+    assert "Tensor slot 14, Buffer slot 5" in warnings[0]
     saved = out.read_bytes()
     x = _tables_of(saved)["Tensor"][0]
     assert x.Offset(4 + 2 * 14) == 0  # dropped, not written back as a dangling offset
+    assert tflgraph.load(saved).dropped_fields == []
     assert_extra_fields(saved)  # everything else is kept
     assert_same_outputs(src, saved, ("litert",), exact=True)
 

@@ -144,6 +144,7 @@ class Operator:
     intermediates: Operands = field(default_factory=Operands)
     debug_metadata_index: int = -1
     unknown_fields: dict | None = None  # slot -> schema.RawField the schema does not know
+    code_unknown_fields: dict | None = None  # those of its OperatorCode
 
     def __post_init__(self):
         self.inputs, self.outputs = Operands(self.inputs), Operands(self.outputs)

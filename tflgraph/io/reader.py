@@ -1,10 +1,10 @@
 """flatbuffer bytes -> Model.
 
 Fields the schema does not know are kept on the Model, Subgraph, Tensor, Operator and
-SignatureDef they belong to (`unknown_fields`) and inside the tables held as dicts
-(quantization, sparsity); those of OperatorCode, Buffer, Metadata and TensorMap entries,
-which the IR holds as plain values, are listed in `Model.dropped_fields`, as are offsets to
-data of unknown shape (io/schema.py says which fields those are).
+SignatureDef they belong to (`unknown_fields`; an OperatorCode's on each of its operators)
+and inside the tables held as dicts (quantization, sparsity); those of Buffer, Metadata and
+TensorMap entries, which the IR holds as plain values, are listed in `Model.dropped_fields`,
+as are offsets to data of unknown shape (io/schema.py says which fields those are).
 
 Constant data stays where it is: every Buffer is a zero-copy numpy view into the file (memory
 mapped when loading from a path), including buffers stored after the flatbuffer through
@@ -111,7 +111,7 @@ def _load(data) -> Model:
     opcodes = []
     for oc in m.get("operator_codes", []):
         code = max(oc.get("builtin_code", 0), oc.get("deprecated_builtin_code", 0))
-        opcodes.append((code, oc.get("custom_code"), oc.get("version", 1)))
+        opcodes.append((code, oc.get("custom_code"), oc.get("version", 1), oc.get(UNKNOWN)))
 
     model = Model()
     model.unknown_fields = m.get(UNKNOWN)
@@ -159,7 +159,6 @@ def _load(data) -> Model:
 def _unkept(m: dict) -> list[str]:
     """'Table slot N' for the unknown fields of the tables the IR holds as plain values."""
     tables = [
-        ("OperatorCode", m.get("operator_codes", [])),
         ("Buffer", m.get("buffers", [])),
         ("Metadata", m.get("metadata", [])),
         *(
@@ -224,7 +223,7 @@ def _subgraph(model: Model, index: int, s: dict, opcodes, buffer_at, file_view) 
                 f"{who} in subgraph {index} refers to operator code {oi}, "
                 f"the model has {len(opcodes)}"
             )
-        code, custom_code, version = opcodes[oi]
+        code, custom_code, version, code_unknown = opcodes[oi]
         op = Operator(
             code,
             [tensor(i, who) for i in o.get("inputs", ())],
@@ -239,6 +238,7 @@ def _subgraph(model: Model, index: int, s: dict, opcodes, buffer_at, file_view) 
             [tensor(i, who) for i in o.get("intermediates", ())],
             o.get("debug_metadata_index", -1),
             o.get(UNKNOWN),
+            code_unknown,
         )
         large = o.get("large_custom_options_offset", 0)
         if large > 1:

@@ -145,6 +145,11 @@ def _options_for_writing(opts, sg_index: dict):
     return out
 
 
+def _frozen(fields: dict | None) -> tuple | None:
+    """Unknown fields as part of a dict key (ops share an OperatorCode when theirs agree)."""
+    return tuple(sorted(fields.items())) if fields else None
+
+
 def _create_aligned_bytes(builder: flatbuffers.Builder, data: np.ndarray) -> int:
     mv = memoryview(np.ascontiguousarray(data)).cast("B")
     n = len(mv)
@@ -173,7 +178,7 @@ def _build(model: Model, external_buffers: bool | None = None):
         ops = sg.operators
         op_codes = []
         for op in ops:
-            key = (op.opcode, op.custom_code, op.version)
+            key = (op.opcode, op.custom_code, op.version, _frozen(op.code_unknown_fields))
             op_codes.append(opcodes.setdefault(key, len(opcodes)))
         plans.append((sg, tensors, tindex, tbuf, ops, op_codes))
     metadata = [(name, buffers.index(buf)) for name, buf in model.metadata]
@@ -211,7 +216,7 @@ def _build(model: Model, external_buffers: bool | None = None):
 
     sg_tables = [_write_subgraph(builder, plan, sg_index) for plan in plans]
     oc_tables = []
-    for code, custom, version in opcodes:
+    for code, custom, version, unknown in opcodes:
         oc_tables.append(
             write_table(
                 builder,
@@ -221,6 +226,7 @@ def _build(model: Model, external_buffers: bool | None = None):
                     "custom_code": custom,
                     "version": version,
                     "builtin_code": code,
+                    UNKNOWN: dict(unknown) if unknown else None,
                 },
             )
         )

@@ -88,6 +88,7 @@ def model_diff(a: Model, b: Model, limit: int = 20) -> list[str]:
             "mutating_variable_inputs",
             "debug_metadata_index",
             "unknown_fields",
+            "code_unknown_fields",
         ):
             check(f"{where}.{f}", getattr(x, f), getattr(y, f))
         tensors(f"{where}.inputs", x.inputs, y.inputs)
