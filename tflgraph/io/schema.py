@@ -651,7 +651,7 @@ class Reader:
         pointing there too is a scalar that happens to: each object has one referrer)."""
         plan = table_spec.by_slot["plan"]
         return {
-            pos + o + _U32(self.buf, pos + o)[0]
+            pos + o + self.u32(pos + o)
             for s, o in enumerate(slots)
             if o and s < len(plan) and plan[s] is not None and plan[s][1] != "scalar"
         }
