@@ -11,7 +11,7 @@ from helpers import assert_same_outputs, fixture, tflgraph_cli
 from tflite.Model import Model as FbModel
 
 import tflgraph
-from tflgraph.io.schema import OP_CODES, UNKNOWN, RawField
+from tflgraph.io.schema import OP_CODES, UNKNOWN, RawField, Reader, spec
 from tflgraph.tools.compare import model_diff
 
 # (slot, flatbuffers type, value) of the extra scalar fields, per table; the slots lie beyond
@@ -254,3 +254,28 @@ def test_real_fixture_with_unknown_fields_round_trips(tmp_path, name, rewritten)
             assert fields == {30: scalar, 31: text} or (rewritten and fields is None)
     assert rewritten == (model_diff(tflgraph.load(src), loaded) != [])
     assert_same_outputs(fixture(name), out, ("litert",), exact=not rewritten)
+
+
+def _tensor_table(value: int, name_slot: int) -> bytes:
+    """A lone Tensor table: its name string (at `name_slot`) and a uint32 `value` at slot 12."""
+    b = flatbuffers.Builder(64)
+    name = b.CreateString("x")
+    b.Finish(_table(b, [(name_slot, "offset", name), (12, "Uint32", value)]))
+    return bytes(b.Output())
+
+
+@pytest.mark.parametrize("name_slot, kept_as", [(3, "inline"), (13, "string")])
+def test_a_number_that_points_at_a_known_fields_data_is_a_number(name_slot, kept_as):
+    """An unknown uint32 whose value, read as an offset, reaches the table's name string: a
+    known field (the name, slot 3) points there, so it is a number and kept as one; when only
+    unknown fields point there (slot 13), it reads as an offset to that string."""
+    data = _tensor_table(0, name_slot)
+    r = Reader(data)
+    pos = r.root()
+    slots = r.vtable(pos, "Tensor")
+    value = pos + slots[name_slot] + r.u32(pos + slots[name_slot]) - (pos + slots[12])
+    data = _tensor_table(value, name_slot)
+    table = Reader(data).read_table(pos, spec("Tensor"))
+    field = table[UNKNOWN][12]
+    assert field.kind == kept_as
+    assert field.value() == (value if kept_as == "inline" else "x")
