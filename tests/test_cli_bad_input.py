@@ -13,7 +13,15 @@ import pytest
 from helpers import fixture
 
 import tflgraph
-from tflgraph.io.schema import Offset, Options, spec, write_offset_vector, write_table
+from tflgraph.io.schema import (
+    UNKNOWN,
+    Offset,
+    Options,
+    RawField,
+    spec,
+    write_offset_vector,
+    write_table,
+)
 
 
 def run_cli(*args, cwd=None, user=None):
@@ -23,9 +31,19 @@ def run_cli(*args, cwd=None, user=None):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
+def stderr_lines(result) -> list[str]:
+    """The lines on stderr, each checked to be one message ('tflgraph: ...') ended by a
+    newline: no message runs into the next or leaves the terminal mid-line."""
+    lines = result.stderr.splitlines(keepends=True)
+    for line in lines:
+        assert line.endswith("\n"), repr(result.stderr)
+        assert line.startswith("tflgraph: ") and line.count("tflgraph: ") == 1, repr(line)
+    return lines
+
+
 def assert_clean_error(result, *words):
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = stderr_lines(result)
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert lines[0].startswith("tflgraph: error:")
@@ -37,8 +55,9 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _raw_model(tensor_buffer=0, while_subgraph=None, n_buffers=1) -> bytes:
-    """A tiny model written table by table, so that it can refer to things it lacks."""
+def _raw_model(tensor_buffer=0, while_subgraph=None, n_buffers=1, buffer_fields=None) -> bytes:
+    """A tiny model written table by table, so that it can refer to things it lacks
+    (`buffer_fields`: unknown fields of its buffers, which the reader cannot keep)."""
     b = flatbuffers.Builder(1024)
     tensors = [
         {"shape": np.array([1], np.int32), "type": 0, "buffer": tensor_buffer, "name": f"t{i}"}
@@ -85,7 +104,7 @@ def _raw_model(tensor_buffer=0, while_subgraph=None, n_buffers=1) -> bytes:
             "version": 3,
             "operator_codes": codes,
             "subgraphs": Offset(write_offset_vector(b, [sg])),
-            "buffers": [{} for _ in range(n_buffers)],
+            "buffers": [{UNKNOWN: buffer_fields} for _ in range(n_buffers)],
         },
     )
     b.Finish(root, file_identifier=b"TFL3")
@@ -182,6 +201,22 @@ def test_unknown_pass_and_bad_arguments(tmp_path):
     )
     assert_clean_error(run_cli("optimize"))
     assert not (tmp_path / "o.tflite").exists()
+
+
+def test_messages_end_their_lines(tmp_path):
+    """Each error and warning is one line ended by a newline, also when the text it reports
+    has line breaks of its own, and a warning and the error after it never share a line."""
+    assert_clean_error(run_cli("optimize", "a", "b"), "unrecognized arguments: b")
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text('raise RuntimeError("first\\nsecond\\r\\nthird")\n')
+    assert_clean_error(run_cli("passes", "--load", plugin), "first; second; third")
+    src = tmp_path / "m.tflite"
+    src.write_bytes(_raw_model(buffer_fields={5: RawField("inline", b"\x09\0\0\0")}))
+    result = run_cli("optimize", src, "--dot-after", "cleanup=x.nope", "-o", tmp_path / "o")
+    assert result.returncode == 2
+    warning, error = stderr_lines(result)
+    assert warning.startswith("tflgraph: warning:") and "Buffer slot 5" in warning
+    assert error.startswith("tflgraph: error:") and "unknown graph format" in error
 
 
 def test_inspect_json_and_passes():

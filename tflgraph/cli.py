@@ -1,7 +1,9 @@
 """Command-line front end: `tflgraph optimize | inspect | dot | verify | passes`.
 
-Every user-facing failure is one line on stderr and exit code 2; nothing half-written is left
-behind (outputs are written atomically) and the input is never modified.
+Every user-facing failure is one line on stderr and exit code 2, and every warning one line
+(`_say`: a message's own line breaks, e.g. in a runtime's or a plugin's text, are joined);
+nothing half-written is left behind (outputs are written atomically) and the input is never
+modified.
 """
 
 from __future__ import annotations
@@ -36,19 +38,24 @@ from tflgraph.tools.passdoc import passes_markdown
 from tflgraph.tools.summary import describe, format_description, format_summary_table, summary
 
 
+def _say(kind: str, message: str) -> None:
+    """'tflgraph: KIND: MESSAGE' as one line on stderr, ended by a newline (line breaks inside
+    the message become '; '); stdout is flushed first, so that where both go to one file the
+    lines keep their order and never share a line."""
+    text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    sys.stdout.flush()
+    print(f"tflgraph: {kind}: {text}", file=sys.stderr, flush=True)
+
+
 def _die(message: str, code: int = 2) -> int:
-    print(f"tflgraph: error: {message}", file=sys.stderr)
+    _say("error", message)
     return code
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, like every other failure
-        print(
-            f"tflgraph: error: {message} (see tflgraph {self.prog.split()[-1]} --help)"
-            if " " in self.prog
-            else f"tflgraph: error: {message}",
-            file=sys.stderr,
-        )
+        command = self.prog.split()[-1]
+        _say("error", f"{message} (see tflgraph {command} --help)" if " " in self.prog else message)
         sys.exit(2)
 
 
@@ -250,6 +257,12 @@ def cmd_optimize(args) -> int:
     batch = options.get("freeze-shapes", {}).get("batch", 0)
     args.reference = _with_batch(args.input, batch) if batch else args.input
     model = load(args.input)
+    if model.dropped_fields:  # one line, however many tables carried them
+        _say(
+            "warning",
+            f"{args.input}: fields this schema does not know and cannot keep are not "
+            f"written: {', '.join(dict.fromkeys(model.dropped_fields))}",
+        )
     before = summary(model, os.path.getsize(args.input))
     after_pass = dot_after(args.dot_after, names, output, model)
     records = run_passes(
@@ -381,6 +394,7 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
             return _die(f"cannot verify: {report.reason()}"), report
         return _check_on_reference(args, data, report.reason(), records, output, ran), report
     if report.verdict == "different":
+        sys.stdout.flush()
         print(report.format(), file=sys.stderr)
         changed = ", ".join(dict.fromkeys(r.name for r in records if r.changed)) or "none"
         return _die(
@@ -434,7 +448,7 @@ def _check_on_reference(args, data: bytes, unverified: str, records, output, ran
         )
     if args.allow_unverified or not any(r.changed for r in records):
         how = "--allow-unverified" if args.allow_unverified else "no pass changed the model"
-        print(f"tflgraph: warning: written unverified ({how}): {why}", file=sys.stderr)
+        _say("warning", f"written unverified ({how}): {why}")
         return 0
     return _die(
         f"not verified: {unverified}; {why}; {output} not written "

@@ -76,6 +76,7 @@ class Tensor:
     sparsity: dict | None = None
     has_rank: bool = False
     variant_tensors: list | None = None
+    unknown_fields: dict | None = None  # slot -> schema.RawField the schema does not know
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -150,6 +151,8 @@ class Operator:
     mutating_variable_inputs: np.ndarray | None = None
     intermediates: Operands = field(default_factory=Operands)
     debug_metadata_index: int = -1
+    unknown_fields: dict | None = None  # slot -> schema.RawField the schema does not know
+    code_unknown_fields: dict | None = None  # those of its OperatorCode
 
     def __post_init__(self):
         self.inputs, self.outputs = Operands(self.inputs), Operands(self.outputs)
@@ -201,6 +204,7 @@ class Subgraph:
         self.inputs: list[Tensor] = []
         self.outputs: list[Tensor] = []
         self.debug_metadata_index = -1
+        self.unknown_fields: dict | None = None  # slot -> schema.RawField (see Tensor)
         self._order: dict[Operator, int] = {}  # insertion order, the tie-break of toposort
         self._counter = itertools.count()
         self._sorted: list[Operator] | None = None  # cached execution order
@@ -531,6 +535,7 @@ class SignatureDef:
     subgraph: Subgraph
     inputs: list  # list[(name, Tensor)]
     outputs: list
+    unknown_fields: dict | None = None  # slot -> schema.RawField (see Tensor)
 
 
 class Model:
@@ -543,6 +548,9 @@ class Model:
         self.metadata: list[tuple[str, Buffer]] = []
         self.metadata_buffers: list[Buffer] = []
         self.signature_defs: list[SignatureDef] = []
+        self.unknown_fields: dict | None = None  # slot -> schema.RawField (see Tensor)
+        # "Table slot N" of each field the reader could not keep (see io/schema.py)
+        self.dropped_fields: list[str] = []
         self._names: set[str] | None = None
         # (the subgraphs indexed, {subgraph: ops referring to it}): see subgraph_users
         self._clean: dict = {}  # what pipeline.remove_dead_code left clean: see there

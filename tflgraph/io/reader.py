@@ -1,5 +1,11 @@
 """flatbuffer bytes -> Model.
 
+Fields the schema does not know are kept on the Model, Subgraph, Tensor, Operator and
+SignatureDef they belong to (`unknown_fields`; an OperatorCode's on each of its operators)
+and inside the tables held as dicts (quantization, sparsity); those of Buffer, Metadata and
+TensorMap entries, which the IR holds as plain values, are listed in `Model.dropped_fields`,
+as are offsets to data of unknown shape (io/schema.py says which fields those are).
+
 Constant data stays where it is: every Buffer is a zero-copy numpy view into the file (memory
 mapped when loading from a path), including buffers stored after the flatbuffer through
 offset/size (models over 2 GB) and large custom options. Every offset is bounds-checked: a
@@ -16,7 +22,15 @@ import networkx as nx
 import numpy as np
 
 from tflgraph.errors import ModelError
-from tflgraph.io.schema import FILE_IDENTIFIER, Options, Reader, SchemaError, spec, subgraph_fields
+from tflgraph.io.schema import (
+    FILE_IDENTIFIER,
+    UNKNOWN,
+    Options,
+    Reader,
+    SchemaError,
+    spec,
+    subgraph_fields,
+)
 from tflgraph.ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
 
 # files users pass by mistake: the leading bytes that name them, and what to do instead
@@ -97,9 +111,10 @@ def _load(data) -> Model:
     opcodes = []
     for oc in m.get("operator_codes", []):
         code = max(oc.get("builtin_code", 0), oc.get("deprecated_builtin_code", 0))
-        opcodes.append((code, oc.get("custom_code"), oc.get("version", 1)))
+        opcodes.append((code, oc.get("custom_code"), oc.get("version", 1), oc.get(UNKNOWN)))
 
     model = Model()
+    model.unknown_fields = m.get(UNKNOWN)
     model.version = m.get("version", 0)
     model.description = m.get("description", "")
     raw_subgraphs = m.get("subgraphs", [])
@@ -134,9 +149,27 @@ def _load(data) -> Model:
                 sg,
                 entries(sd.get("inputs", [])),
                 entries(sd.get("outputs", [])),
+                sd.get(UNKNOWN),
             )
         )
+    model.dropped_fields = r.dropped + _unkept(m)
     return model
+
+
+def _unkept(m: dict) -> list[str]:
+    """'Table slot N' for the unknown fields of the tables the IR holds as plain values."""
+    tables = [
+        ("Buffer", m.get("buffers", [])),
+        ("Metadata", m.get("metadata", [])),
+        *(
+            ("TensorMap", sd.get(side, []))
+            for sd in m.get("signature_defs", [])
+            for side in ("inputs", "outputs")
+        ),
+    ]
+    return [
+        f"{name} slot {slot}" for name, rows in tables for t in rows for slot in t.get(UNKNOWN, ())
+    ]
 
 
 def _buffer(b: dict, file_view: np.ndarray, index: int) -> Buffer:
@@ -164,6 +197,7 @@ def _subgraph_at(model: Model, index: int, who: str) -> Subgraph:
 def _subgraph(model: Model, index: int, s: dict, opcodes, buffer_at, file_view) -> list[Tensor]:
     sg = model.subgraphs[index]
     sg.debug_metadata_index = s.get("debug_metadata_index", -1)
+    sg.unknown_fields = s.get(UNKNOWN)
     tensors = [_tensor(t, buffer_at) for t in s.get("tensors", [])]
     for t in tensors:
         sg.graph.add_node(t)
@@ -189,7 +223,7 @@ def _subgraph(model: Model, index: int, s: dict, opcodes, buffer_at, file_view) 
                 f"{who} in subgraph {index} refers to operator code {oi}, "
                 f"the model has {len(opcodes)}"
             )
-        code, custom_code, version = opcodes[oi]
+        code, custom_code, version, code_unknown = opcodes[oi]
         op = Operator(
             code,
             [tensor(i, who) for i in o.get("inputs", ())],
@@ -203,6 +237,8 @@ def _subgraph(model: Model, index: int, s: dict, opcodes, buffer_at, file_view) 
             o.get("mutating_variable_inputs"),
             [tensor(i, who) for i in o.get("intermediates", ())],
             o.get("debug_metadata_index", -1),
+            o.get(UNKNOWN),
+            code_unknown,
         )
         large = o.get("large_custom_options_offset", 0)
         if large > 1:
@@ -235,6 +271,7 @@ def _tensor(t: dict, buffer_at) -> Tensor:
         sparsity=t.get("sparsity"),
         has_rank=t.get("has_rank", False),
         variant_tensors=t.get("variant_tensors"),
+        unknown_fields=t.get(UNKNOWN),
     )
 
 

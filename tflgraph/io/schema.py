@@ -9,6 +9,26 @@ file raises `SchemaError`, never reads out of range); `write_table` encodes such
 Options tables the `tflite` package does not know (or known ones carrying fields it does not
 know) are kept as `RawTable`: the table's inline bytes and vtable, re-emitted unchanged. That
 is exact for tables of scalars, which all TFLite options tables to date are.
+
+Any other table keeps the fields it carries beyond this schema (an older converter's field, a
+field newer than the `tflite` package) under `UNKNOWN` in its dict, slot -> `RawField`; the
+writer re-emits them at their slots. A field's type is not in the file, so each is judged by
+its inline bytes, which run up to the next field of the table or the table's end:
+- a field older schemas defined (HISTORIC_STRINGS: SignatureDef's `key`) is that string;
+- bytes that, read as a 4-byte offset (a 4-aligned field), point 4-aligned past the end of the
+  table, at nothing a known field of the table points to, are an offset: to a string (UTF-8
+  without NUL, NUL-terminated) kept as that string; to anything else (a vector, a table: data
+  of unknown shape that cannot be copied faithfully) dropped and reported in
+  `Reader.dropped` (the CLI warns once) rather than written back as a dangling offset;
+- any other field is a scalar: its bytes are kept at the widest of 8, 4, 2, 1 that fits
+  before the next field and that its position is aligned to (`fit_width`, as RawTable does),
+  which covers the scalar whole (a narrower one plus the zero padding after it: flatbuffers
+  are little-endian, so a reader that knows the type reads the same value), and written back
+  aligned to that width. (Structs wider than 8 bytes would be cut: TFLite has no structs.)
+The judgement is a heuristic only for new fields: a scalar whose value happens to be such an
+offset is taken for one (a string it points to is written back as a string, so the number
+changes; otherwise it is dropped with the warning). A reader can do no better without the
+field's type.
 """
 
 from __future__ import annotations
@@ -407,6 +427,13 @@ _FLAG_DTYPES = {
 # --------------------------------------------------------------------------- reading
 
 
+def fit_width(pos: int, room: int) -> int:
+    """The width of a scalar of unknown type at `pos` with `room` bytes before the next field:
+    the widest of 8, 4, 2, 1 that fits and that `pos` is aligned to. A scalar's width is one
+    of those, it is aligned to it and fits, so the bytes read cover it whole."""
+    return max(s for s in (8, 4, 2, 1) if s <= room and pos % s == 0)
+
+
 @dataclass
 class RawTable:
     """An options table kept byte for byte: `inline` holds the table's data after its soffset,
@@ -423,7 +450,7 @@ class RawTable:
         out = {}
         for i, (off, slot) in enumerate(present):
             stop = present[i + 1][0] if i + 1 < len(present) else end
-            out[slot] = (off, max(s for s in (8, 4, 2, 1) if s <= stop - off and off % s == 0))
+            out[slot] = (off, fit_width(off, stop - off))
         return out
 
     def values(self) -> dict[int, int]:
@@ -441,6 +468,40 @@ class RawTable:
         )
 
 
+UNKNOWN = "unknown_fields"  # a table dict's key for the fields this schema does not know
+# fields older schemas had at slots the current one leaves unnamed, known to be strings:
+# SignatureDef's `key` (TF 2.5-2.6 converters; `deprecated_tag` since)
+HISTORIC_STRINGS = {("SignatureDef", 3)}
+
+
+@dataclass(frozen=True, eq=False)
+class RawField:
+    """A field this schema does not know (see the module docstring): kind "inline" holds its
+    inline bytes (1, 2, 4 or 8 of them, re-emitted aligned to their size); kind "string"
+    holds the bytes of the string it points to."""
+
+    kind: str
+    data: bytes
+
+    def value(self) -> int | str:
+        """The value as a reader that knows the field sees it: an inline field as the
+        unsigned little-endian integer of its bytes (the field's own bytes and any zero
+        padding after them), a string as text."""
+        if self.kind == "string":
+            return self.data.decode("utf-8", "surrogateescape")
+        return int.from_bytes(self.data, "little")
+
+    def _key(self):
+        # the padding a table's layout put after an inline field is zeros: not part of it
+        return self.kind, self.data if self.kind == "string" else self.data.rstrip(b"\0")
+
+    def __eq__(self, other):
+        return isinstance(other, RawField) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+
 class Reader:
     """Bounds-checked access to a flatbuffer held in a bytes-like object."""
 
@@ -448,6 +509,7 @@ class Reader:
         self.buf = buf
         self.size = len(buf)
         self.mv = memoryview(buf)
+        self.dropped: list[str] = []  # "Table slot N" of unknown offset fields not kept
 
     def _check(self, pos: int, n: int, what: str) -> None:
         if pos < 0 or n < 0 or pos + n > self.size:
@@ -498,8 +560,10 @@ class Reader:
             raise SchemaError(f"{what} at byte {start} runs past the end of the file")
         return start + 4, n
 
-    def read_table(self, pos: int, table_spec: TableSpec) -> dict:
-        """Decode the table at `pos`: present fields only (absent ones take defaults later)."""
+    def read_table(self, pos: int, table_spec: TableSpec, keep_unknown: bool = True) -> dict:
+        """Decode the table at `pos`: present fields only (absent ones take defaults later).
+        Fields the schema does not know go under UNKNOWN (or raise _UnknownField when not
+        `keep_unknown`)."""
         slots = self.vtable(pos, table_spec.name)
         out = {}
         plan = table_spec.by_slot["plan"]
@@ -508,7 +572,12 @@ class Reader:
             if not off:
                 continue
             if slot >= len(plan) or plan[slot] is None:
-                raise _UnknownField(table_spec.name, slot)
+                if not keep_unknown:
+                    raise _UnknownField(table_spec.name, slot)
+                unknown = self.unknown_field(pos, slots, slot, table_spec)
+                if unknown is not None:
+                    out.setdefault(UNKNOWN, {})[slot] = unknown
+                continue
             f, kind, extra = plan[slot]
             at = pos + off
             if kind == "scalar":
@@ -539,17 +608,69 @@ class Reader:
         name = UNIONS[union].get(type_code)
         if name is not None:
             try:
-                return Options(name, self.read_table(pos, spec(name)))
+                return Options(name, self.read_table(pos, spec(name), keep_unknown=False))
             except _UnknownField:
                 pass
         return self.raw_table(pos, type_code)
 
     def raw_table(self, pos: int, type_code: int) -> RawTable:
         slots = self.vtable(pos, "options table")
-        obj_size = struct.unpack_from(
-            "<H", self.buf, pos - struct.unpack_from("<i", self.buf, pos)[0] + 2
-        )[0]
+        obj_size = self.table_size(pos)
         return RawTable(type_code, bytes(self.mv[pos + 4 : pos + obj_size]), tuple(slots))
+
+    def table_size(self, pos: int) -> int:
+        """The inline size of the table at `pos` (after vtable() checked it)."""
+        return _HH(self.buf, pos - _I32(self.buf, pos)[0])[1]
+
+    def unknown_field(self, pos: int, slots, slot: int, table_spec: TableSpec) -> RawField | None:
+        """The unknown field `slot` of the table at `pos`, judged as the module docstring
+        says; None (and a note in `dropped`) for an offset to data of unknown shape."""
+        end = self.table_size(pos)
+        off = slots[slot]
+        stop = min((o for o in slots if o > off), default=end)
+        at = pos + off
+        width = fit_width(at, stop - off)
+        target = at + _U32(self.buf, at)[0] if width >= 4 else -1
+        points_out = target % 4 == 0 and pos + end <= target and target + 4 <= self.size
+        name = table_spec.name
+        if (name, slot) in HISTORIC_STRINGS:
+            text = self._string_at(target, strict=False) if points_out else None
+            if text is None:
+                raise SchemaError(f"{name} field {slot} at byte {at} is not a string")
+            return RawField("string", text)
+        if points_out and target not in self._known_targets(pos, slots, table_spec):
+            text = self._string_at(target, strict=True)
+            if text is not None:
+                return RawField("string", text)
+            self.dropped.append(f"{name} slot {slot}")
+            return None
+        return RawField("inline", bytes(self.mv[at : at + width]))
+
+    def _known_targets(self, pos: int, slots, table_spec: TableSpec) -> set[int]:
+        """Where the known offset fields of the table at `pos` point (an unknown field
+        pointing there too is a scalar that happens to: each object has one referrer)."""
+        plan = table_spec.by_slot["plan"]
+        return {
+            pos + o + self.u32(pos + o)
+            for s, o in enumerate(slots)
+            if o and s < len(plan) and plan[s] is not None and plan[s][1] != "scalar"
+        }
+
+    def _string_at(self, pos: int, strict: bool) -> bytes | None:
+        """The bytes of a well-formed string at `pos` (length, bytes, NUL), else None;
+        `strict`: only UTF-8 text without NUL counts (TFLite's strings are names)."""
+        n = _U32(self.buf, pos)[0]
+        if pos + 4 + n >= self.size or self.buf[pos + 4 + n] != 0:
+            return None
+        text = bytes(self.mv[pos + 4 : pos + 4 + n])
+        if strict:
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            if b"\0" in text:
+                return None
+        return text
 
 
 class _UnknownField(SchemaError):
@@ -597,12 +718,24 @@ def write_table(builder: flatbuffers.Builder, table_spec: TableSpec, values: dic
         else:
             continue
         offsets.append((f.slot, off))
-    builder.StartObject(table_spec.num_slots)
+    unknown = values.get(UNKNOWN) or {}
+    inline = []
+    for slot, raw in unknown.items():
+        if raw.kind == "string":
+            offsets.append((slot, builder.CreateString(raw.data)))
+        else:
+            inline.append((slot, raw))
+    builder.StartObject(max(table_spec.num_slots, max(unknown, default=-1) + 1))
     vtable = builder.current_vtable
     for slot, off in offsets:
         builder.Prep(4, 0)
         builder.head -= 4
         _U32_STRUCT.pack_into(builder.Bytes, builder.head, len(builder.Bytes) - builder.head - off)
+        vtable[slot] = len(builder.Bytes) - builder.head
+    for slot, raw in inline:
+        builder.Prep(len(raw.data), 0)
+        builder.head -= len(raw.data)
+        builder.Bytes[builder.head : builder.head + len(raw.data)] = raw.data
         vtable[slot] = len(builder.Bytes) - builder.head
     for f, st in table_spec.by_slot["scalars"]:
         v = scalars.get(f.name)

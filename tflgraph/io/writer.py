@@ -20,6 +20,7 @@ from tflgraph.errors import TflgraphError
 from tflgraph.io.schema import (
     FILE_IDENTIFIER,
     PLACEHOLDER_FOR_GREATER_OP_CODES,
+    UNKNOWN,
     Offset,
     Options,
     spec,
@@ -144,6 +145,11 @@ def _options_for_writing(opts, sg_index: dict):
     return out
 
 
+def _frozen(fields: dict | None) -> tuple | None:
+    """Unknown fields as part of a dict key (ops share an OperatorCode when theirs agree)."""
+    return tuple(sorted(fields.items())) if fields else None
+
+
 def _create_aligned_bytes(builder: flatbuffers.Builder, data: np.ndarray) -> int:
     mv = memoryview(np.ascontiguousarray(data)).cast("B")
     n = len(mv)
@@ -172,7 +178,7 @@ def _build(model: Model, external_buffers: bool | None = None):
         ops = sg.operators
         op_codes = []
         for op in ops:
-            key = (op.opcode, op.custom_code, op.version)
+            key = (op.opcode, op.custom_code, op.version, _frozen(op.code_unknown_fields))
             op_codes.append(opcodes.setdefault(key, len(opcodes)))
         plans.append((sg, tensors, tindex, tbuf, ops, op_codes))
     metadata = [(name, buffers.index(buf)) for name, buf in model.metadata]
@@ -210,7 +216,7 @@ def _build(model: Model, external_buffers: bool | None = None):
 
     sg_tables = [_write_subgraph(builder, plan, sg_index) for plan in plans]
     oc_tables = []
-    for code, custom, version in opcodes:
+    for code, custom, version, unknown in opcodes:
         oc_tables.append(
             write_table(
                 builder,
@@ -220,6 +226,7 @@ def _build(model: Model, external_buffers: bool | None = None):
                     "custom_code": custom,
                     "version": version,
                     "builtin_code": code,
+                    UNKNOWN: dict(unknown) if unknown else None,
                 },
             )
         )
@@ -235,6 +242,7 @@ def _build(model: Model, external_buffers: bool | None = None):
                     "outputs": [{"name": n, "tensor_index": tindex[id(t)]} for n, t in sd.outputs],
                     "signature_key": sd.key,
                     "subgraph_index": sg_index[sd.subgraph],
+                    UNKNOWN: sd.unknown_fields,
                 },
             )
         )
@@ -252,6 +260,7 @@ def _build(model: Model, external_buffers: bool | None = None):
             "signature_defs": Offset(write_offset_vector(builder, sig_tables))
             if sig_tables
             else None,
+            UNKNOWN: model.unknown_fields,
         },
     )
     builder.Finish(root, file_identifier=FILE_IDENTIFIER)
@@ -297,6 +306,7 @@ def _write_subgraph(builder, plan, sg_index) -> int:
                     ),
                     "has_rank": t.has_rank,
                     "variant_tensors": t.variant_tensors,
+                    UNKNOWN: t.unknown_fields,
                 },
             )
         )
@@ -317,6 +327,7 @@ def _write_subgraph(builder, plan, sg_index) -> int:
                     "intermediates": idx(op.intermediates) if op.intermediates else None,
                     "builtin_options_2": _options_for_writing(op.options2, sg_index),
                     "debug_metadata_index": op.debug_metadata_index,
+                    UNKNOWN: op.unknown_fields,
                 },
             )
         )
@@ -330,5 +341,6 @@ def _write_subgraph(builder, plan, sg_index) -> int:
             "operators": Offset(write_offset_vector(builder, op_tables)),
             "name": sg.name or None,
             "debug_metadata_index": sg.debug_metadata_index,
+            UNKNOWN: sg.unknown_fields,
         },
     )

@@ -140,7 +140,7 @@ def _load_errors(runtime: str, data: bytes) -> str:
 
             Interpreter(model_content=data)
     except Exception as e:  # the runtime's own error text says why
-        os.write(2, str(e).encode())
+        os.write(2, f"\n{e}\n".encode())  # a line of its own after what the runtime printed
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -22,6 +22,7 @@ _TENSOR_FIELDS = (
     "sparsity",
     "has_rank",
     "variant_tensors",
+    "unknown_fields",
 )
 
 
@@ -86,6 +87,8 @@ def model_diff(a: Model, b: Model, limit: int = 20) -> list[str]:
             "custom_options_format",
             "mutating_variable_inputs",
             "debug_metadata_index",
+            "unknown_fields",
+            "code_unknown_fields",
         ):
             check(f"{where}.{f}", getattr(x, f), getattr(y, f))
         tensors(f"{where}.inputs", x.inputs, y.inputs)
@@ -94,11 +97,13 @@ def model_diff(a: Model, b: Model, limit: int = 20) -> list[str]:
 
     check("version", a.version, b.version)
     check("description", a.description, b.description)
+    check("unknown_fields", a.unknown_fields, b.unknown_fields)
     check("subgraph count", len(sa), len(sb))
     for i, (x, y) in enumerate(zip(sa, sb)):
         where = f"subgraph {i}"
         check(f"{where}.name", x.name, y.name)
         check(f"{where}.debug_metadata_index", x.debug_metadata_index, y.debug_metadata_index)
+        check(f"{where}.unknown_fields", x.unknown_fields, y.unknown_fields)
         tensors(f"{where}.inputs", x.inputs, y.inputs)
         tensors(f"{where}.outputs", x.outputs, y.outputs)
         ox, oy = x.operators, y.operators
@@ -114,6 +119,7 @@ def model_diff(a: Model, b: Model, limit: int = 20) -> list[str]:
         where = f"signature {x.key!r}"
         check(f"{where}.key", x.key, y.key)
         check(f"{where}.subgraph", x.subgraph, y.subgraph)
+        check(f"{where}.unknown_fields", x.unknown_fields, y.unknown_fields)
         for side in ("inputs", "outputs"):
             xs, ys = getattr(x, side), getattr(y, side)
             check(f"{where}.{side} names", [n for n, _ in xs], [n for n, _ in ys])
