@@ -206,7 +206,7 @@ def test_unknown_pass_and_bad_arguments(tmp_path):
 def test_messages_end_their_lines(tmp_path):
     """Each error and warning is one line ended by a newline, also when the text it reports
     has line breaks of its own, and a warning and the error after it never share a line."""
-    assert_clean_error(run_cli("optimize", "a", "b"), "unrecognized arguments: b")
+    assert_clean_error(run_cli("optimize", "a", "b"), "the output path goes after -o")
     plugin = tmp_path / "plugin.py"
     plugin.write_text('raise RuntimeError("first\\nsecond\\r\\nthird")\n')
     assert_clean_error(run_cli("passes", "--load", plugin), "first; second; third")
