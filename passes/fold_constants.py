@@ -28,6 +28,7 @@ import numpy as np
 
 from tflgraph.channels.layers import is_quantized
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.legalize import replace_by_constants
 from tflgraph.pipeline import Option, Pass, has_side_effects, register
 from tflgraph.reference.equivalence import can_evaluate
 from tflgraph.reference.interpreter import EvaluationError, UnsupportedOp, evaluate_tensors
@@ -88,10 +89,7 @@ class FoldConstants(Pass):
                 f"{self.max_bytes} (the target runs it)"
             )
             return False
-        for t, v in zip(outputs, values):
-            const = sg.new_constant(np.asarray(v, t.dtype), t.name)
-            sg.replace_all_uses(t, const)
-            t.name, const.name = const.name, t.name
+        replace_by_constants(sg, outputs, values)
         return True
 
 

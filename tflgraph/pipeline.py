@@ -56,6 +56,8 @@ LOOP_PASSES = [
 PIPELINES: dict[str, list[str]] = {
     "default": [
         "freeze-shapes",
+        "densify-weights",  # these two: --target tflm/any only (TFLM lacks the ops)
+        "float16-weights",
         "fold-constants",
         "strip-dead-channels",
         "fuse-lstm",
