@@ -56,8 +56,10 @@ LOOP_PASSES = [
 PIPELINES: dict[str, list[str]] = {
     "default": [
         "freeze-shapes",
-        "densify-weights",  # these two: --target tflm/any only (TFLM lacks the ops)
+        "densify-weights",  # these four: --target tflm/any only (TFLM lacks the ops)
         "float16-weights",
+        "reduce-any-for-tflm",
+        "gather-bool-for-tflm",
         "fold-constants",
         "strip-dead-channels",
         "fuse-lstm",
