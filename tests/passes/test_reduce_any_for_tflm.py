@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import (
+    as_bytes,
     assert_gives_litert_reference,
     assert_same_outputs,
-    as_bytes,
     assert_second_run_changes_nothing,
     changed,
     fixture,
