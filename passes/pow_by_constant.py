@@ -9,8 +9,9 @@ Rewrite:   e = 1: x              e = 2: MUL(x, x)          e = 3: MUL(MUL(x, x),
 Exact:     LiteRT's own POW is not correctly rounded: it is within 1 ulp of x**e rounded
            once, and saturates an overflow to +-FLT_MAX instead of inf. MUL, DIV and SQRT
            round x*x, 1/x, sqrt(x) once (IEEE; LiteRT's XNNPACK SQRT is 1 ulp off), so for
-           e = 2, 0.5, -1 the rewrite is the correctly rounded x**e; e = 3 and -0.5 are within 1 ulp of it (two roundings;
-           RSQRT's own approximation); e = 1 and 0 are bit-exact (pow(x, 0) = 1 for NaN too).
+           e = 2, 0.5, -1 the rewrite is the correctly rounded x**e; e = 3 and -0.5 are
+           within 1 ulp of it (two roundings; RSQRT's own approximation); e = 1 and 0 are
+           bit-exact (pow(x, 0) = 1 for NaN too).
            Negative bases: x**0.5 and x**-0.5 are NaN, as SQRT and RSQRT of a negative are;
            integer exponents keep the sign. Measured on 40,000 floats over the whole range
            (tests/passes/test_pow_by_constant.py), in LiteRT and TFLM: every result within
