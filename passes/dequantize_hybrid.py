@@ -26,7 +26,8 @@ Checked:   hence the pass is opt-in (not in the default pipeline: `optimize` ver
            is within 2e-2 of max|y| of the hybrid original in LiteRT (measured 2e-3 to 6e-3).
 Target:    `tflm` only (`any` keeps the hybrid op, which LiteRT runs, and TFLM does not
            either way; `litert` runs hybrid kernels well). The weights grow 4x: the summary
-           prints the cost. For int8 weights on TFLM, quantize the whole model
+           prints the cost; `optimize --target tflm` names hybrid layers it leaves
+           (runtime.targets.hybrid_layers). For int8 weights on TFLM, quantize the whole model
            (`tflgraph quantize`, planned): int8 activations and weights, which TFLM runs.
 Invariant: shapes, op types and every float operand unchanged; only int8 weight operands
            of float layers become float32.
@@ -38,8 +39,7 @@ import numpy as np
 
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
-
-HYBRID_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+from tflgraph.runtime.targets import is_hybrid, is_int8_weight
 
 
 @register("dequantize-hybrid")
@@ -53,18 +53,14 @@ class DequantizeHybrid(Pass):
             return False
         for sg in model.subgraphs:
             for op in list(sg.iter_ops()):
-                if op.type in HYBRID_OPS:
+                if is_hybrid(op):
                     self._dequantize(sg, op)
         return bool(self.stats["layers"])
 
     def _dequantize(self, sg: Subgraph, op: Operator) -> None:
-        x = op.inputs[0]
-        if x is None or x.dtype != np.float32:
-            return  # a float or fully quantized layer: not hybrid
-        hybrid = [(i, w) for i, w in enumerate(op.inputs[1:], 1) if _int8_weight(w)]
-        if not hybrid:
-            return
-        for i, w in hybrid:
+        for i, w in enumerate(list(op.inputs)):
+            if i == 0 or not is_int8_weight(w):
+                continue
             dense = sg.new_constant(dequantized(w), f"{w.name}_float")
             sg.set_input(op, i, dense)
             self.stats["bytes_before"] += w.buffer.nbytes
@@ -80,17 +76,6 @@ class DequantizeHybrid(Pass):
             f"{before:,} -> {after:,} bytes ({after - before:+,})",
             "for int8 weights on TFLM, quantize the whole model (tflgraph quantize, planned)",
         ]
-
-
-def _int8_weight(w: Tensor | None) -> bool:
-    q = (w.quantization or {}) if w is not None else {}
-    return (
-        w is not None
-        and w.type_name == "INT8"
-        and w.is_constant
-        and w.sparsity is None
-        and np.asarray(q.get("scale", [])).size > 0
-    )
 
 
 def dequantized(w: Tensor) -> np.ndarray:

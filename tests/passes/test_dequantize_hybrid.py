@@ -102,3 +102,19 @@ def test_int8_and_float_models_stay(name):
 def test_tflm_cannot_run_the_hybrid_original():
     with pytest.raises(runtimes.RuntimeUnavailable, match="INT8|allocate"):
         outputs_in(fixture("k3_lstm_dynrange"), "tflm")
+
+
+def test_optimize_points_tflm_users_to_the_pass_and_prints_the_size_cost(tmp_path, capsys):
+    from tflgraph import cli
+
+    floats, out = tmp_path / "float.tflite", tmp_path / "out.tflite"
+    name = str(fixture("k3_lstm_dynrange"))
+    assert cli.main(["optimize", name, "-o", str(out), "--target", "tflm"]) == 0
+    assert "2 hybrid layer(s) (int8 weights, float activations) TFLM" in capsys.readouterr().out
+    step1 = ["optimize", name, "-o", str(floats), "--target", "tflm", "--no-verify"]
+    assert cli.main(step1 + ["--passes", "dequantize-hybrid"]) == 0
+    said = capsys.readouterr().out
+    assert "8,192 -> 32,768 bytes (+24,576)" in said and "tflgraph quantize" in said
+    assert cli.main(["optimize", str(floats), "-o", str(out), "--target", "tflm"]) == 0
+    said = capsys.readouterr().out
+    assert "verified: outputs equal in litert, tflm" in said and "hybrid" not in said
