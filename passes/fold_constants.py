@@ -11,7 +11,8 @@ Kept:      ops with side effects or subgraphs (WHILE, IF, CALL_ONCE, VAR_HANDLE,
            computes a constant-only op once, at Prepare, so the variable tensors a fused
            sequence op updates in place are (re)set by a FILL or RESHAPE of constants every
            invoke (tflgraph.rnn.rewrite) and must never become constants themselves;
-           DEQUANTIZE and DENSIFY (they keep weights small on purpose); and ops
+           DEQUANTIZE and DENSIFY (they keep weights small on purpose; for TFLM,
+           float16-weights and densify-weights expand them); and ops
            whose constant would be larger than `max_bytes` (a FILL of a big buffer: the op
            is cheap and the file would grow), unless the target cannot run the op (RANK,
            REDUCE_PROD, TILE fold on TFLM whatever their size).

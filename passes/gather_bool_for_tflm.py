@@ -19,7 +19,7 @@ from functools import partial
 
 import numpy as np
 
-from tflgraph.io.schema import new_options, tensor_type_of
+from tflgraph.io.schema import Options, new_options, tensor_type_of
 from tflgraph.ir import Model, Operator, Subgraph
 from tflgraph.legalize import needs_tflm
 from tflgraph.pipeline import Pass, register
@@ -51,7 +51,7 @@ class GatherBoolForTflm(Pass):
         ops = {
             op,
             sg.add_op("CAST", [x], [x8], _cast(np.bool_, np.int8)),
-            sg.add_op("GATHER", [x8, *op.inputs[1:]], [y8], op.options),
+            sg.add_op("GATHER", [x8, *op.inputs[1:]], [y8], _copy(op.options)),
             sg.add_op("CAST", [y8], [new_y], _cast(np.int8, np.bool_)),
         }
         why = check_equal(sg, y, new_y, region=ops, feeds=partial(_feeds, op))
@@ -80,3 +80,8 @@ def _feeds(op: Operator, rng: np.random.Generator) -> dict:
         n = x.shape[axis]
         feeds[indices] = rng.integers(0, n, indices.shape).astype(indices.dtype)
     return feeds
+
+
+def _copy(options: Options | None) -> Options | None:
+    """The old op's options for the new one (never shared between ops)."""
+    return Options(options.kind, options) if options is not None else None
