@@ -11,7 +11,8 @@ Kept:      ops with side effects or subgraphs (WHILE, IF, CALL_ONCE, VAR_HANDLE,
            computes a constant-only op once, at Prepare, so the variable tensors a fused
            sequence op updates in place are (re)set by a FILL or RESHAPE of constants every
            invoke (tflgraph.rnn.rewrite) and must never become constants themselves;
-           DEQUANTIZE and DENSIFY (they keep weights small on purpose); and ops
+           DEQUANTIZE and DENSIFY (they keep weights small on purpose; for TFLM,
+           float16-weights and densify-weights expand them); and ops
            whose constant would be larger than `max_bytes` (a FILL of a big buffer: the op
            is cheap and the file would grow), unless the target cannot run the op (RANK,
            REDUCE_PROD, TILE fold on TFLM whatever their size).
@@ -28,6 +29,7 @@ import numpy as np
 
 from tflgraph.channels.layers import is_quantized
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.legalize import replace_by_constants
 from tflgraph.pipeline import Option, Pass, has_side_effects, register
 from tflgraph.reference.equivalence import can_evaluate
 from tflgraph.reference.interpreter import EvaluationError, UnsupportedOp, evaluate_tensors
@@ -88,10 +90,7 @@ class FoldConstants(Pass):
                 f"{self.max_bytes} (the target runs it)"
             )
             return False
-        for t, v in zip(outputs, values):
-            const = sg.new_constant(np.asarray(v, t.dtype), t.name)
-            sg.replace_all_uses(t, const)
-            t.name, const.name = const.name, t.name
+        replace_by_constants(sg, outputs, values)
         return True
 
 

@@ -94,11 +94,11 @@ def test_run_passes_gives_the_target_to_every_pass():
 
 def test_optimize_target_reaches_the_passes(tmp_path, capsys):
     out = tmp_path / "m.tflite"
-    args = ["optimize", str(fixture("k3_lstm_masked")), "-o", str(out), "--no-verify"]
+    args = ["optimize", str(fixture("dead_k3_lstm_topk")), "-o", str(out), "--no-verify"]
     assert cli.main(args + ["--target", "litert"]) == 0
     assert "has ops" not in capsys.readouterr().out
     assert cli.main(args + ["--target", "tflm"]) == 0
-    assert "has ops tflm cannot run: REDUCE_ANY x2" in capsys.readouterr().out
+    assert "has ops tflm cannot run: TOPK_V2 x1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

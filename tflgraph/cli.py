@@ -30,7 +30,13 @@ from tflgraph.pipeline import (
 )
 from tflgraph.reference.equivalence import check_models
 from tflgraph.runtime import tflm_check
-from tflgraph.runtime.targets import SHAPE_PROBLEMS, TARGETS, shape_problems, unsupported_ops
+from tflgraph.runtime.targets import (
+    SHAPE_PROBLEMS,
+    TARGETS,
+    hybrid_layers,
+    shape_problems,
+    unsupported_ops,
+)
 from tflgraph.runtime.verify import verify
 from tflgraph.tools.dot import dot_after, to_dot
 from tflgraph.tools.dot import write as write_dot
@@ -311,6 +317,13 @@ def cmd_optimize(args) -> int:
     if missing and not args.quiet:
         who = "TFLM or LiteRT" if args.target == "any" else args.target
         print(f"note: {output} has ops {who} cannot run: {_fmt_counts(missing)}")
+    hybrid = hybrid_layers(model) if args.target != "litert" else []
+    if hybrid and not args.quiet:
+        print(
+            f"note: {output} has {len(hybrid)} hybrid layer(s) (int8 weights, float "
+            "activations) TFLM cannot run: --passes dequantize-hybrid --no-verify gives them "
+            "float weights, then optimize that file (`tflgraph passes` says why)"
+        )
     shapes = shape_problems(model) if args.target != "litert" else {}
     if any(shapes.values()) and not args.quiet:
         counts = ", ".join(f"{len(v)} {SHAPE_PROBLEMS[k]}" for k, v in shapes.items() if v)

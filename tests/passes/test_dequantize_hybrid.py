@@ -1,0 +1,120 @@
+"""dequantize-hybrid (opt-in, --target tflm): hybrid layers (int8 weights, float activations),
+which TFLM cannot run, get float32 weights; TFLM then runs them with LiteRT's outputs for the
+same float model. Against the hybrid original in LiteRT the outputs differ by the activation
+quantization of LiteRT's hybrid kernels (that is why the pass is opt-in), within 2e-2 of
+max|y|; a whole-model int8 model, a float model and --target any/litert stay."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from helpers import (
+    assert_gives_litert_reference,
+    assert_second_run_changes_nothing,
+    changed,
+    fixture,
+    outputs_in,
+    run,
+)
+
+import tflgraph
+from tflgraph.pipeline import resolve, run_passes
+from tflgraph.reference import kernels
+from tflgraph.runtime import runtimes
+from tflgraph.runtime.targets import unsupported_ops
+
+PASSES = ["dequantize-hybrid", "cleanup"]
+HYBRID = ["k3_lstm_dynrange", "tfk_lstm_fused_dynrange", "dead_k3_lstm_hybrid"]
+
+
+def int8_weights_of_float_layers(model) -> int:
+    return sum(
+        1
+        for sg in model.subgraphs
+        for op in sg.iter_ops()
+        if op.inputs and op.inputs[0] is not None and op.inputs[0].type_name == "FLOAT32"
+        for t in op.inputs[1:]
+        if t is not None and t.type_name == "INT8"
+    )
+
+
+def two_steps(name):
+    """The documented route: dequantize-hybrid alone (the float reference), then the default
+    pipeline on that, verified against it. Returns (reference, optimized, records)."""
+    reference, records = run(name, PASSES, target="tflm")
+    model = tflgraph.load(tflgraph.to_bytes(reference))
+    run_passes(model, resolve("default"), check_each=True, target="tflm")
+    return reference, model, records
+
+
+@pytest.mark.parametrize("name", HYBRID)
+def test_hybrid_layers_get_float_weights_and_run_in_tflm(name):
+    assert int8_weights_of_float_layers(tflgraph.load(fixture(name))) > 0
+    reference, model, records = two_steps(name)
+    assert changed(records, "dequantize-hybrid") and int8_weights_of_float_layers(reference) == 0
+    stats = next(r.stats for r in records if r.name == "dequantize-hybrid")
+    assert stats["bytes_after"] == 4 * stats["bytes_before"]
+    assert unsupported_ops(model, "tflm") == {}
+    # the float model runs in TFLM with LiteRT's outputs of the float reference
+    assert_gives_litert_reference(reference, model)
+    # against the hybrid original: the activation quantization error, no more
+    hybrid, floats = outputs_in(fixture(name), "litert"), outputs_in(reference, "litert")
+    errors = [
+        np.abs(a - b).max() / max(1.0, np.abs(a).max())
+        for w, g in zip(hybrid, floats)
+        for a, b in zip(w, g)
+    ]
+    assert 1e-5 < max(errors) < 2e-2
+    assert_second_run_changes_nothing(name, PASSES, "tflm")
+
+
+def test_weights_are_the_reference_dequantize_per_channel():
+    original = tflgraph.load(fixture("k3_lstm_dynrange"))
+    model, _ = run("k3_lstm_dynrange", PASSES, target="tflm")
+    for sg_old, sg_new in zip(original.subgraphs, model.subgraphs):
+        fcs = zip(sg_old.ops_of_type("FULLY_CONNECTED"), sg_new.ops_of_type("FULLY_CONNECTED"))
+        for old, new in fcs:
+            w = old.inputs[1]
+            assert w.quantization["scale"].size > 1  # per output channel
+            deq = SimpleNamespace(inputs=[w])  # the DEQUANTIZE kernel reads its operand's scales
+            np.testing.assert_array_equal(new.inputs[1].data, kernels.dequantize(deq, w.data))
+
+
+def test_the_float_loop_fuses_after_dequantizing():
+    _, model, _ = two_steps("k3_lstm_dynrange")
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in model.op_counts()
+
+
+@pytest.mark.parametrize("target", ["any", "litert"])
+def test_other_targets_keep_hybrid_layers(target):
+    model, records = run("k3_lstm_dynrange", PASSES, target=target)
+    assert not changed(records, "dequantize-hybrid") and int8_weights_of_float_layers(model)
+
+
+@pytest.mark.parametrize("name", ["cnn_int8", "mlp"])
+def test_int8_and_float_models_stay(name):
+    _, records = run(name, PASSES, target="tflm")
+    assert not changed(records, "dequantize-hybrid")
+
+
+def test_tflm_cannot_run_the_hybrid_original():
+    with pytest.raises(runtimes.RuntimeUnavailable, match="INT8|allocate"):
+        outputs_in(fixture("k3_lstm_dynrange"), "tflm")
+
+
+def test_optimize_points_tflm_users_to_the_pass_and_prints_the_size_cost(tmp_path, capsys):
+    from tflgraph import cli
+
+    floats, out = tmp_path / "float.tflite", tmp_path / "out.tflite"
+    name = str(fixture("k3_lstm_dynrange"))
+    assert cli.main(["optimize", name, "-o", str(out), "--target", "tflm"]) == 0
+    assert "2 hybrid layer(s) (int8 weights, float activations) TFLM" in capsys.readouterr().out
+    step1 = ["optimize", name, "-o", str(floats), "--target", "tflm", "--no-verify"]
+    assert cli.main(step1 + ["--passes", "dequantize-hybrid"]) == 0
+    said = capsys.readouterr().out
+    assert "8,192 -> 32,768 bytes (+24,576)" in said and "tflgraph quantize" in said
+    assert cli.main(["optimize", str(floats), "-o", str(out), "--target", "tflm"]) == 0
+    said = capsys.readouterr().out
+    assert "verified: outputs equal in litert, tflm" in said and "hybrid" not in said
