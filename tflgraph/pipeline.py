@@ -57,6 +57,7 @@ PIPELINES: dict[str, list[str]] = {
     "default": [
         "freeze-shapes",
         "fold-constants",
+        "lower-tensor-lists",
         "strip-dead-channels",
         "fuse-lstm",
         *LOOP_PASSES,
