@@ -36,7 +36,7 @@ from tflgraph.io.schema import tensor_type_of
 from tflgraph.ir import Model, Operator, Snapshot, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
 from tflgraph.reference.equivalence import compare, random_feed, region_inputs
-from tflgraph.reference.interpreter import evaluate_tensors
+from tflgraph.reference.interpreter import EvaluationError, UnsupportedOp, evaluate_tensors
 from tflgraph.rnn.loops import const_value, subgraph_users
 from tflgraph.runtime.targets import supports
 
@@ -71,16 +71,16 @@ class LowerTensorLists(Pass):
         try:
             uses, held = _web(model, sg, root.outputs[0])
             shape, dtype = _buffer_type(root, uses)
+            # every value the list's ops give the rest of sg (the WHILE's other results too)
             leaving = [
-                op.outputs[0]
-                for s, op in uses
-                if s is sg and op.type != "WHILE" and op.outputs[0].dtype is not None
+                t for s, op in uses if s is sg for t in op.outputs if t.type_name != "VARIANT"
             ]
             feeds = _feeds(sg, leaving)
-            before = evaluate_tensors(sg, feeds, leaving) if leaving else []
-            after = _rewrite(sg, root, uses, held, shape, dtype, leaving)
-            got = evaluate_tensors(sg, feeds, after) if after else []
-        except _Refused as e:
+            before = evaluate_tensors(sg, feeds, leaving)
+            replaced = _rewrite(sg, root, uses, held, shape, dtype)
+            after = [replaced.get(id(t), t) for t in leaving]
+            got = evaluate_tensors(sg, feeds, after)
+        except (_Refused, EvaluationError, UnsupportedOp) as e:
             snapshot.restore()
             self.explain(f"TensorList {name!r}: left alone: {e}")
             return False
@@ -109,8 +109,7 @@ def _web(model: Model, sg: Subgraph, lst: Tensor):
             raise _Refused(f"{t.name!r} is an output of {s.name!r}")
         for op in s.consumers(t):
             if op.type == "WHILE":
-                for _, nxt in _through_while(model, s, op, t, stack):
-                    returned.add(id(nxt))
+                returned.update(id(x) for x in _through_while(model, s, op, t, stack))
             elif op.type.startswith(FLEX) and op.inputs[0] is t and t not in op.inputs[1:]:
                 if op.type == FLEX + "SetItem":
                     stack.append((s, op.outputs[0]))
@@ -123,56 +122,61 @@ def _web(model: Model, sg: Subgraph, lst: Tensor):
     return uses, held
 
 
-def _through_while(model: Model, s: Subgraph, op: Operator, t: Tensor, stack: list):
-    """Push the tensors that hold list `t` in and after WHILE `op`; yield (body, the body
-    output that returns it)."""
+def _through_while(model: Model, s: Subgraph, op: Operator, t: Tensor, stack: list) -> list:
+    """Push the tensors that hold list `t` in and after WHILE `op` onto `stack`; the body
+    outputs that return it to the next step."""
     cond, body = op.option("cond_subgraph_index"), op.option("body_subgraph_index")
     if subgraph_users(model, cond) != 1 or subgraph_users(model, body) != 1:
         raise _Refused("its WHILE cond or body is shared with another op")
-    ks = [k for k, x in enumerate(op.inputs) if x is t]
-    for k in ks:
+    returned = []
+    for k in [k for k, x in enumerate(op.inputs) if x is t]:
         nxt = body.outputs[k]
         setter = body.producer(nxt)
         if nxt is not body.inputs[k] and (setter is None or setter.type != FLEX + "SetItem"):
             raise _Refused(f"the WHILE body does not return the list at operand {k}")
         stack.extend([(cond, cond.inputs[k]), (body, body.inputs[k]), (s, op.outputs[k])])
-        yield body, nxt
+        returned.append(nxt)
+    return returned
 
 
 def _buffer_type(root: Operator, uses) -> tuple[tuple[int, ...], np.dtype]:
-    """The static [n, *element] shape and the dtype of the list's buffer."""
-    elems, dtypes = [], []
+    """The static [n, *element] shape and the dtype of the list's buffer: the element is what
+    SetItem writes, GetItem reads, Stack stacks (FromTensor splits), and must be the same
+    static shape and dtype everywhere; element_shape operands (-1: any size) must agree."""
     if root.type == FLEX + "FromTensor":
-        n, x = root.inputs[0].shape[0], root.inputs[0]
-        elems.append(tuple(x.shape[1:]))
-        dtypes.append(x.dtype)
+        n = root.inputs[0].shape[0] if root.inputs[0].shape else None
     else:
         n = const_value(root.inputs[1])
-        if n is None or n.size != 1:
-            raise _Refused("the number of elements is not a constant")
-        n = int(n.reshape(()))
-    for _, op in uses:
-        if op.type == FLEX + "SetItem":
-            elems.append(tuple(op.inputs[2].shape))
-            dtypes.append(op.inputs[2].dtype)
-        elif op.type == FLEX + "GetItem":
-            elems.append(tuple(op.outputs[0].shape))
-            dtypes.append(op.outputs[0].dtype)
-        elif op.type == FLEX + "Stack":
-            elems.append(tuple(op.outputs[0].shape[1:]))
-            dtypes.append(op.outputs[0].dtype)
-    hinted = [o.inputs[1] for _, o in uses if o.type.endswith(("Stack", "GetItem"))]
-    for t in [root.inputs[0] if root.type.endswith("Reserve") else None, *hinted]:
-        v = const_value(t) if t is not None else None
-        if v is not None and v.ndim == 1 and v.size and any(e != () for e in elems):
-            known = next(e for e in elems if e != ())
-            if len(v) != len(known) or any(d >= 0 and d != k for d, k in zip(v, known)):
-                raise _Refused(f"element_shape {v.tolist()} disagrees with {list(known)}")
-    if not elems or len(set(elems)) != 1 or len({np.dtype(d) for d in dtypes if d}) != 1:
-        raise _Refused(f"element shapes/dtypes unknown or differ: {sorted(set(elems))}")
-    if any(d is None for d in dtypes):
-        raise _Refused("an element has no numeric dtype")
-    return (n, *elems[0]), np.dtype(dtypes[0])
+        n = int(n.reshape(())) if n is not None and n.size == 1 else None
+    if n is None:
+        raise _Refused("the number of elements is not a constant")
+    elements, hints = [], [root.inputs[1 if root.type.endswith("FromTensor") else 0]]
+    for _, op in [(None, root), *uses]:
+        kind = op.type[len(FLEX) :]
+        if kind in ("FromTensor", "Stack"):
+            t = op.inputs[0] if kind == "FromTensor" else op.outputs[0]
+            elements.append((tuple(t.shape[1:]), t.dtype, t.is_dynamic))
+        elif kind in ("SetItem", "GetItem"):
+            t = op.inputs[2] if kind == "SetItem" else op.outputs[0]
+            elements.append((tuple(t.shape), t.dtype, t.is_dynamic))
+        hints.append(
+            op.inputs[1] if kind == "Stack" else op.inputs[2] if kind == "GetItem" else None
+        )
+    if not elements or len({(e, d) for e, d, _ in elements}) != 1 or elements[0][1] is None:
+        raise _Refused(
+            f"element shapes/dtypes unknown or differ: {sorted({str(e) for e in elements})}"
+        )
+    shape, dtype, _ = elements[0]
+    if any(dynamic for _, _, dynamic in elements):
+        raise _Refused("an element shape is dynamic (freeze-shapes makes it static)")
+    for v in (const_value(t) for t in hints if t is not None):
+        if (
+            v is not None
+            and v.ndim == 1
+            and (len(v) != len(shape) or any(d >= 0 and d != k for d, k in zip(v.tolist(), shape)))
+        ):
+            raise _Refused(f"element_shape {v.tolist()} disagrees with {list(shape)}")
+    return (n, *shape), np.dtype(dtype)
 
 
 def _feeds(sg: Subgraph, wanted: list[Tensor]) -> dict:
@@ -194,9 +198,9 @@ def _feeds(sg: Subgraph, wanted: list[Tensor]) -> dict:
     return feeds
 
 
-def _rewrite(sg: Subgraph, root: Operator, uses, held, shape, dtype, leaving) -> list[Tensor]:
-    """Retype the tensors holding the list to the buffer and replace each op; the tensors
-    that now hold the `leaving` values, in order."""
+def _rewrite(sg: Subgraph, root: Operator, uses, held, shape, dtype) -> dict[int, Tensor]:
+    """Retype the tensors holding the list to the buffer and replace each TensorList op;
+    {id(old result): the tensor that holds its value now}."""
     code = tensor_type_of(dtype)
     for _, t in held:
         t.type, t.shape, t.shape_signature = code, shape, None
@@ -217,7 +221,7 @@ def _rewrite(sg: Subgraph, root: Operator, uses, held, shape, dtype, leaving) ->
         replaced[id(op.outputs[0])] = new = _builtin(s, op, shape, dtype)
         s.replace_all_uses(op.outputs[0], new, keep_name=True)
         s.remove_op(op)
-    return [replaced[id(t)] for t in leaving]
+    return replaced
 
 
 def _builtin(s: Subgraph, op: Operator, shape, dtype) -> Tensor:

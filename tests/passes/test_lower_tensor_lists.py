@@ -22,7 +22,7 @@ from helpers import (
 import tflgraph
 from tflgraph.io.schema import OP_CODES, TENSOR_TYPES
 from tflgraph.ir import Model, Operator, Tensor
-from tflgraph.reference import interpreter
+from tflgraph.reference import interpreter, kernels_flex
 from tflgraph.reference.interpreter import evaluate
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.targets import shape_problems, unsupported_ops
@@ -126,6 +126,19 @@ def test_unproved_lowering_is_undone(monkeypatch):
     assert any("not proved equal" in e for r in records for e in r.explanations)
 
 
+def test_list_kernels_read_unset_elements_as_zeros():
+    """As TensorFlow: a reserved element never set stacks and reads as zeros of the element
+    shape; an index outside the list is an error, not a clamp."""
+    model = from_tensor_model()  # any op: the kernels read only its output tensor's dtype
+    op = model.main.operators[1]
+    lst = kernels_flex.reserve(op, np.array([-1], np.int32), np.int32(3))
+    lst = kernels_flex.set_item(op, lst, np.int32(1), np.float32([1, 2]))
+    assert kernels_flex.stack(op, lst).tolist() == [[0, 0], [1, 2], [0, 0]]
+    assert kernels_flex.get_item(op, lst, np.int32(2)).tolist() == [0, 0]
+    with pytest.raises(IndexError):
+        kernels_flex.set_item(op, lst, np.int32(3), np.float32([1, 2]))
+
+
 def from_tensor_model() -> Model:
     """l = FromTensor(x [4, 3]); y = GetItem(l, 2) + 1; n = Length(l)."""
     model = Model()
@@ -159,3 +172,14 @@ def test_from_tensor_get_item_and_length():
             "no-reset"
         ]
         assert [v.tolist() for v in got] == [[7, 8, 9], 4], rt
+
+
+def test_list_that_leaves_the_model_is_left_alone():
+    model = from_tensor_model()
+    (lst,) = [t for t in model.main.tensors if t.type_name == "VARIANT"]
+    model.main.outputs = [*model.main.outputs, lst]
+    model, records = run(model, ["lower-tensor-lists"], target="tflm")
+    assert not changed(records, "lower-tensor-lists") and len(flex_ops(model)) == 3
+    assert lst.type_name == "VARIANT"
+    why = [e for r in records for e in r.explanations]
+    assert any("'list' is an output of 'main'" in e for e in why), why

@@ -71,7 +71,8 @@ def set_item(op, value, index, item):
 
 def get_item(op, value, index, element_shape=None):
     items = _items(value)
-    return _filled(op, (items[_index(index, len(items))],), element_shape)[0]
+    i = _index(index, len(items))
+    return _filled(op, items, element_shape)[i]
 
 
 def stack(op, value, element_shape=None):
