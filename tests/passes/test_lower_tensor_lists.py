@@ -99,7 +99,10 @@ def test_cli_says_it_checked_on_the_reference_interpreter(tmp_path):
     done = tflgraph_cli("optimize", fixture("k3_gru_seq_flex_bnone"), "-o", out, "--target", "tflm")
     assert done.returncode == 0, done.stderr
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("verified:")]
-    assert lines == ["verified: outputs equal on the reference interpreter (no runtime runs both)"]
+    assert lines == [
+        "verified: outputs equal the reference interpreter's outputs for the original "
+        "(3 invokes); no runtime could compare the models"
+    ]
     assert_gives_tf_reference(out, "k3_gru_seq_flex_bnone")
 
 
@@ -183,3 +186,20 @@ def test_list_that_leaves_the_model_is_left_alone():
     assert lst.type_name == "VARIANT"
     why = [e for r in records for e in r.explanations]
     assert any("'list' is an output of 'main'" in e for e in why), why
+
+
+def test_verify_compares_with_the_interpreter_when_no_runtime_runs_the_original(tmp_path):
+    """verify A B: neither runtime runs the Flex original, the interpreter computes all of it:
+    B is compared with its outputs and the last line says so (exit 0 equal, 1 different)."""
+    lowered = tmp_path / "lowered.tflite"
+    model = tflgraph.load(fixture("k3_gru_flex_bnone"))
+    tflgraph.optimize(model, "default", target="tflm")
+    tflgraph.save(model, lowered)
+    same = tflgraph_cli("verify", fixture("k3_gru_flex_bnone"), lowered)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.splitlines()[-1].startswith(
+        "verified: B equals the reference interpreter's outputs for A"
+    )
+    other = tflgraph_cli("verify", fixture("k3_gru_flex_bnone"), fixture("k3_lstm_flex_bnone"))
+    assert other.returncode == 1
+    assert "DIFFERENT from the reference interpreter's outputs for A" in other.stdout
