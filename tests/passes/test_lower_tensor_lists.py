@@ -199,3 +199,11 @@ def test_verify_compares_with_the_interpreter_when_no_runtime_runs_the_original(
     other = tflgraph_cli("verify", fixture("k3_gru_flex_bnone"), fixture("k3_lstm_flex_bnone"))
     assert other.returncode == 1
     assert "DIFFERENT from the reference interpreter's outputs for A" in other.stdout
+
+
+def test_batch_none_lists_wait_for_freeze_shapes():
+    """Without freeze-shapes the rows are [-1, 16]: a static buffer would fix the batch."""
+    model, records = run("k3_lstm_seq_flex_bnone", ["lower-tensor-lists"], target="tflm")
+    assert not changed(records, "lower-tensor-lists") and len(flex_ops(model)) == 3
+    why = [e for r in records for e in r.explanations]
+    assert any("element shape is dynamic (freeze-shapes makes it static)" in e for e in why), why
