@@ -17,10 +17,13 @@ Rewrite:   the list becomes a float [n, *element] tensor (the variant tensors ar
            (element_shape operands with their -1 filled in by the items' static shapes).
 Proof:     a list that is reserved and never set reads as zeros in TensorFlow, as the FILL does;
            SetItem/GetItem/Stack on a list of n equal-shaped elements are row writes and reads
-           of the stacked tensor. The values leaving the list (Stack, GetItem, Length results
-           in the subgraph of the Reserve) are evaluated on the reference interpreter, whose
-           kernels model the TensorList ops (kernels_flex.py), before and after, on random
-           inputs, and must be identical; otherwise the rewrite is undone.
+           of the stacked tensor (an index outside the list is an error in TensorFlow, where
+           DYNAMIC_UPDATE_SLICE would clamp it: the interpreter's kernels raise, so a model
+           that evaluates has none). Every value the list's ops hand to the rest of the
+           Reserve's subgraph (Stack, GetItem, Length results, the WHILE's other results) is
+           evaluated on the reference interpreter, whose kernels model the TensorList ops
+           (kernels_flex.py), before and after, on seeded random inputs, and must be
+           identical; otherwise the rewrite is undone.
 Refused:   (--explain) a list used by any other op, a WHILE cond/body shared with another
            op, a body that does not return the list at its operand, element shapes that stay
            unknown or disagree, or values that cannot be checked.
@@ -75,7 +78,7 @@ class LowerTensorLists(Pass):
             leaving = [
                 t for s, op in uses if s is sg for t in op.outputs if t.type_name != "VARIANT"
             ]
-            feeds = _feeds(sg, leaving)
+            feeds = _feeds(sg)
             before = evaluate_tensors(sg, feeds, leaving)
             replaced = _rewrite(sg, root, uses, held, shape, dtype)
             after = [replaced.get(id(t), t) for t in leaving]
@@ -179,18 +182,11 @@ def _buffer_type(root: Operator, uses) -> tuple[tuple[int, ...], np.dtype]:
     return (n, *shape), np.dtype(dtype)
 
 
-def _feeds(sg: Subgraph, wanted: list[Tensor]) -> dict:
-    rng = np.random.default_rng(0)
-    region = {sg.producer(t) for t in wanted}
-    frontier, ops = list(region), set()
-    while frontier:
-        op = frontier.pop()
-        if op is None or op in ops:
-            continue
-        ops.add(op)
-        frontier.extend(sg.producer(t) for t in op.inputs if t is not None)
-    feeds = {}
-    for t in region_inputs(sg, ops):
+def _feeds(sg: Subgraph) -> dict:
+    """Seeded random values for every input `sg` reads (the model's inputs, for the main
+    subgraph); _Refused when one is neither float nor bool (a loop counter, say)."""
+    rng, feeds = np.random.default_rng(0), {}
+    for t in region_inputs(sg, sg.operators):
         v = random_feed(t, rng)
         if v is None:
             raise _Refused(f"cannot check: no random values for {t.type_name} {t.name!r}")
@@ -215,7 +211,7 @@ def _rewrite(sg: Subgraph, root: Operator, uses, held, shape, dtype) -> dict[int
     sg.replace_all_uses(lst, buf)
     sg.remove_op(root)
     replaced = {}
-    for s, op in reversed(uses):  # readers before writers: each op's results are unused
+    for s, op in uses:
         if op.type == "WHILE":
             continue
         replaced[id(op.outputs[0])] = new = _builtin(s, op, shape, dtype)
