@@ -62,6 +62,7 @@ PIPELINES: dict[str, list[str]] = {
         "gather-bool-for-tflm",
         "pow-by-constant",
         "fold-constants",
+        "lower-tensor-lists",
         "strip-dead-channels",
         "fuse-lstm",
         *LOOP_PASSES,

@@ -3,9 +3,10 @@
 Passes use it to prove a structural match numerically before rewriting (evaluate a loop body
 and its fused replacement on the same random states) and to fold constant subexpressions
 (`evaluate_tensors` runs only the ops a wanted tensor depends on). The kernels, one small
-function per op, live in kernels.py and kernels_nn.py; this module walks the graph, feeds
-constants and variable tensors, runs WHILE loops through their cond/body subgraphs, and keeps
-the state of variable tensors across calls when the caller passes a `state` dict.
+function per op, live in kernels.py, kernels_nn.py and kernels_flex.py (the Flex TensorList
+ops); this module walks the graph, feeds constants and variable tensors, runs WHILE loops
+through their cond/body subgraphs, and keeps the state of variable tensors across calls when
+the caller passes a `state` dict.
 
 Float32 semantics, as LiteRT computes them (agreement within 1e-5 relative is tested op by op).
 Quantized operands (int8 weights of dynamic-range models, int8/uint8 activations) are refused:
@@ -18,7 +19,7 @@ import numpy as np
 
 from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.reference import kernels, kernels_nn
+from tflgraph.reference import kernels, kernels_flex, kernels_nn
 from tflgraph.reference.kernels import UnsupportedOp
 
 __all__ = [
@@ -38,7 +39,8 @@ class EvaluationError(TflgraphError, ValueError):
     operands do not fit (index out of range, shapes that do not broadcast, ...)."""
 
 
-KERNELS = {**kernels.KERNELS, **kernels_nn.NN_KERNELS}  # op type -> fn(op, *inputs)
+# op type -> fn(op, *inputs)
+KERNELS = {**kernels.KERNELS, **kernels_nn.NN_KERNELS, **kernels_flex.FLEX_KERNELS}
 
 
 def evaluate(model: Model, inputs: list[np.ndarray], state: dict | None = None) -> list:
