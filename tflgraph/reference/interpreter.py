@@ -143,7 +143,9 @@ def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
     for op in ops:
         xs = [None if t is None else _value(t, values, state) for t in op.inputs]
         try:
-            results = _call(op, xs, state)
+            # inf and NaN are float32 results as the runtimes compute them, not warnings
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                results = _call(op, xs, state)
         except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as e:
             if isinstance(e, TflgraphError):
                 raise
