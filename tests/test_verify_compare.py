@@ -12,7 +12,16 @@ import pytest
 
 from tflgraph import Model
 from tflgraph.runtime import runtimes
-from tflgraph.runtime.verify import Port, Row, RuntimeStatus, VerifyReport, match, verify
+from tflgraph.runtime.verify import (
+    Port,
+    Row,
+    RuntimeStatus,
+    VerifyError,
+    VerifyReport,
+    _check_pairs,
+    match,
+    verify,
+)
 
 needs_litert = pytest.mark.skipif(not runtimes.available("litert"), reason="needs ai-edge-litert")
 
@@ -122,3 +131,20 @@ def test_json_report_is_strict_json():
     data = json.loads(report.to_json())
     assert data["rows"][0]["max_abs"] == "inf" and data["verdict"] == "different"
     assert data["exit_code"] == 1
+
+
+def test_output_sizes_left_open_by_the_signature_may_differ():
+    """TF 2.15 stores [1, 1, 16] for a sequence output of signature [-1, -1, 16] that is
+    [1, 10, 16] when run: the stored sizes of open dimensions are placeholders."""
+
+    def port(shape, signature=None):
+        return Port("y", "y", shape, np.dtype(np.float32), 0.0, 0, signature)
+
+    a = [port((1, 1, 16), (-1, -1, 16))]
+    _check_pairs(a, [port((1, 10, 16))], [0], "outputs")
+    with pytest.raises(VerifyError, match="shape"):
+        _check_pairs(a, [port((1, 10, 15))], [0], "outputs")
+    with pytest.raises(VerifyError, match="shape"):  # inputs: A is fed its stored shape
+        _check_pairs(a, [port((1, 10, 16))], [0], "inputs")
+    with pytest.raises(VerifyError, match="shape"):  # no signature: the stored shape holds
+        _check_pairs([port((1, 1, 16))], [port((1, 10, 16))], [0], "outputs")
