@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflgraph.channels.layers import is_quantized
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.legalize import replace_by_constants
 from tflgraph.pipeline import Option, Pass, has_side_effects, register
@@ -64,7 +63,7 @@ class FoldConstants(Pass):
             return False
         if not can_evaluate(op):
             return False
-        if any(t.is_variable or is_quantized(t) or t.dtype is None for t in outputs):
+        if any(t.is_variable or t.is_quantized or t.dtype is None for t in outputs):
             return False
         if any(t is o for t in outputs for o in sg.outputs):
             return False

@@ -91,6 +91,12 @@ class Tensor:
         return self.buffer is not None and self.buffer.nbytes > 0
 
     @property
+    def is_quantized(self) -> bool:
+        """The tensor holds quantized values: its quantization has at least one scale."""
+        q = self.quantization
+        return bool(q) and q.get("scale") is not None and len(q["scale"]) > 0
+
+    @property
     def data(self) -> np.ndarray | None:
         """The constant value as a typed, shaped, read-only numpy view (None if not constant)."""
         if not self.is_constant or self.dtype is None or self.sparsity is not None:

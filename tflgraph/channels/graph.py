@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tflgraph.channels.layers import Layer, is_quantized, real
+from tflgraph.channels.layers import Layer, real
 from tflgraph.ir import Operator, Subgraph, Tensor
 
 ValueFn = Callable[[], None]  # computes an op's output values from its input values
@@ -137,7 +137,7 @@ class ChannelGraph:
         return v if v is not None else np.full(t.shape[-1], np.nan)
 
     def set_value(self, t: Tensor, v: np.ndarray) -> None:
-        if is_quantized(t):  # quantized activations: only an exact zero is exact
+        if t.is_quantized:  # quantized activations: only an exact zero is exact
             v = np.where(v == 0, 0.0, np.nan)
         self.values[t] = v
 

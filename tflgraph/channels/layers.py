@@ -36,18 +36,13 @@ def activation(name: str, x: np.ndarray) -> np.ndarray:
     return ACTIVATIONS[name](x) if name in CLAMPING else np.full_like(x, np.nan)
 
 
-def is_quantized(t: Tensor) -> bool:
-    q = t.quantization or {}
-    return q.get("scale") is not None and len(q["scale"]) > 0
-
-
 def real(t: Tensor) -> np.ndarray | None:
     """A constant's real values as float64 (dequantized when quantized), None if unknown."""
     data = t.data if t is not None else None
     if data is None or data.shape != tuple(t.shape):
         return None
     x = data.astype(np.float64)
-    if not is_quantized(t) or data.dtype.kind == "f":
+    if not t.is_quantized or data.dtype.kind == "f":
         return x
     q = t.quantization
     scale = np.asarray(q["scale"], np.float64)
@@ -143,7 +138,7 @@ class Layer:
         """Quantized weights applied to a float input (dynamic-range quantization)."""
         w = self.op.inputs[1]
         floats = ("FLOAT32", "FLOAT16")
-        return self.x.type_name in floats and is_quantized(w) and w.type_name not in floats
+        return self.x.type_name in floats and w.is_quantized and w.type_name not in floats
 
     # ---- weights as real values
     def weights(self) -> list[np.ndarray]:

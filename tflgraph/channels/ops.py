@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tflgraph.channels.graph import ChannelGraph, ValueFn
-from tflgraph.channels.layers import LAYER_TYPES, Layer, activation, is_quantized, real
+from tflgraph.channels.layers import LAYER_TYPES, Layer, activation, real
 from tflgraph.channels.loops import visit_while
 from tflgraph.io.schema import Options
 from tflgraph.ir import Operator, Subgraph, Tensor
@@ -64,7 +64,7 @@ def _identity(f: Callable, kind: str | None = None, check=None):
 
 
 def _unary(op: Operator, v: np.ndarray) -> np.ndarray:
-    if is_quantized(op.inputs[0]) and op.type not in QUANTIZED_EXACT:
+    if op.inputs[0].is_quantized and op.type not in QUANTIZED_EXACT:
         return np.full_like(v, np.nan)  # quantized curves: no exactness claimed
     return UNARY[op.type](v)
 

@@ -348,12 +348,7 @@ def can_evaluate(op: Operator) -> bool:
     raises)."""
     if op.type not in KERNELS and op.type not in STATEFUL:
         return False
-    quantized = any(_quantized(t) for t in op.inputs if t is not None)
+    quantized = any(t.is_quantized for t in op.inputs if t is not None)
     if quantized and op.type not in QUANTIZED_OPERANDS_OK:
         return False
     return all(can_evaluate(o) for sub in op.subgraphs() for o in sub.iter_ops())
-
-
-def _quantized(t: Tensor) -> bool:
-    q = t.quantization
-    return bool(q) and q.get("scale") is not None and len(q["scale"]) > 0

@@ -178,14 +178,9 @@ def _call(op: Operator, xs: list, state: dict):
         raise UnsupportedOp(f"no reference kernel for {op.type}")
     if op.type not in QUANTIZED_OPERANDS_OK and not state.get(_ANY_VALUES):
         for t in op.inputs:
-            if t is not None and _is_quantized(t):
+            if t is not None and t.is_quantized:
                 raise UnsupportedOp(f"{op.type} with quantized operand {t.name!r} ({t.type_name})")
     return fn(op, *xs)
-
-
-def _is_quantized(t: Tensor) -> bool:
-    q = t.quantization
-    return bool(q) and q.get("scale") is not None and len(q["scale"]) > 0
 
 
 def _truth(x) -> bool:
