@@ -117,8 +117,11 @@ class FuseLstm(Pass):
                 f"its ops are not the converter's usual spelling: {reasons[0].split(': ', 1)[1]})"
             )
             return cell
-        for reason in dict.fromkeys(r.replace("by evaluation: ", "") for r in reasons):
-            self.explain(reason)
+        said = set()
+        for reason in reasons:  # a reason both recognisers give is said once
+            if reason.replace("by evaluation: ", "") not in said:
+                self.explain(reason)
+                said.add(reason.replace("by evaluation: ", ""))
         return None
 
     def _unsupported_use(self, loop: RnnLoop, cell: LstmCell) -> str | None:
