@@ -15,6 +15,7 @@ from tflgraph.rnn.lstm_cell import match_lstm_cell
 from tflgraph.rnn.probe import probe_lstm_cell
 
 DROPOUT = "k3_lstm_dropout"  # four FULLY_CONNECTED per side, one per gate, no SPLIT
+# (tfk_lstm_dropout, tf_keras' form, too; without the seed generator)
 
 
 def fuse(model, target="any"):
@@ -24,19 +25,20 @@ def fuse(model, target="any"):
 
 
 @pytest.mark.parametrize("target", ["any", "tflm", "litert"])
-def test_dropout_lstm_is_recognised_by_evaluation_and_fused(target):
-    model, why = fuse(tflgraph.load(fixture(DROPOUT)), target)
+@pytest.mark.parametrize("name", [DROPOUT, "tfk_lstm_dropout"])
+def test_dropout_lstm_is_recognised_by_evaluation_and_fused(name, target):
+    model, why = fuse(tflgraph.load(fixture(name)), target)
     ops = model.op_counts()
     assert "WHILE" not in ops and ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
     assert any("recognised by evaluation" in w and "not SPLIT(z, 4)" in w for w in why), why
     data = tflgraph.to_bytes(model)
-    assert_same_outputs(fixture(DROPOUT), data, ("litert",))
+    assert_same_outputs(fixture(name), data, ("litert",))
     again = tflgraph.load(data)
     assert not any(r.changed for r in run_passes(again, ["fuse-lstm"]))
-    # TFLM cannot run the original (its seed-generator variable): once drop-dead-variables
-    # removed that, the fused model gives Keras' outputs in both runtimes
+    # TFLM cannot run the Keras 3 original (its seed-generator variable): once
+    # drop-dead-variables removed that, the fused model gives Keras' outputs in both runtimes
     assert set(ops) == {"FILL", "STRIDED_SLICE", "UNIDIRECTIONAL_SEQUENCE_LSTM"}
-    assert_gives_tf_reference(data, DROPOUT, ("litert", "tflm"))
+    assert_gives_tf_reference(data, name, ("litert", "tflm"))
 
 
 @pytest.mark.parametrize("name", ["k3_lstm", "k3_lstm_b4", "tfk_lstm_nobias"])
