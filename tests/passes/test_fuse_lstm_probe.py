@@ -88,3 +88,34 @@ def test_near_misses_stay_loops_with_a_reason(extra_term, reason):
     ops = model.op_counts()
     assert ops["WHILE"] == 1 and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops
     assert any(reason in w for w in why), why
+
+
+def test_gate_order_comes_out_of_the_numbers():
+    """k3_lstm with its first two SPLIT outputs swapped (gate order f|i|c|o, as another
+    converter might lay it out) is still an LSTM: fused, the W blocks swapped back."""
+    model = tflgraph.load(fixture("k3_lstm"))
+    body = model.main.ops_of_type("WHILE")[0].options["body_subgraph_index"]
+    (split,) = body.ops_of_type("SPLIT")
+    (si,), (sf,) = (body.consumers(t) for t in split.outputs[:2])
+    body.set_input(si, 0, split.outputs[1])
+    body.set_input(sf, 0, split.outputs[0])
+    original = tflgraph.to_bytes(model)
+    loop = analyze_loop(model.main, while_loops(model.main)[0])
+    keras = match_lstm_cell(analyze_loop(*_k3_lstm_loop()))
+    u = keras.units
+    np.testing.assert_allclose(
+        probe_lstm_cell(loop).W,
+        np.concatenate([keras.W[u : 2 * u], keras.W[:u], keras.W[2 * u :]]),
+        atol=1e-6,
+    )
+    model, why = fuse(model)
+    assert (
+        model.op_counts()["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1 and "WHILE" not in model.op_counts()
+    )
+    assert any("recognised by evaluation" in w for w in why), why
+    assert_same_outputs(original, model, ("litert", "tflm"))
+
+
+def _k3_lstm_loop():
+    model = tflgraph.load(fixture("k3_lstm"))
+    return model.main, while_loops(model.main)[0]
