@@ -9,7 +9,9 @@ Rewrite:   h0v, c0v = FILL([B, u], 0.0) twice       # or RESHAPE(h0) for a non-z
            acc[-1] and the final h -> STRIDED_SLICE(y)[last step]; the whole sequence -> y
            (the RESHAPE/TRANSPOSE to and from time-major fold away); the final c -> c0v,
            which the fused op updates in place.
-Proof:     W, U and b are read from the body's FULLY_CONNECTED, ADD and SPLIT ops; the body's
+Proof:     W, U and b are read from the body's FULLY_CONNECTED, ADD and SPLIT ops, or, for a
+           body spelled otherwise (e.g. Keras 3 with dropout: one FULLY_CONNECTED per gate
+           and side), by evaluating its gate pre-activations (tflgraph.rnn.probe); the body's
            h' and c' are evaluated with the reference interpreter on random x, h, c and
            compared with the LSTM equations (lstm_cell.prove_lstm_cell). Any mismatch, and any
            use of the loop that the rewrite cannot reproduce, leaves the loop alone.
@@ -32,6 +34,7 @@ from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Option, Pass, register
 from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
 from tflgraph.rnn.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
+from tflgraph.rnn.probe import probe_lstm_cell
 from tflgraph.rnn.rewrite import (
     FusedRnnRewrite,
     last_step_read_only,
@@ -76,7 +79,7 @@ class FuseLstm(Pass):
     def _fuse(self, sg: Subgraph, op: Operator) -> bool:
         loop = analyze_loop(sg, op, self.explain)
         loop = with_static_accumulator(loop) if loop is not None else None  # any pass order
-        cell = match_lstm_cell(loop, self.explain) if loop is not None else None
+        cell = self._recognise(loop) if loop is not None else None
         if cell is None:
             return False
         why = self._unsupported_use(loop, cell) or prove_lstm_cell(loop, cell)
@@ -99,6 +102,27 @@ class FuseLstm(Pass):
             f"{' (whole sequence)' if seq else ''}"
         )
         return True
+
+    def _recognise(self, loop: RnnLoop) -> LstmCell | None:
+        """The loop's LSTM cell: from the converter's spelling (one SPLIT of FC + FC + b), else
+        by evaluating the body (tflgraph.rnn.probe); says which path found it, or why none."""
+        reasons: list[str] = []
+        cell = match_lstm_cell(loop, reasons.append)
+        if cell is not None:
+            return cell
+        cell = probe_lstm_cell(loop, reasons.append)
+        if cell is not None:
+            self.explain(
+                f"{loop.name}: LSTM step recognised by evaluation (W, U, b read off the body; "
+                f"its ops are not the converter's usual spelling: {reasons[0].split(': ', 1)[1]})"
+            )
+            return cell
+        said = set()
+        for reason in reasons:  # a reason both recognisers give is said once
+            if reason.replace("by evaluation: ", "") not in said:
+                self.explain(reason)
+                said.add(reason.replace("by evaluation: ", ""))
+        return None
 
     def _unsupported_use(self, loop: RnnLoop, cell: LstmCell) -> str | None:
         """Why the loop's results or inputs cannot be reproduced by the fused op, or None."""

@@ -66,6 +66,7 @@ PIPELINES: dict[str, list[str]] = {
         "strip-dead-channels",
         "fuse-lstm",
         *LOOP_PASSES,
+        "drop-dead-variables",
         "cleanup",
     ],
     "loops": LOOP_PASSES,

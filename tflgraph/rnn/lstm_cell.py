@@ -8,10 +8,14 @@ activation `act` = tanh or relu) as
     c' = LOGISTIC(f) * c + LOGISTIC(i) * act(g)
     h' = LOGISTIC(o) * act(c')
 
-`match_lstm_cell(loop)` finds that structure and extracts W, U, b and the activation;
+`lstm_roles(loop)` finds states h, c and the gate pre-activations i, f, g, o from the data
+flow of c' and h'; `match_lstm_cell(loop)` then finds the SPLIT structure and extracts W, U,
+b and the activation;
 `prove_lstm_cell(loop, cell)` evaluates the body's h' and c' with the reference interpreter on
 random inputs and states and compares them with `lstm_step`, the LSTM equations in numpy.
-A structural match that the numbers do not confirm is not an LSTM step.
+A structural match that the numbers do not confirm is not an LSTM step. A body that is
+spelled otherwise (per-gate FULLY_CONNECTED, other gate orders) is recognised by evaluating
+it instead: tflgraph.rnn.probe.
 """
 
 from __future__ import annotations
@@ -70,30 +74,53 @@ def lstm_step(cell: LstmCell, x, h, c):
     return sigmoid(o) * act(c_next), c_next
 
 
+def lstm_roles(loop: RnnLoop) -> tuple[Operand, Operand, dict] | str:
+    """(h, c, captures) of the loop's LSTM step, or why not. The roles come from the data flow
+    of c' = f*c + i*act(g) and h' = o*act(c') (C_NEXT, H_NEXT; either operand order): the
+    captures name the gate pre-activations "i", "f", "g", "o" and the ops "si", "sf", "so",
+    "act_g", "act_c", whatever computes the pre-activations."""
+    if len(loop.sequences) != 1 or len(loop.states) != 2:
+        masked = " (a mask is read per step: masking is not fused)" * (len(loop.sequences) > 1)
+        return (
+            f"not an LSTM step: {len(loop.sequences)} sequence(s) and "
+            f"{len(loop.states)} state(s), want 1 and 2{masked}"
+        )
+    reasons: list[str] = []
+    for h, c in (loop.states, loop.states[::-1]):
+        caps = _match_gates(loop.body, h, c, reasons)
+        if caps is not None:
+            break
+    else:
+        return f"not an LSTM step: {reasons[0]}"
+    if caps["act_g"].type != caps["act_c"].type:
+        return "the cell and output activations differ"
+    return h, c, caps
+
+
 def match_lstm_cell(loop: RnnLoop, explain: Callable[[str], None] | None = None):
-    """The LstmCell of the loop's body, or None (reason sent to `explain`)."""
+    """The LstmCell of the loop's body as the converter spells it (one SPLIT of
+    FC(x_t, W) + FC(h, U) + b into i|f|c|o), or None (reason sent to `explain`)."""
 
     def no(reason: str) -> None:
         if explain is not None:
             explain(f"{loop.name}: {reason}")
 
-    if len(loop.sequences) != 1 or len(loop.states) != 2:
-        masked = " (a mask is read per step: masking is not fused)" * (len(loop.sequences) > 1)
-        return no(
-            f"not an LSTM step: {len(loop.sequences)} sequence(s) and "
-            f"{len(loop.states)} state(s), want 1 and 2{masked}"
-        )
+    roles = lstm_roles(loop)
+    if isinstance(roles, str):
+        return no(roles)
+    h, c, caps = roles
     body = loop.body
-    reasons = []
-    for h, c in (loop.states, loop.states[::-1]):
-        caps = _match_gates(body, h, c, reasons)
-        if caps is not None:
-            break
-    else:
-        return no(f"not an LSTM step: {reasons[0]}")
-    if caps["act_g"].type != caps["act_c"].type:
-        return no("the cell and output activations differ")
     split = body.producer(caps["i"])
+    if (
+        split is None
+        or split.type != "SPLIT"
+        or [caps[k] for k in "ifgo"] != split.outputs
+        or scalar_value(split.inputs[0]) not in (-1, len(split.inputs[1].shape) - 1)
+    ):
+        return no(
+            "not an LSTM step: gates i, f, g, o are not SPLIT(z, 4) along the last axis "
+            "in that order"
+        )
     z = split.inputs[1]
     units = int(caps["i"].shape[-1])
     terms = affine_terms(body, [z], loop.x_t, h.arg)
@@ -127,15 +154,6 @@ def _match_gates(body: Subgraph, h: Operand, c: Operand, reasons: list) -> dict 
         caps.update(got)
     if caps["c_next"] is not c.next or caps["c"] is not c.arg:
         reasons.append("h' does not read c' or c' does not read c")
-        return None
-    split = body.producer(caps["i"])
-    if (
-        split is None
-        or split.type != "SPLIT"
-        or [caps[k] for k in "ifgo"] != split.outputs
-        or scalar_value(split.inputs[0]) not in (-1, len(split.inputs[1].shape) - 1)
-    ):
-        reasons.append("gates i, f, g, o are not SPLIT(z, 4) along the last axis in that order")
         return None
     return caps
 
