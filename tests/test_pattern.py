@@ -328,3 +328,16 @@ def test_a_rewrite_that_edits_the_graph_directly_returns_true():
 
     m = fc_mul_model()
     assert Direct().run(m) and not Direct().run(m)
+
+
+def test_bind_op_lists_the_matched_ops_and_match_keeps_them_private():
+    from tflgraph.pattern import MATCHED
+
+    m = fc_mul_model()
+    (mul,) = m.main.ops_of_type("MUL")
+    (fc,) = m.main.ops_of_type("FULLY_CONNECTED")
+    pattern = Op("MUL", Op("FULLY_CONNECTED", Any("x"), Const("w"), Const("b")), Const("s"))
+    caps: dict = {}
+    assert pattern.bind_op(m.main, mul, caps) is None
+    assert caps[MATCHED] == (fc, mul)  # innermost first, the root last, none named
+    assert MATCHED not in pattern.match(m.main, mul)

@@ -68,6 +68,9 @@ class PatternError(TflgraphError, ValueError):
     """A pattern that could never match as written: an unknown op type, option or name."""
 
 
+MATCHED = "\0matched ops"  # the captures' private key for the ops an Op pattern matched
+
+
 def _bind(caps: dict, name: str | None, value) -> str | None:
     if name is None:
         return None
@@ -194,7 +197,10 @@ class Op(Pattern):
     def match(self, sg: Subgraph, op: Operator) -> dict | None:
         """The captures (name -> Tensor, Operator or list) if `op` matches, else None."""
         caps: dict = {}
-        return None if self.bind_op(sg, op, caps) else caps
+        if self.bind_op(sg, op, caps):
+            return None
+        caps.pop(MATCHED, None)
+        return caps
 
     def why_not(self, sg: Subgraph, op: Operator) -> str | None:
         """None if `op` matches, else the first constraint that failed."""
@@ -227,7 +233,15 @@ class Op(Pattern):
 
     def bind_op(self, sg: Subgraph, op: Operator, caps: dict, read: Tensor | None = None):
         """Match `op` itself (None or the reason it fails); `read` is the output that the
-        enclosing pattern reads, when nested."""
+        enclosing pattern reads, when nested. On a match, `op` joins the tuple of matched ops
+        under the private key MATCHED (innermost first; a tuple, so the commutative retries,
+        which work on copies of the captures, stay right)."""
+        why = self._bind_op(sg, op, caps, read)
+        if why is None:
+            caps[MATCHED] = (*caps.get(MATCHED, ()), op)
+        return why
+
+    def _bind_op(self, sg: Subgraph, op: Operator, caps: dict, read: Tensor | None):
         if op.type not in self.types:
             return f"op is {op.type}, want {self._types()}"
         if self.activation is not None:

@@ -35,7 +35,6 @@ Older rules check and commit by hand: `why = m.prove(old, new)` then `m.replace(
 
 from __future__ import annotations
 
-import copy
 import traceback
 from collections.abc import Callable
 from functools import partial
@@ -46,7 +45,7 @@ import numpy as np
 from tflgraph.errors import TflgraphError
 from tflgraph.io.schema import Options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.pattern import Op, Pattern, Rest
+from tflgraph.pattern import MATCHED, Op
 from tflgraph.pipeline import Pass, PassError, register
 from tflgraph.reference.equivalence import RTOL, check_equal, probe_feed, random_feed
 from tflgraph.reference.interpreter import evaluate_tensors, value_ranges
@@ -56,7 +55,6 @@ TRIALS = 4  # samples a returned replacement is checked on (see equivalence.prob
 # ops whose output dtype is an option (the reference kernels read it from the output tensor)
 _OUTPUT_TYPE = {"CAST": "out_data_type", "ARG_MAX": "output_type", "ARG_MIN": "output_type",
                 "SHAPE": "out_type"}  # fmt: skip
-_MATCHED = "\0matched ops"  # the private capture under which _Recording lists matched ops
 
 
 class CaptureError(TflgraphError, KeyError):
@@ -196,31 +194,6 @@ class Match(dict):
         return self.check(old, new, trials, rtol=atol)
 
 
-class _Recording(Op):
-    """An Op pattern that also lists every op it matched under the private capture _MATCHED
-    (a tuple, so the commutative retries of pattern.Op, which copy the captures, stay right)."""
-
-    def bind_op(self, sg, op, caps, read=None):
-        why = super().bind_op(sg, op, caps, read)
-        if why is None:
-            caps[_MATCHED] = (*caps.get(_MATCHED, ()), op)
-        return why
-
-
-def _recording(p: Pattern | None) -> Pattern | None:
-    """A copy of pattern `p` whose Op nodes (nested ones and Rest(each=) too) are _Recording."""
-    if isinstance(p, Op):
-        q = copy.copy(p)
-        q.__class__ = _Recording
-        q.operands = [_recording(o) for o in p.operands]
-        return q
-    if isinstance(p, Rest) and p.each is not None:
-        q = copy.copy(p)
-        q.each = _recording(p.each)
-        return q
-    return p
-
-
 class RulePass(Pass):
     """A pass made of rows (pattern, rewrite); see the module docstring."""
 
@@ -230,29 +203,28 @@ class RulePass(Pass):
     def run(self, model: Model) -> bool:
         changed = False
         matched = rewritten = 0
-        rows = [(pattern, _recording(pattern), rewrite) for pattern, rewrite in self.rules]
         observed = _LazyRanges(model)
         for sg in model.subgraphs:
-            for pattern, recording, rewrite in rows:
+            for pattern, rewrite in self.rules:
                 for op in pattern.candidates(sg):
                     if op not in sg.graph or not any(
                         t is not None and sg.is_used(t) for t in op.outputs
                     ):
                         continue  # replaced by an earlier match in this sweep
                     caps: dict = {}
-                    why = self._call(pattern, "its pattern", recording.bind_op, sg, op, caps)
+                    why = self._call(pattern, "its pattern", pattern.bind_op, sg, op, caps)
                     where = f"{sg.name or 'subgraph'}: {op.type} -> {_out_name(op)}"
                     if why:
                         self.explain(f"{where}: no match: {why}")
                         continue
                     matched += 1
-                    m = Match(sg, op, caps, caps.pop(_MATCHED, ()))
+                    m = Match(sg, op, caps, caps.pop(MATCHED, ()))
                     m.observed = observed
                     if self._apply(m, self._call(rewrite, "", rewrite, m), where):
                         self.explain(f"{where}: rewritten")
                         rewritten += 1
                         changed = True
-        for pattern, _, _ in rows:
+        for pattern, _ in self.rules:
             if not any(op.type in pattern.types for sg in model.subgraphs for op in sg.iter_ops()):
                 types = "|".join(sorted(pattern.types))
                 self.explain(f"no {types} op in the model: the pattern's root never matches")
