@@ -15,11 +15,15 @@ Values:    NOT the hybrid op's outputs. LiteRT's hybrid kernels quantize the flo
            that activation-quantization error (measured: tests/passes/
            test_dequantize_hybrid.py), far above tflgraph's verification bound of 1e-5.
 Checked:   hence the pass is opt-in (not in the default pipeline: `optimize` verification
-           would refuse its result against the hybrid original). The route, in two steps:
+           would refuse its result against the hybrid original at 1e-5). In one step, with
+           the bound stated:
+             tflgraph optimize --target tflm --passes default,dequantize-hybrid --rtol 2e-2 \
+                 in.tflite -o out.tflite
+           or in two, the second verified at 1e-5 against the dequantized-float reference:
              tflgraph optimize --target tflm --passes dequantize-hybrid --no-verify \
-                 in.tflite -o float.tflite     # the dequantized-float reference
+                 in.tflite -o float.tflite
              tflgraph optimize --target tflm float.tflite -o out.tflite
-           The second step is verified against the float reference as usual (1e-5). Every
+           Every
            dequantized weight equals the reference interpreter's DEQUANTIZE of the int8 one;
            tests/passes/test_dequantize_hybrid.py checks the route on three converter
            fixtures: TFLM gives LiteRT's outputs of the float reference, and that reference

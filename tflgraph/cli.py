@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--no-verify", dest="verify", action="store_false", help="skip that check")
     o.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        metavar="R",
+        help="the check's bound |B - A| <= R * max(1, max|A|) (default 1e-5), for passes whose "
+        "result differs within a stated error (dequantize-hybrid: about 1e-2)",
+    )
+    o.add_argument(
         "--allow-unverified",
         action="store_true",
         help="write the result even when no runtime and no reference evaluation can check it",
@@ -399,7 +407,8 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
     # stateful_streaming) must still match when the runtime resets between samples
     modes = ("reset",) if stateful else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
-    report = verify(args.reference, data, runtime=runtime, modes=modes)
+    rtol = getattr(args, "rtol", None)  # the checker's bound when given: atol = rtol
+    report = verify(args.reference, data, runtime=runtime, modes=modes, atol=rtol, rtol=rtol)
     report.b = f"<optimized model for {output}>"  # B was bytes in memory: name what they are
     ran = _ran(args, names)
     if report.verdict == "unverified":

@@ -118,3 +118,19 @@ def test_optimize_points_tflm_users_to_the_pass_and_prints_the_size_cost(tmp_pat
     assert cli.main(["optimize", str(floats), "-o", str(out), "--target", "tflm"]) == 0
     said = capsys.readouterr().out
     assert "verified: outputs equal in litert, tflm" in said and "hybrid" not in said
+
+
+def test_one_verified_step_with_a_stated_bound(tmp_path, capsys):
+    """--rtol states the error the check accepts: the default refuses the float result against
+    the hybrid original, 2e-2 accepts it, and TFLM then runs the output."""
+    from tflgraph import cli
+
+    out, name = tmp_path / "out.tflite", str(fixture("k3_lstm_dynrange"))
+    args = ["optimize", name, "-o", str(out), "--target", "tflm"]
+    args += ["--passes", "default,dequantize-hybrid"]
+    assert cli.main(args) == 1 and not out.exists()  # 1e-5: the hybrid error is far above
+    capsys.readouterr()
+    assert cli.main(args + ["--rtol", "2e-2"]) == 0
+    assert "verified: outputs equal in litert" in capsys.readouterr().out
+    assert not unsupported_ops(tflgraph.load(out), "tflm")
+    assert outputs_in(out, "tflm")  # TFLM allocates and runs it
