@@ -20,26 +20,17 @@ from functools import partial
 import numpy as np
 
 from tflgraph.io.schema import Options, new_options, tensor_type_of
-from tflgraph.ir import Model, Operator, Subgraph
-from tflgraph.legalize import needs_tflm
-from tflgraph.pipeline import Pass, register
+from tflgraph.ir import Operator, Subgraph
+from tflgraph.legalize import RewriteForTflm
+from tflgraph.pipeline import register
 from tflgraph.reference.equivalence import check_equal
 
 
 @register("gather-bool-for-tflm")
-class GatherBoolForTflm(Pass):
+class GatherBoolForTflm(RewriteForTflm):
     """Rewrite GATHER of bools as CAST(GATHER(CAST(x, int8)), bool) for TFLM."""
 
-    def run(self, model: Model) -> bool:
-        if not needs_tflm(self.target):
-            self.explain(f"target {self.target} gathers bools: left alone")
-            return False
-        rewritten = 0
-        for sg in model.subgraphs:
-            for op in list(sg.ops_of_type("GATHER")):
-                rewritten += self._rewrite(sg, op)
-        self.stats = {"rewritten": rewritten}
-        return bool(rewritten)
+    op_type, kept = "GATHER", "gathers bools"
 
     def _rewrite(self, sg: Subgraph, op: Operator) -> bool:
         x, y = op.inputs[0], op.outputs[0]

@@ -29,28 +29,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.legalize import needs_tflm
-from tflgraph.pipeline import Pass, register
+from tflgraph.ir import Operator, Subgraph, Tensor
+from tflgraph.legalize import RewriteForTflm
+from tflgraph.pipeline import register
 from tflgraph.reference.equivalence import check_equal
 
 EXPONENTS = (0.0, 1.0, 2.0, 3.0, 0.5, -0.5, -1.0)
 
 
 @register("pow-by-constant")
-class PowByConstant(Pass):
+class PowByConstant(RewriteForTflm):
     """Rewrite POW(x, c) with c in {0, 1, 2, 3, 0.5, -0.5, -1} as MUL/SQRT/RSQRT/DIV (TFLM)."""
 
-    def run(self, model: Model) -> bool:
-        if not needs_tflm(self.target):
-            self.explain(f"target {self.target} runs POW: left alone")
-            return False
-        rewritten = 0
-        for sg in model.subgraphs:
-            for op in list(sg.ops_of_type("POW")):
-                rewritten += self._rewrite(sg, op)
-        self.stats = {"rewritten": rewritten}
-        return bool(rewritten)
+    op_type, kept = "POW", "runs POW"
 
     def _rewrite(self, sg: Subgraph, op: Operator) -> bool:
         x, c = op.inputs

@@ -18,26 +18,17 @@ from __future__ import annotations
 import numpy as np
 
 from tflgraph.io.schema import new_options, tensor_type_of
-from tflgraph.ir import Model, Operator, Subgraph
-from tflgraph.legalize import needs_tflm
-from tflgraph.pipeline import Pass, register
+from tflgraph.ir import Operator, Subgraph
+from tflgraph.legalize import RewriteForTflm
+from tflgraph.pipeline import register
 from tflgraph.reference.equivalence import check_equal
 
 
 @register("reduce-any-for-tflm")
-class ReduceAnyForTflm(Pass):
+class ReduceAnyForTflm(RewriteForTflm):
     """Rewrite REDUCE_ANY of bools as GREATER(REDUCE_MAX(CAST(x, float32)), 0) for TFLM."""
 
-    def run(self, model: Model) -> bool:
-        if not needs_tflm(self.target):
-            self.explain(f"target {self.target} runs REDUCE_ANY: left alone")
-            return False
-        rewritten = 0
-        for sg in model.subgraphs:
-            for op in list(sg.ops_of_type("REDUCE_ANY")):
-                rewritten += self._rewrite(sg, op)
-        self.stats = {"rewritten": rewritten}
-        return bool(rewritten)
+    op_type, kept = "REDUCE_ANY", "runs REDUCE_ANY"
 
     def _rewrite(self, sg: Subgraph, op: Operator) -> bool:
         x, axes = op.inputs[0], op.inputs[1]

@@ -106,6 +106,20 @@ def block_sparse(dense: np.ndarray, block: tuple[int, int]) -> tuple[np.ndarray,
 RNG = np.random.default_rng(7)
 
 
+def densify_add_model(dense: np.ndarray, block: tuple[int, int]) -> Model:
+    """x + DENSIFY(w), with w the block-sparse form of `dense` (see block_sparse)."""
+    values, sparsity = block_sparse(dense, block)
+    model = Model()
+    sg = model.add_subgraph("main")
+    w = sg.new_constant(values, "w")
+    w.shape, w.sparsity = dense.shape, sparsity
+    wd, x, y = (sg.new_tensor(n, dense.shape) for n in ("wd", "x", "y"))
+    sg.add_op("DENSIFY", [w], [wd])
+    sg.add_op("ADD", [x, wd], [y], {})
+    sg.inputs, sg.outputs = [x], [y]
+    return model
+
+
 def fc_mul_model(act=0, scale_shape=(4,), second_use=False, scale_first=False, scale=None):
     """x[2, 8] -> FULLY_CONNECTED(W[4, 8], b[4], activation act) -> MUL by s -> y; s is
     random in [0.5, 2) unless `scale` gives its value."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import FIXTURES as FIXTURES_DIR
 from helpers import all_fixtures, assert_equal_values
-from modelbuild import Const, Input, Var, block_sparse, single_op
+from modelbuild import Const, Input, Var, densify_add_model, single_op
 
 import tflgraph
 from tflgraph import Model, new_options
@@ -391,15 +391,7 @@ def test_densify_block_sparse_matches_litert(block):
     dense = f(4, 8)
     dense[:2, 4:] = 0
     dense[2:, :2] = 0
-    values, sparsity = block_sparse(dense, block)
-    model = Model()
-    sg = model.add_subgraph("main")
-    w = sg.new_constant(values, "w")
-    w.shape, w.sparsity = dense.shape, sparsity
-    wd, x, y = (sg.new_tensor(n, dense.shape) for n in ("wd", "x", "y"))
-    sg.add_op("DENSIFY", [w], [wd])
-    sg.add_op("ADD", [x, wd], [y], {})
-    sg.inputs, sg.outputs = [x], [y]
+    model = densify_add_model(dense, block)
     feeds = [f(4, 8)]
     check_against_litert(model, feeds)
     assert np.allclose(evaluate(model, feeds)[0], feeds[0] + dense)

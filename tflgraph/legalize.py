@@ -9,6 +9,8 @@ keeps the small weights.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
@@ -30,6 +32,31 @@ def replace_by_constants(sg: Subgraph, outputs: list[Tensor], values) -> None:
         t.name, const.name = const.name, t.name
 
 
+class RewriteForTflm(Pass):
+    """Base of the passes that rewrite each op of `op_type` into ops TFLM has, when the result
+    must run on TFLM; with `--target litert` they explain `kept` ("runs POW") and change
+    nothing. Subclasses set `op_type` and `kept` and implement `_rewrite`; stats count the
+    rewritten ops."""
+
+    op_type = ""
+    kept = ""
+
+    def run(self, model: Model) -> bool:
+        if not needs_tflm(self.target):
+            self.explain(f"target {self.target} {self.kept}: left alone")
+            return False
+        rewritten = 0
+        for sg in model.subgraphs:
+            for op in list(sg.ops_of_type(self.op_type)):
+                rewritten += self._rewrite(sg, op)
+        self.stats = {"rewritten": rewritten}
+        return bool(rewritten)
+
+    @abstractmethod
+    def _rewrite(self, sg: Subgraph, op: Operator) -> bool:
+        """Rewrite one op (explaining a refusal); True if it was rewritten."""
+
+
 class DecompressWeights(Pass):
     """Base of the passes that turn a constant-only op TFLM cannot run (`op_type`, with a
     constant operand `compressed` accepts) into the plain constant it computes. Subclasses set
@@ -38,8 +65,9 @@ class DecompressWeights(Pass):
     op_type = ""
     what = ""
 
+    @abstractmethod
     def compressed(self, t: Tensor) -> bool:
-        raise NotImplementedError
+        """True if the constant operand `t` is in the compressed form this pass expands."""
 
     def run(self, model: Model) -> bool:
         self.stats = {"ops": 0, "bytes_before": 0, "bytes_after": 0}

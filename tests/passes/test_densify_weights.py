@@ -13,9 +13,8 @@ from helpers import (
     fixture,
     run,
 )
-from modelbuild import block_sparse
+from modelbuild import densify_add_model
 
-from tflgraph import Model
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.targets import unsupported_ops
 
@@ -38,15 +37,7 @@ def test_sparse_fixture_runs_in_tflm_with_the_same_outputs():
 def test_block_sparse_constant_becomes_the_dense_array():
     dense = np.arange(32, dtype=np.float32).reshape(4, 8) - 10
     dense[:2, 4:] = 0
-    values, sparsity = block_sparse(dense, (2, 4))
-    model = Model()
-    sg = model.add_subgraph("main")
-    w = sg.new_constant(values, "w")
-    w.shape, w.sparsity = dense.shape, sparsity
-    wd, x, y = (sg.new_tensor(n, dense.shape) for n in ("wd", "x", "y"))
-    sg.add_op("DENSIFY", [w], [wd])
-    sg.add_op("ADD", [x, wd], [y], {})
-    sg.inputs, sg.outputs = [x], [y]
+    model = densify_add_model(dense, (2, 4))
     _, records = run(model, PASSES, target="any")
     assert changed(records, "densify-weights") and model.op_counts() == {"ADD": 1}
     (add,) = model.main.operators
