@@ -7,7 +7,9 @@ Pattern:   an op of every subgraph whose operands are all constant (no variable 
 Rewrite:   op(c1, c2, ...) -> the constant the reference interpreter computes for it.
 Kept:      ops with side effects or subgraphs (WHILE, IF, CALL_ONCE, VAR_HANDLE, custom ops);
            ops the interpreter has no kernel for or refuses (quantized operands); ops with a
-           quantized output; ops that write a variable tensor or a subgraph output: LiteRT
+           quantized output, but for those that copy stored integers (FILL, RESHAPE, ...:
+           the constant keeps the output's quantization); ops that write a variable tensor
+           or a subgraph output: LiteRT
            computes a constant-only op once, at Prepare, so the variable tensors a fused
            sequence op updates in place are (re)set by a FILL or RESHAPE of constants every
            invoke (tflgraph.rnn.rewrite) and must never become constants themselves;
@@ -31,7 +33,12 @@ from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.legalize import replace_by_constants
 from tflgraph.pipeline import Option, Pass, has_side_effects, register
 from tflgraph.reference.equivalence import can_evaluate
-from tflgraph.reference.interpreter import EvaluationError, UnsupportedOp, evaluate_tensors
+from tflgraph.reference.interpreter import (
+    RAW_COPY_OPS,
+    EvaluationError,
+    UnsupportedOp,
+    evaluate_tensors,
+)
 from tflgraph.runtime.targets import supports
 
 _OF_SHAPE = {"SHAPE", "RANK"}  # their value depends on the operand's shape, not its values
@@ -63,7 +70,9 @@ class FoldConstants(Pass):
             return False
         if not can_evaluate(op):
             return False
-        if any(t.is_variable or t.is_quantized or t.dtype is None for t in outputs):
+        if any(t.is_variable or t.dtype is None for t in outputs):
+            return False
+        if any(t.is_quantized for t in outputs) and op.type not in RAW_COPY_OPS:
             return False
         if any(t is o for t in outputs for o in sg.outputs):
             return False

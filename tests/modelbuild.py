@@ -36,11 +36,20 @@ class Var:
     dtype: str = "float32"
 
 
-def single_op(op_type: str, inputs, options=None, n_outputs=1, out_dtype=None, version=1):
+def single_op(
+    op_type: str,
+    inputs,
+    options=None,
+    n_outputs=1,
+    out_dtype=None,
+    version=1,
+    out_quantization=None,
+):
     """A model whose main subgraph is one op. `inputs` holds arrays (fed as model inputs),
     `Input` (a quantized model input), `Const`, `Var` or None (an omitted optional operand).
     Output shapes come from the reference interpreter (the runtimes resize outputs anyway);
-    out_dtype defaults to the first input's. Returns (model, feeds)."""
+    out_dtype defaults to the first input's; out_quantization quantizes the outputs.
+    Returns (model, feeds)."""
     model = Model()
     sg = model.add_subgraph("main")
     feeds, operands = [], []
@@ -59,7 +68,10 @@ def single_op(op_type: str, inputs, options=None, n_outputs=1, out_dtype=None, v
             feeds.append(x)
             operands.append(t)
     dtype = np.dtype(out_dtype or _dtype(next(x for x in inputs if x is not None)))
-    outs = [sg.new_tensor(f"output{k}", (), dtype) for k in range(n_outputs)]
+    outs = [
+        sg.new_tensor(f"output{k}", (), dtype, quantization=out_quantization)
+        for k in range(n_outputs)
+    ]
     sg.add_op(op_type, operands, outs, options, version=version)
     sg.outputs = list(outs)
     for t, v in zip(outs, evaluate_subgraph(sg, feeds)):

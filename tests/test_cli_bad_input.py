@@ -230,3 +230,22 @@ def test_inspect_json_and_passes():
     assert info["subgraphs"][0]["inputs"][0]["shape"] == [1, 10, 8]
     result = run_cli("passes")
     assert result.returncode == 0 and "cleanup" in result.stdout
+
+
+def test_inspect_counts_a_shared_weight_buffer_once():
+    """The 10 unrolled steps of k3_lstm_unroll_bnone read one recurrent weight buffer: the
+    weights line counts each buffer once, so it sums to the constants the file holds."""
+    import json
+
+    import tflgraph
+
+    model = tflgraph.load(fixture("k3_lstm_unroll_bnone"))
+    buffers = {id(t.buffer): t.buffer.nbytes for sg in model.subgraphs for t in sg.tensors
+               if t.is_constant}  # fmt: skip
+    readers = sum(
+        1 for op in model.main.iter_ops() for t in op.inputs if t is not None and t.is_constant
+    )
+    assert readers > len(buffers)  # some buffers are read by several ops
+    result = run_cli("inspect", fixture("k3_lstm_unroll_bnone"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert sum(json.loads(result.stdout)["weight_bytes_by_op"].values()) == sum(buffers.values())

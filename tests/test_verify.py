@@ -242,6 +242,40 @@ def test_runtime_that_cannot_run_is_reported_and_the_other_still_judges(tmp_path
     assert proc.returncode == 0 and "tflm: cannot run A:" in proc.stdout
 
 
+@pytest.mark.parametrize("refused", ["A", "B"])
+def test_litert_delegate_that_refuses_a_model_falls_back_to_builtin_kernels(
+    refused, monkeypatch, tmp_path
+):
+    """XNNPACK refuses to prepare some published int8 models that LiteRT's builtin kernels
+    run ("failed to create XNNPACK runtime"): both models are then compared on the builtin
+    kernels, never one on each (for int8 the two differ by many steps), and the report says
+    so. The refusal is simulated: no committed fixture makes XNNPACK fail."""
+    a, b = fixture("cnn_int8").read_bytes(), round_trip("cnn_int8", tmp_path)
+    b = open(b, "rb").read()
+    b = b + b"\0" * 8 if a == b else b  # tell the two apart: the same model, other bytes
+    real, calls = runtimes.run_isolated, []
+
+    def run_isolated(data, feeds, rt, timeout=120.0, modes=runtimes.MODES, kernels="default"):
+        label = "A" if data == a else "B"
+        calls.append((label, kernels))
+        if rt == "litert" and kernels == "default" and label == refused:
+            raise runtimes.RuntimeUnavailable("litert failed to invoke: failed to create XNNPACK")
+        return real(data, feeds, rt, timeout, modes, kernels)
+
+    monkeypatch.setattr(runtimes, "run_isolated", run_isolated)
+    report = verify(a, b, runtime="litert")
+    (status,) = report.runtimes
+    assert report.verdict == "equal" and status.compared
+    assert "default delegate failed" in status.message and "builtin kernels" in status.message
+    assert (
+        calls
+        == {
+            "A": [("A", "default"), ("A", "builtin"), ("B", "builtin")],
+            "B": [("A", "default"), ("B", "default"), ("B", "builtin"), ("A", "builtin")],
+        }[refused]
+    )
+
+
 def test_tflm_is_not_trusted_with_dynamic_shape_while(tmp_path):
     """TFLM returns zeros for Keras return_sequences loops: verify skips it, says why, and
     still gives LiteRT's verdict (here on a changed copy: different)."""

@@ -25,9 +25,11 @@ def needs_tflm(target: str) -> bool:
 
 def replace_by_constants(sg: Subgraph, outputs: list[Tensor], values) -> None:
     """Every reader of each output reads a new constant holding its value instead; the
-    constant takes the output's name (so model outputs and names readers know stay)."""
+    constant takes the output's name (so model outputs and names readers know stay) and,
+    for a quantized output, its quantization (`values` are then the stored integers)."""
     for t, v in zip(outputs, values):
-        const = sg.new_constant(np.asarray(v, t.dtype), t.name)
+        quantization = t.quantization if t.is_quantized else None
+        const = sg.new_constant(np.asarray(v, t.dtype), t.name, quantization=quantization)
         sg.replace_all_uses(t, const)
         t.name, const.name = const.name, t.name
 

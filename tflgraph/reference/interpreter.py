@@ -19,7 +19,7 @@ import numpy as np
 
 from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.reference import kernels, kernels_flex, kernels_nn
+from tflgraph.reference import kernels, kernels_flex, kernels_nn, kernels_quant
 from tflgraph.reference.kernels import UnsupportedOp
 
 __all__ = [
@@ -40,7 +40,12 @@ class EvaluationError(TflgraphError, ValueError):
 
 
 # op type -> fn(op, *inputs)
-KERNELS = {**kernels.KERNELS, **kernels_nn.NN_KERNELS, **kernels_flex.FLEX_KERNELS}
+KERNELS = {
+    **kernels.KERNELS,
+    **kernels_nn.NN_KERNELS,
+    **kernels_flex.FLEX_KERNELS,
+    **kernels_quant.QUANT_KERNELS,
+}
 
 
 def evaluate(model: Model, inputs: list[np.ndarray], state: dict | None = None) -> list:
@@ -165,9 +170,26 @@ def _run(sg: Subgraph, ops: list[Operator], values: dict, state: dict) -> None:
                 values[id(t)] = state[t]
 
 
-# Ops whose kernel is right for quantized operands too: DEQUANTIZE reads the quantization,
-# SHAPE and RANK read the shape only.
-QUANTIZED_OPERANDS_OK = frozenset({"DEQUANTIZE", "SHAPE", "RANK"})
+# Ops whose LiteRT and TFLM kernels move the stored integers of a quantized tensor unchanged
+# (no requantization, whatever the scales): computed on the stored integers, their result is
+# the output's stored integers.
+RAW_COPY_OPS = frozenset(
+    {
+        "BROADCAST_TO",
+        "EXPAND_DIMS",
+        "FILL",
+        "GATHER",
+        "RESHAPE",
+        "SLICE",
+        "SQUEEZE",
+        "STRIDED_SLICE",
+        "TILE",
+        "TRANSPOSE",
+    }
+)
+# Ops whose kernel is right for quantized operands too: DEQUANTIZE and QUANTIZE read the
+# quantization, SHAPE and RANK read the shape only, RAW_COPY_OPS copy stored integers.
+QUANTIZED_OPERANDS_OK = frozenset({"DEQUANTIZE", "QUANTIZE", "SHAPE", "RANK"}) | RAW_COPY_OPS
 
 
 def _call(op: Operator, xs: list, state: dict):

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 RUNTIMES = ("litert", "tflm")
+# LiteRT's kernels: "default" applies its default delegate (XNNPACK) as an application gets it;
+# "builtin" runs its builtin kernels only, the ones TFLM's are ported from. For int8 models
+# the two differ by many quantization steps (XNNPACK requantizes differently), and XNNPACK
+# refuses to prepare some models that the builtin kernels run.
+KERNELS = ("default", "builtin")
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -87,15 +92,21 @@ class Session:
         runtime: str = "litert",
         num_threads: int = 1,
         arena_size: int | None = None,
+        kernels: str = "default",
     ):
-        """`arena_size`: TFLM's tensor arena in bytes (default: generous for the model)."""
+        """`arena_size`: TFLM's tensor arena in bytes (default: generous for the model).
+        `kernels`: LiteRT's, one of KERNELS."""
+        if kernels not in KERNELS:
+            raise ValueError(f"unknown kernels {kernels!r}; choose from {KERNELS}")
         self.runtime = runtime
         cls = _import(runtime)
         model = bytes(model)
         try:
             with _quiet_stderr():
                 if runtime == "litert":
-                    self._it = cls(model_content=model, num_threads=num_threads)
+                    self._it = cls(
+                        model_content=model, num_threads=num_threads, **_resolver(kernels)
+                    )
                     self._it.allocate_tensors()
                     ins, outs = self._it.get_input_details(), self._it.get_output_details()
                 else:
@@ -130,6 +141,15 @@ class Session:
             return [np.array(self._it.get_output(i)) for i in range(len(self.outputs))]
         except Exception as e:
             raise RuntimeUnavailable(f"{self.runtime} failed to invoke: {_first_line(e)}") from None
+
+
+def _resolver(kernels: str) -> dict:
+    """The LiteRT Interpreter's keyword arguments that select `kernels`."""
+    if kernels == "default":
+        return {}
+    from ai_edge_litert.interpreter import OpResolverType
+
+    return {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
 
 def _first_line(e: Exception) -> str:
@@ -206,9 +226,10 @@ def run(
     samples: list[list[np.ndarray]],
     runtime: str = "litert",
     reset_between: bool = False,
+    kernels: str = "default",
 ) -> list[list[np.ndarray]]:
     """Invoke the model once per sample in one interpreter; outputs per invoke."""
-    s = Session(model, runtime)
+    s = Session(model, runtime, kernels=kernels)
     results = []
     for i, sample in enumerate(samples):
         if reset_between and i:
@@ -221,11 +242,18 @@ MODES = ("no-reset", "reset")
 
 
 def run_modes(
-    model: bytes, samples: list[list[np.ndarray]], runtime: str, modes=MODES
+    model: bytes,
+    samples: list[list[np.ndarray]],
+    runtime: str,
+    modes=MODES,
+    kernels: str = "default",
 ) -> dict[str, list]:
     """Outputs per invoke in each mode: one interpreter fed the samples in a row ("no-reset"),
     and a fresh one reset between samples ("reset")."""
-    return {mode: run(model, samples, runtime, reset_between=mode == "reset") for mode in modes}
+    return {
+        mode: run(model, samples, runtime, reset_between=mode == "reset", kernels=kernels)
+        for mode in modes
+    }
 
 
 def run_isolated(
@@ -234,11 +262,12 @@ def run_isolated(
     runtime: str,
     timeout: float = 120.0,
     modes=MODES,
+    kernels: str = "default",
 ) -> dict[str, list]:
     """`run_modes` in a forked child process, so that a runtime that hangs (TFLM on some
     dynamic-shape loops) or crashes becomes a RuntimeUnavailable with the reason instead of
     taking the caller down. Falls back to running in-process where fork does not exist."""
-    return call_isolated(run_modes, (model, samples, runtime, modes), runtime, timeout)
+    return call_isolated(run_modes, (model, samples, runtime, modes, kernels), runtime, timeout)
 
 
 def call_isolated(fn, args: tuple, what: str, timeout: float = 120.0):

@@ -404,18 +404,22 @@ def verify(
 
     report = VerifyReport(name_a, name_b, len(feeds_a), None if inputs is not None else seed)
     for rt in names:
+        runs = _Runs(rt, timeout, modes)
         try:
-            got_a = _run(model_a, data_a, feeds_a, rt, timeout, modes)
+            got_a = runs.run(model_a, data_a, feeds_a)
         except RuntimeUnavailable as e:
             report.runtimes.append(RuntimeStatus(rt, False, f"cannot run A: {_strip(e, rt)}"))
             continue
         try:
-            got_b = _run(model_b, data_b, feeds_b, rt, timeout, modes)
+            kernels_a = runs.kernels
+            got_b = runs.run(model_b, data_b, feeds_b)
+            if runs.kernels != kernels_a:  # B needed LiteRT's builtin kernels: A runs on them too
+                got_a = runs.run(model_a, data_a, feeds_a)
         except RuntimeUnavailable as e:
             msg = f"cannot run B: {_strip(e, rt)} (A runs)"
             report.runtimes.append(RuntimeStatus(rt, False, msg, different=True))
             continue
-        report.runtimes.append(RuntimeStatus(rt, True))
+        report.runtimes.append(RuntimeStatus(rt, True, runs.note))
         for mode in modes:
             for i, (pa, j) in enumerate(zip(out_a, out_order)):
                 ref = [outs[i] for outs in got_a[mode]]
@@ -426,11 +430,39 @@ def verify(
     return report
 
 
-def _run(model: Model, data: bytes, feeds, rt: str, timeout: float, modes) -> dict[str, list]:
-    blocker = _tflm_blocker(model) if rt == "tflm" else None
-    if blocker:
-        raise RuntimeUnavailable(blocker)
-    return runtimes.run_isolated(data, feeds, rt, timeout, modes)
+class _Runs:
+    """Runs the models of one comparison in one runtime, all on the same kernels. LiteRT starts
+    with its default delegate; when that cannot prepare a model and LiteRT's builtin kernels
+    run it, every later run uses the builtin kernels (the delegate's int8 results differ from
+    theirs by many quantization steps), and `note` says why."""
+
+    def __init__(self, rt: str, timeout: float, modes):
+        self.rt, self.timeout, self.modes = rt, timeout, modes
+        self.kernels, self.note = "default", ""
+
+    def run(self, model: Model, data: bytes, feeds) -> dict[str, list]:
+        blocker = _tflm_blocker(model) if self.rt == "tflm" else None
+        if blocker:
+            raise RuntimeUnavailable(blocker)
+        try:
+            return self._invoke(data, feeds)
+        except RuntimeUnavailable as e:
+            if self.rt != "litert" or self.kernels == "builtin":
+                raise
+            self.kernels = "builtin"
+            try:
+                got = self._invoke(data, feeds)
+            except RuntimeUnavailable:
+                self.kernels = "default"
+                raise e from None
+            self.note = (
+                f"its default delegate failed ({_strip(e, self.rt)}); compared on LiteRT's "
+                "builtin kernels"
+            )
+            return got
+
+    def _invoke(self, data: bytes, feeds) -> dict[str, list]:
+        return runtimes.run_isolated(data, feeds, self.rt, self.timeout, self.modes, self.kernels)
 
 
 def _tflm_blocker(model: Model) -> str | None:

@@ -31,10 +31,17 @@ def summary(model: Model, nbytes: int) -> dict:
 
 
 def _weight_bytes(model: Model) -> dict[str, int]:
+    """Constant bytes by the type of op that reads them; a buffer several ops share (the T
+    copies of an unrolled cell read one weight buffer) counts once, for the first op."""
     out: dict[str, int] = {}
+    counted: set[int] = set()
     for sg in model.reachable_subgraphs():
-        for op in sg.iter_ops():
-            n = sum(t.buffer.nbytes for t in op.inputs if t is not None and t.is_constant)
+        for op in sg.operators:
+            n = 0
+            for t in op.inputs:
+                if t is not None and t.is_constant and id(t.buffer) not in counted:
+                    counted.add(id(t.buffer))
+                    n += t.buffer.nbytes
             if n:
                 out[op.type] = out.get(op.type, 0) + n
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
