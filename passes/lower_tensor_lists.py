@@ -14,7 +14,8 @@ Rewrite:   the list becomes a float [n, *element] tensor (the variant tensors ar
            GetItem(l, i) -> GATHER(l, i), Stack(l) -> l, Length(l) -> the constant n; the
            same TFLM-safe form static-loop-outputs writes, so fuse-lstm and the loop passes
            apply next. The element shape and dtype come from the tensors the list meets
-           (element_shape operands with their -1 filled in by the items' static shapes).
+           (element_shape operands with their -1 filled in by the items' static shapes);
+           each op's NodeDef (element_dtype, num_elements) must agree with them.
 Proof:     a list that is reserved and never set reads as zeros in TensorFlow, as the FILL does;
            SetItem/GetItem/Stack on a list of n equal-shaped elements are row writes and reads
            of the stacked tensor (an index outside the list is an error in TensorFlow, where
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tflgraph.io.nodedef import NodeDefError, flex_node
 from tflgraph.io.schema import tensor_type_of
 from tflgraph.ir import Model, Operator, Snapshot, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
@@ -179,7 +181,26 @@ def _buffer_type(root: Operator, uses) -> tuple[tuple[int, ...], np.dtype]:
             and (len(v) != len(shape) or any(d >= 0 and d != k for d, k in zip(v.tolist(), shape)))
         ):
             raise _Refused(f"element_shape {v.tolist()} disagrees with {list(shape)}")
+    _check_node_defs([root, *(op for _, op in uses)], n, np.dtype(dtype))
     return (n, *shape), np.dtype(dtype)
+
+
+def _check_node_defs(ops: list[Operator], n: int, dtype: np.dtype) -> None:
+    """The TensorFlow ops' own word (their NodeDef attributes) must agree with the buffer the
+    tensors imply: every element_dtype is `dtype`, a Stack's num_elements (-1: any) is n."""
+    for op in ops:
+        if not op.type.startswith(FLEX):
+            continue  # a WHILE the list flows through
+        try:
+            node = flex_node(op.custom_options)
+        except NodeDefError as e:
+            raise _Refused(f"{op.type}: {e}") from None
+        said = node.attrs.get("element_dtype")
+        if said is not None and said != dtype.name:
+            raise _Refused(f"{op.type}: its NodeDef says element_dtype {said}, not {dtype}")
+        count = node.attrs.get("num_elements")
+        if isinstance(count, int) and count >= 0 and count != n:
+            raise _Refused(f"{op.type}: its NodeDef says num_elements {count}, not {n}")
 
 
 def _feeds(sg: Subgraph) -> dict:

@@ -20,6 +20,7 @@ from helpers import (
 )
 
 import tflgraph
+from tflgraph.io.nodedef import NodeDefError, flex_node
 from tflgraph.io.schema import OP_CODES, TENSOR_TYPES
 from tflgraph.ir import Model, Operator, Tensor
 from tflgraph.reference import interpreter, kernels_flex
@@ -111,6 +112,47 @@ def test_disagreeing_element_shape_is_left_alone():
     assert len(flex_ops(model)) == 3
     why = [e for r in records for e in r.explanations if "element_shape" in e]
     assert why and "[-1, 15] disagrees with [1, 16]" in why[0]
+
+
+@pytest.mark.parametrize(
+    "attr, stored, wrong, why",
+    [
+        (b"element_dtype", b"\x30\x01", b"\x30\x03", "says element_dtype int32, not float32"),
+        (b"num_elements", b"\x18\x0a", b"\x18\x09", "says num_elements 9, not 10"),
+    ],
+)
+def test_node_def_that_disagrees_with_the_tensors_is_left_alone(attr, stored, wrong, why):
+    """The Stack's NodeDef is TensorFlow's own word on the list: an element_dtype or a
+    num_elements that contradicts the tensors leaves the list as it is."""
+    model = tflgraph.load(fixture("k3_gru_seq_flex_bnone"))
+    (stack,) = model.main.ops_of_type("CUSTOM:FlexTensorListStack")
+    assert "element_dtype=float32" in flex_node(stack.custom_options).describe()
+    entry = bytes([len(attr)]) + attr + b"\x12\x02"  # map key, then the 2-byte AttrValue
+    options = bytes(stack.custom_options)
+    assert options.count(entry + stored) == 1
+    stack.custom_options = options.replace(entry + stored, entry + wrong)
+    model, records = run(model, FRONT, target="tflm")
+    assert not changed(records, "lower-tensor-lists") and len(flex_ops(model)) == 3
+    assert any(why in e for r in records for e in r.explanations)
+
+
+def test_flex_node_reads_the_tensorflow_op_and_its_attributes():
+    model = tflgraph.load(fixture("dead_k3_lstm_flex"))
+    (erf,) = model.main.ops_of_type("CUSTOM:FlexErf")
+    assert flex_node(erf.custom_options).describe() == "Erf(T=float32)"
+    with pytest.raises(NodeDefError):
+        flex_node(b"\x01\x02")
+    rng = np.random.default_rng(0)
+    options = bytearray(erf.custom_options)
+    for _ in range(300):  # damaged NodeDefs give NodeDefError or a description, nothing else
+        damaged = bytearray(options)
+        damaged[rng.integers(10, len(damaged) - 6)] = rng.integers(256)
+        try:
+            flex_node(bytes(damaged)).describe()
+        except NodeDefError:
+            pass
+    done = tflgraph_cli("inspect", fixture("dead_k3_lstm_flex"))
+    assert "flex: CUSTOM:FlexErf = Erf(T=float32)" in done.stdout
 
 
 def test_unproved_lowering_is_undone(monkeypatch):

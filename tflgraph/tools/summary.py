@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tflgraph.io.nodedef import NodeDefError, flex_node
 from tflgraph.ir import Model, Subgraph, Tensor
 
 
@@ -105,9 +106,27 @@ def describe(model: Model, nbytes: int) -> dict:
         "op_counts": model.op_counts(),
         "weight_bytes_by_op": _weight_bytes(model),
         "control_flow": _control_flow(model),
+        "flex_ops": _flex_ops(model),
         "signatures": [sd.key for sd in model.signature_defs],
         "metadata": [name for name, _ in model.metadata],
     }
+
+
+def _flex_ops(model: Model) -> dict[str, list[str]]:
+    """Each Flex op type -> the TensorFlow ops it holds, as their NodeDefs describe them
+    (e.g. "Erf(T=float32)"), each distinct description once."""
+    out: dict[str, list[str]] = {}
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            if op.type.startswith("CUSTOM:Flex"):
+                try:
+                    text = flex_node(op.custom_options).describe()
+                except NodeDefError as e:
+                    text = f"undecodable: {e}"
+                seen = out.setdefault(op.type, [])
+                if text not in seen:
+                    seen.append(text)
+    return out
 
 
 def _fmt_io(items: list[dict]) -> str:
@@ -137,6 +156,8 @@ def format_description(path: str, info: dict) -> str:
             f"subgraph {c['index']} {c['name']!r} ({c['ops']} ops)" for c in cf["calls"]
         )
         lines.append(f"control flow: {cf['op']} in subgraph {cf['subgraph']} -> {calls}")
+    for kind, nodes in info["flex_ops"].items():
+        lines.append(f"flex: {kind} = {'; '.join(nodes)}")
     return "\n".join(lines)
 
 
