@@ -25,7 +25,7 @@ recogniser does (tflgraph.rnn.probe), not by the converter's op sequence:
 The match is the loop (tflgraph.rnn.loops.RnnLoop), its states by name and each gate's map.
 
 Built-in descriptions: LSTM (Keras gate names i, f, g, o; tanh), GRU (Keras' reset_after=True
-and PyTorch's form), SIMPLE_RNN (tanh).
+and PyTorch's form), SIMPLE_RNN (tanh) and SIMPLE_RNN_RELU.
 """
 
 from __future__ import annotations
@@ -42,7 +42,18 @@ from tflgraph.reference.interpreter import evaluate_tensors
 from tflgraph.rnn.loops import Operand, RnnLoop, analyze_loop, while_loops, with_static_accumulator
 from tflgraph.rnn.probe import Affine, read_affine
 
-__all__ = ["GRU", "LSTM", "SIMPLE_RNN", "Cell", "CellMatch", "find_cells", "match_cell", "sigmoid"]
+__all__ = [
+    "GRU",
+    "LSTM",
+    "SIMPLE_RNN",
+    "SIMPLE_RNN_RELU",
+    "Cell",
+    "CellMatch",
+    "find_cells",
+    "match_cell",
+    "prove_cell",
+    "sigmoid",
+]
 
 Step = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
 _MAX_ORDERS = 5040  # gate orders tried: 7 pre-activations for 4 gates, 8 for 3
@@ -295,6 +306,7 @@ def _gru(g, s):
 
 LSTM = Cell("LSTM", gates=("i", "f", "g", "o"), states=("h", "c"), step=_lstm)
 GRU = Cell("GRU", gates=("z", "r", "xn", "hn"), states=("h",), step=_gru)
-SIMPLE_RNN = Cell(
-    "SimpleRNN", gates=("a",), states=("h",), step=lambda g, s: {"h": np.tanh(g["a"])}
+SIMPLE_RNN = Cell("SimpleRNN", ("a",), ("h",), lambda g, s: {"h": np.tanh(g["a"])})
+SIMPLE_RNN_RELU = Cell(
+    "SimpleRNN (relu)", ("a",), ("h",), lambda g, s: {"h": np.maximum(g["a"], 0)}
 )
