@@ -14,7 +14,8 @@ Proof:     W, U and b are read from the body's FULLY_CONNECTED, ADD and SPLIT op
            and side), by evaluating its gate pre-activations (tflgraph.rnn.probe); the body's
            h' and c' are evaluated with the reference interpreter on random x, h, c and
            compared with the LSTM equations (lstm_cell.prove_lstm_cell). Any mismatch, and any
-           use of the loop that the rewrite cannot reproduce, leaves the loop alone.
+           use of the loop that the rewrite cannot reproduce, leaves the loop alone;
+           --explain names a loop that computes a GRU instead (tflgraph.rnn.cells.GRU).
 Cost:      for --target litert only, `litert_keeps_loop` keeps the loops that LiteRT runs faster
            than the fused op (measured: its default XNNPACK delegate runs the loop's
            FULLY_CONNECTED ops, not the fused LSTM kernel); TFLM and "any" always fuse.
@@ -32,6 +33,7 @@ from __future__ import annotations
 from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Option, Pass, register
+from tflgraph.rnn.cells import GRU, match_cell
 from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
 from tflgraph.rnn.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.rnn.probe import probe_lstm_cell
@@ -122,6 +124,11 @@ class FuseLstm(Pass):
             if reason.replace("by evaluation: ", "") not in said:
                 self.explain(reason)
                 said.add(reason.replace("by evaluation: ", ""))
+        if self.explanations is not None and match_cell(loop, GRU) is not None:
+            self.explain(
+                f"{loop.name}: a GRU step (recognised by evaluation): no fused GRU op exists "
+                "in LiteRT or TFLM, so it stays a loop (static-loop-outputs makes it static)"
+            )
         return None
 
     def _unsupported_use(self, loop: RnnLoop, cell: LstmCell) -> str | None:

@@ -119,3 +119,27 @@ def test_gate_order_comes_out_of_the_numbers():
 def _k3_lstm_loop():
     model = tflgraph.load(fixture("k3_lstm"))
     return model.main, while_loops(model.main)[0]
+
+
+def test_final_cell_state_read_apart_from_the_output_stays_a_loop():
+    """Near-miss after the step: the final c feeds an op that does not depend on the loop's
+    output, so it would read the fused op's in-place c before the op has run."""
+    model = tflgraph.load(fixture(DROPOUT))
+    sg = model.main
+    loop = analyze_loop(sg, while_loops(sg)[0])
+    c = probe_lstm_cell(loop).c
+    c_plus = sg.new_tensor("c_plus", c.result.shape)
+    sg.add_op("ADD", [c.result, sg.new_constant(np.float32(1.0), "one")], [c_plus], {})
+    sg.outputs.append(c_plus)
+    model, why = fuse(model)
+    assert "WHILE" in model.op_counts() and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in model.op_counts()
+    assert any("the final cell state c feeds an op that does not also depend" in w for w in why)
+
+
+@pytest.mark.parametrize("name", ["k3_gru", "tfk_gru", "k3_gru_b4"])
+def test_a_gru_is_named_as_such_and_stays_a_loop(name):
+    model, why = fuse(tflgraph.load(fixture(name)))
+    assert model.op_counts()["WHILE"] == 1
+    assert any("a GRU step (recognised by evaluation): no fused GRU op" in w for w in why), why
+    _, why = fuse(tflgraph.load(fixture("k3_gru_reset_before")))  # its candidate reads r * h
+    assert not any("a GRU step" in w for w in why), why
