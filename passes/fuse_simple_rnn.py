@@ -112,16 +112,22 @@ def match_rnn_cell(loop: loops.RnnLoop) -> RnnCell | None:
 
 def probe_rnn_cell(loop: loops.RnnLoop, explain) -> RnnCell | None:
     """The SimpleRNN step of a body spelled otherwise than FC + FC + bias, read off by
-    evaluation (tflgraph.rnn.cells), or None. Only loops of one sequence and one state."""
+    evaluation (tflgraph.rnn.cells), or None. Only loops of one sequence and one state whose
+    h' comes out of TANH or RELU (an op, or fused into the op computing h'): other cells
+    (a GRU's h' is a sum of products) cost no evaluation."""
     if len(loop.states) != 1 or len(loop.sequences) != 1:
         return None
-    for act, cell in _CELLS.items():
-        match = match_cell(loop, cell)
-        if match is not None:
-            explain(f"{loop.name}: SimpleRNN step ({act.lower()}) recognised by evaluation")
-            a = match.gates["a"]
-            return RnnCell(loop.states[0], a.W, a.U, a.b.astype(np.float32), act)
-    return None
+    h = loop.states[0]
+    p = loop.body.producer(h.next)
+    act = p.type if p is not None and p.type in _CELLS else getattr(p, "activation", None)
+    if act not in _CELLS:
+        return None
+    match = match_cell(loop, _CELLS[act])
+    if match is None:
+        return None
+    explain(f"{loop.name}: SimpleRNN step ({act.lower()}) recognised by evaluation")
+    a = match.gates["a"]
+    return RnnCell(h, a.W, a.U, a.b.astype(np.float32), act)
 
 
 _CELLS = {"TANH": SIMPLE_RNN, "RELU": SIMPLE_RNN_RELU}
