@@ -52,6 +52,7 @@ def test_lstm_weights_are_the_structural_matchers(name):
         ("onnx_bilstm_onnx2tf", LSTM, 2),  # ONNX gate order, biases added per gate
         ("k3_lstm_dropout", LSTM, 1),  # four FULLY_CONNECTED per side
         ("k3_gru_flex_bnone", GRU, 1),  # Keras 3 GRU, reset_after=True
+        ("onnx_gru_onnx2tf", GRU, 1),  # PyTorch's GRU: the bias b_xn added after r * hn
         ("k2_gru_seq_flex_bnone_tf215", GRU, 1),  # Keras 2 GRU in its DYNAMIC_UPDATE_SLICE loop
     ],
 )

@@ -200,7 +200,7 @@ def gate_terms(loop: RnnLoop, h: Tensor) -> list[Affine] | str:
         for t, m, v in zip(floats, maps, values)
         if compare(m(x, hv), v, rtol=1e-4) is None and (m.W.any() or m.U.any())
     }
-    terms = []
+    terms, sums = [], set()
     for t in floats:
         m = affine.get(id(t))
         readers = body.consumers(t)
@@ -208,8 +208,43 @@ def gate_terms(loop: RnnLoop, h: Tensor) -> list[Affine] | str:
             continue
         if all(id(o) in affine for r in readers for o in r.outputs if o is not None):
             continue  # only read by affine ops: not a gate's final pre-activation
-        terms.append(m)
+        root = _sum_root(body, t)
+        if root is None:
+            terms.append(m)
+        elif id(root) not in sums:  # a sum of affine and other terms: its affine part
+            sums.add(id(root))
+            terms.append(_affine_part(body, root, affine, m.b.size))
     return terms
+
+
+def _plain_add(op) -> bool:
+    return op is not None and op.type == "ADD" and op.activation == "NONE"
+
+
+def _sum_root(body, t: Tensor) -> Tensor | None:
+    """The top of the ADD tree `t` is a term of (each inner sum read once), or None if `t`
+    is not added to anything: a bias added after the non-affine term (tanh(W x + r * hn + b),
+    onnx2tf's GRU) belongs to the gate all the same."""
+    readers, root = body.consumers(t), None
+    while len(readers) == 1 and _plain_add(readers[0]) and readers[0].outputs[0].shape == t.shape:
+        root = readers[0].outputs[0]
+        readers = body.consumers(root)
+    return root
+
+
+def _affine_part(body, root: Tensor, affine: dict, width: int) -> Affine:
+    """The sum of the affine and constant leaves of the ADD tree under `root`."""
+    maps, bias, stack = [], np.zeros(width, np.float32), [root]
+    while stack:
+        t = stack.pop()
+        p = body.producer(t)
+        if id(t) in affine:
+            maps.append(affine[id(t)])
+        elif t.is_constant and t.type_name == "FLOAT32" and t.data.size in (1, width):
+            bias = bias + t.data.reshape(-1).astype(np.float32)
+        elif _plain_add(p):
+            stack.extend(p.inputs)
+    return Affine(sum(m.W for m in maps), sum(m.U for m in maps), sum(m.b for m in maps) + bias)
 
 
 def _is_copy(m: Affine) -> bool:
