@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Tensor
 from tflgraph.reference.equivalence import check_values, compare
 from tflgraph.reference.interpreter import evaluate_tensors
@@ -262,7 +263,7 @@ def _sample(loop: RnnLoop, states: dict, rng: np.random.Generator):
     feeds = _sample_feeds(loop, states, rng)
     try:
         return feeds, evaluate_tensors(loop.body, feeds, _wanted(loop, states)[0])
-    except (ValueError, ArithmeticError, LookupError) as e:
+    except (TflgraphError, ValueError, ArithmeticError, LookupError) as e:
         return f"the next states are not computable from x_t and the states ({e})"
 
 
