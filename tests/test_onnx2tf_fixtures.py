@@ -27,6 +27,7 @@ from tflgraph.reference.interpreter import evaluate
 
 DIRECTIONS = {"onnx_lstm_onnx2tf": 1, "onnx_bilstm_onnx2tf": 2}
 GRU = "onnx_gru_onnx2tf"
+BNONE = "onnx_lstm_bnone_onnx2tf"  # batch None: onnx2tf keeps the loop outputs in Flex lists
 
 
 @pytest.mark.parametrize("name", sorted(DIRECTIONS) + [GRU])
@@ -39,7 +40,7 @@ def test_made_by_onnx2tf_with_stored_onnxruntime_outputs(name):
     assert ops.get("REVERSE_V2", 0) == 2 * (DIRECTIONS.get(name, 1) - 1)  # around the backward
 
 
-@pytest.mark.parametrize("name", sorted(DIRECTIONS) + [GRU])
+@pytest.mark.parametrize("name", sorted(DIRECTIONS) + [GRU, BNONE])
 def test_interpreter_reproduces_onnxruntime_and_tflm_does_not(name):
     """The reference interpreter runs the original as onnxruntime does; TFLM does not (its
     dynamic-shape accumulator): h = o * tanh(c) is bounded by 1, TFLM's LSTM output is not
@@ -78,3 +79,21 @@ def test_the_gru_is_named_and_becomes_a_static_loop_with_onnxruntimes_outputs(ta
     ops = tflgraph.load(out).op_counts()
     assert ops["WHILE"] == 1 and ops["DYNAMIC_UPDATE_SLICE"] == 1
     assert_gives_tf_reference(out, GRU, invokes=3)  # LiteRT and TFLM, without reset
+
+
+@pytest.mark.parametrize("target", ["any", "tflm", "litert"])
+def test_batch_none_lists_are_lowered_and_the_lstm_fused_with_onnxruntimes_outputs(
+    target, tmp_path
+):
+    """A PyTorch-style export with batch N (zero states from Shape(x)): onnx2tf writes Flex
+    TensorList ops that neither runtime runs; frozen to batch 1 they are lowered and the loop
+    fused (LiteRT keeps batch None unless told: --batch 1)."""
+    assert "CUSTOM:FlexTensorListReserve" in tflgraph.load(fixture(BNONE)).op_counts()
+    out = tmp_path / "out.tflite"
+    args = ["--batch", "1"] if target == "litert" else []
+    done = tflgraph_cli("optimize", fixture(BNONE), "-o", out, "--target", target, *args)
+    assert done.returncode == 0, done.stderr
+    ops = tflgraph.load(out).op_counts()
+    assert ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1 and "WHILE" not in ops
+    assert not any(k.startswith("CUSTOM:") for k in ops)
+    assert_gives_tf_reference(out, BNONE, invokes=3)  # LiteRT and TFLM, without reset
