@@ -12,6 +12,9 @@ of U. A random (x, h) checks that the map is affine, and `prove_lstm_cell` then 
 whole step (h', c' and the accumulated output) against the LSTM equations on random x, h, c.
 Split, merged, transposed or per-gate weights, biases split or folded and any gate order give
 the same LstmCell, so the fused rewrite is the one of the structural matcher.
+
+`read_affine` (the evaluations) and `Affine` (one map) serve tflgraph.rnn.cells too, which
+finds the gate pre-activations of any described cell without naming their roles first.
 """
 
 from __future__ import annotations
@@ -48,17 +51,17 @@ def probe_lstm_cell(loop: RnnLoop, explain: Callable[[str], None] | None = None)
     for gate, t in zip(_GATES, pre):
         if c.arg is t or c.arg in nx.ancestors(loop.body.graph, t):
             return no(f"gate {gate} reads the cell state c (a peephole-like term)")
-    batch, units, features = loop.x_t.shape[0], int(h.arg.shape[-1]), int(loop.x_t.shape[-1])
+    batch, units = loop.x_t.shape[0], int(h.arg.shape[-1])
     if any(int(np.prod(t.shape)) != batch * units for t in pre) or h.arg.shape != c.arg.shape:
         return no(f"a gate pre-activation is not [batch, units] = {[batch, units]}")
-    got = _affine_maps(loop, h.arg, pre, features, units)
+    got = _affine_maps(loop, h.arg, pre)
     if isinstance(got, str):
         return no(got)
     W, U, b = got
     return LstmCell(h, c, W, U, b, caps["act_g"].type)
 
 
-def _affine_maps(loop: RnnLoop, h, pre: list, features: int, units: int):
+def _affine_maps(loop: RnnLoop, h, pre: list):
     """(W[4u, F], U[4u, u], b[4u]) with pre(x, h) = W x + U h + b for the concatenated gate
     pre-activations `pre`, or why not (not affine, or not computable from x_t and h)."""
     got = read_affine(loop, h, pre)
@@ -122,8 +125,8 @@ def read_affine(loop: RnnLoop, h: Tensor, tensors: list[Tensor]):
         return f"the gate pre-activations are not computable from x_t and h alone ({e})"
     maps = [
         Affine(
-            np.stack([c[j] - b[j] for c in cols_x], axis=1).reshape(-1, features),
-            np.stack([c[j] - b[j] for c in cols_h], axis=1).reshape(-1, units),
+            np.stack([c[j] - b[j] for c in cols_x], axis=1),
+            np.stack([c[j] - b[j] for c in cols_h], axis=1),
             b[j],
         )
         for j in range(len(tensors))
