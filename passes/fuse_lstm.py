@@ -11,10 +11,13 @@ Rewrite:   h0v, c0v = FILL([B, u], 0.0) twice       # or RESHAPE(h0) for a non-z
            which the fused op updates in place.
 Proof:     W, U and b are read from the body's FULLY_CONNECTED, ADD and SPLIT ops, or, for a
            body spelled otherwise (e.g. Keras 3 with dropout: one FULLY_CONNECTED per gate
-           and side), by evaluating its gate pre-activations (tflgraph.rnn.probe); the body's
+           and side), by evaluating its gate pre-activations (tflgraph.rnn.probe), or, when
+           even the roles of c' and h' are spelled otherwise (a sigmoid as 0.5 tanh(x/2) +
+           0.5), by matching the whole step to the LSTM equations (tflgraph.rnn.cells); the body's
            h' and c' are evaluated with the reference interpreter on random x, h, c and
            compared with the LSTM equations (lstm_cell.prove_lstm_cell). Any mismatch, and any
-           use of the loop that the rewrite cannot reproduce, leaves the loop alone.
+           use of the loop that the rewrite cannot reproduce, leaves the loop alone;
+           --explain names a loop that computes a GRU instead (tflgraph.rnn.cells.GRU).
 Cost:      for --target litert only, `litert_keeps_loop` keeps the loops that LiteRT runs faster
            than the fused op (measured: its default XNNPACK delegate runs the loop's
            FULLY_CONNECTED ops, not the fused LSTM kernel); TFLM and "any" always fuse.
@@ -29,9 +32,12 @@ Invariant: every model output equals the loop's, invoke after invoke without res
 
 from __future__ import annotations
 
+import numpy as np
+
 from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Option, Pass, register
+from tflgraph.rnn.cells import GRU, LSTM, match_cell
 from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
 from tflgraph.rnn.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.rnn.probe import probe_lstm_cell
@@ -117,12 +123,37 @@ class FuseLstm(Pass):
                 f"its ops are not the converter's usual spelling: {reasons[0].split(': ', 1)[1]})"
             )
             return cell
+        whole = self._by_whole_step(loop, reasons)
+        if whole is not None:
+            return whole
         said = set()
         for reason in reasons:  # a reason both recognisers give is said once
             if reason.replace("by evaluation: ", "") not in said:
                 self.explain(reason)
                 said.add(reason.replace("by evaluation: ", ""))
+        if self.explanations is not None and match_cell(loop, GRU) is not None:
+            self.explain(
+                f"{loop.name}: a GRU step (recognised by evaluation): no fused GRU op exists "
+                "in LiteRT or TFLM, so it stays a loop (static-loop-outputs makes it static)"
+            )
         return None
+
+    def _by_whole_step(self, loop: RnnLoop, reasons: list[str]) -> LstmCell | None:
+        """The LSTM cell of a loop whose gates' activations or c', h' are spelled otherwise
+        than LOGISTIC / TANH / MUL / ADD (so that neither recogniser above finds the roles):
+        the LSTM equations as a whole (tflgraph.rnn.cells.LSTM), matched by evaluation."""
+        if len(loop.sequences) != 1 or len(loop.states) != 2:
+            return None
+        match = match_cell(loop, LSTM, reasons.append)
+        if match is None:
+            return None
+        self.explain(
+            f"{loop.name}: LSTM step recognised by evaluating the whole step (its gates and "
+            f"states are not spelled as the LSTM equations' ops: {reasons[0].split(': ', 1)[1]})"
+        )
+        gates = [match.gates[k] for k in "ifgo"]  # Keras' order, as match_lstm_cell reads it
+        W, U, b = (np.concatenate([getattr(m, k) for m in gates]) for k in "WUb")
+        return LstmCell(match.states["h"], match.states["c"], W, U, b, "TANH")
 
     def _unsupported_use(self, loop: RnnLoop, cell: LstmCell) -> str | None:
         """Why the loop's results or inputs cannot be reproduced by the fused op, or None."""

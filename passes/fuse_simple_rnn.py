@@ -9,7 +9,9 @@ Rewrite:   h0v = FILL([B, u], 0.0)                  # or RESHAPE(h0) for a non-z
            y = UNIDIRECTIONAL_SEQUENCE_RNN(x, W, R, b, h0v, time_major, act)
            readers of the loop move onto y exactly as for fuse-lstm (tflgraph.rnn.rewrite):
            acc[-1] and the final h -> STRIDED_SLICE(y)[last step]; the sequence -> y.
-Proof:     W, R, b are read from the body's FULLY_CONNECTED and ADD ops; the body's h' (and
+Proof:     W, R, b are read from the body's FULLY_CONNECTED and ADD ops, or, for a body
+           spelled otherwise, by evaluating it (tflgraph.rnn.cells: the SimpleRNN cell with
+           tanh or relu, found by evaluation); the body's h' (and
            accumulated value) are evaluated with the reference interpreter on random x, h
            and compared with act(x W^T + h R^T + b); any mismatch leaves the loop alone.
 Invariant: outputs equal the loop's within 1e-5, invoke after invoke without reset: the fused
@@ -30,6 +32,7 @@ from tflgraph.reference.equivalence import check_values
 from tflgraph.reference.kernels import ACTIVATIONS
 from tflgraph.rnn import loops
 from tflgraph.rnn.cell_terms import affine_terms
+from tflgraph.rnn.cells import SIMPLE_RNN, SIMPLE_RNN_RELU, match_cell
 from tflgraph.rnn.rewrite import FusedRnnRewrite, last_step_read_only
 from tflgraph.runtime.targets import supports
 
@@ -63,6 +66,8 @@ class FuseSimpleRnn(Pass):
         for loop in loops.rnn_loops(model, self.explain):
             loop = loops.with_static_accumulator(loop)  # also after static-loop-outputs
             cell = match_rnn_cell(loop)
+            if cell is None and supports(self.target, "UNIDIRECTIONAL_SEQUENCE_RNN"):
+                cell = probe_rnn_cell(loop, self.explain)
             if cell is None:
                 continue
             if not supports(self.target, "UNIDIRECTIONAL_SEQUENCE_RNN"):
@@ -103,6 +108,29 @@ def match_rnn_cell(loop: loops.RnnLoop) -> RnnCell | None:
     for c in bias:
         b = b + np.broadcast_to(c.reshape(-1), b.shape)
     return RnnCell(h, W, R, b.astype(np.float32), act)
+
+
+def probe_rnn_cell(loop: loops.RnnLoop, explain) -> RnnCell | None:
+    """The SimpleRNN step of a body spelled otherwise than FC + FC + bias, read off by
+    evaluation (tflgraph.rnn.cells), or None. Only loops of one sequence and one state whose
+    h' comes out of TANH or RELU (an op, or fused into the op computing h'): other cells
+    (a GRU's h' is a sum of products) cost no evaluation."""
+    if len(loop.states) != 1 or len(loop.sequences) != 1:
+        return None
+    h = loop.states[0]
+    p = loop.body.producer(h.next)
+    act = p.type if p is not None and p.type in _CELLS else getattr(p, "activation", None)
+    if act not in _CELLS:
+        return None
+    match = match_cell(loop, _CELLS[act])
+    if match is None:
+        return None
+    explain(f"{loop.name}: SimpleRNN step ({act.lower()}) recognised by evaluation")
+    a = match.gates["a"]
+    return RnnCell(h, a.W, a.U, a.b.astype(np.float32), act)
+
+
+_CELLS = {"TANH": SIMPLE_RNN, "RELU": SIMPLE_RNN_RELU}
 
 
 def _unsupported_use(loop: loops.RnnLoop) -> str | None:

@@ -68,7 +68,7 @@ class StaticLoopOutputs(Pass):
     # ------------------------------------------------------------------ accumulator
     def _static_accumulator(self, loop: loops.RnnLoop) -> bool:
         body, acc = loop.body, loop.acc
-        step = body.producer(acc.next).inputs[1]  # RESHAPE(h', [1, B, u]) -> acc row
+        step = loops.acc_row(loop)  # RESHAPE(h', [1, B, u]) -> acc row
         rank = len(acc.arg.shape)
         zero = body.new_constant(np.zeros((), np.int32), f"{body.name}/acc_index_zero")
         index = body.new_tensor(f"{body.name}/acc_index", (rank,), "int32")

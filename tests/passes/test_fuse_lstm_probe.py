@@ -11,7 +11,7 @@ from helpers import assert_gives_tf_reference, assert_same_outputs, fixture
 import tflgraph
 from tflgraph.pipeline import run_passes
 from tflgraph.rnn.loops import analyze_loop, while_loops
-from tflgraph.rnn.lstm_cell import match_lstm_cell
+from tflgraph.rnn.lstm_cell import lstm_roles, match_lstm_cell
 from tflgraph.rnn.probe import probe_lstm_cell
 
 DROPOUT = "k3_lstm_dropout"  # four FULLY_CONNECTED per side, one per gate, no SPLIT
@@ -119,3 +119,58 @@ def test_gate_order_comes_out_of_the_numbers():
 def _k3_lstm_loop():
     model = tflgraph.load(fixture("k3_lstm"))
     return model.main, while_loops(model.main)[0]
+
+
+def test_final_cell_state_read_apart_from_the_output_stays_a_loop():
+    """Near-miss after the step: the final c feeds an op that does not depend on the loop's
+    output, so it would read the fused op's in-place c before the op has run."""
+    model = tflgraph.load(fixture(DROPOUT))
+    sg = model.main
+    loop = analyze_loop(sg, while_loops(sg)[0])
+    c = probe_lstm_cell(loop).c
+    c_plus = sg.new_tensor("c_plus", c.result.shape)
+    sg.add_op("ADD", [c.result, sg.new_constant(np.float32(1.0), "one")], [c_plus], {})
+    sg.outputs.append(c_plus)
+    model, why = fuse(model)
+    assert "WHILE" in model.op_counts() and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in model.op_counts()
+    assert any("the final cell state c feeds an op that does not also depend" in w for w in why)
+
+
+@pytest.mark.parametrize("name", ["k3_gru", "tfk_gru", "k3_gru_b4"])
+def test_a_gru_is_named_as_such_and_stays_a_loop(name):
+    model, why = fuse(tflgraph.load(fixture(name)))
+    assert model.op_counts()["WHILE"] == 1
+    assert any("a GRU step (recognised by evaluation): no fused GRU op" in w for w in why), why
+    _, why = fuse(tflgraph.load(fixture("k3_gru_reset_before")))  # its candidate reads r * h
+    assert not any("a GRU step" in w for w in why), why
+
+
+def _sigmoid_as_tanh(model):
+    """k3_lstm whose forget gate's LOGISTIC(p) is spelled 0.5 * TANH(0.5 * p) + 0.5: the same
+    numbers, but c' = f * c + i * g no longer has the ops the roles are found by."""
+    body = model.main.ops_of_type("WHILE")[0].options["body_subgraph_index"]
+    loop = analyze_loop(model.main, while_loops(model.main)[0])
+    _, _, gates = lstm_roles(loop)
+    sf, half = gates["sf"], body.new_constant(np.array(0.5, np.float32), "half")
+    steps = [("MUL", [sf.inputs[0], half]), ("TANH", []), ("MUL", [half]), ("ADD", [half])]
+    t = None
+    for op_type, operands in steps:
+        out = body.new_tensor(f"sigmoid_{len(body.operators)}", sf.outputs[0].shape)
+        body.add_op(op_type, ([t] if t is not None else []) + operands, [out])
+        t = out
+    body.replace_all_uses(sf.outputs[0], t)
+    return model
+
+
+def test_a_gate_spelled_otherwise_is_recognised_by_the_whole_step():
+    model = _sigmoid_as_tanh(tflgraph.load(fixture("k3_lstm")))
+    original = tflgraph.to_bytes(model)
+    for target in ("tflm", "litert"):
+        model, why = fuse(tflgraph.load(original), target)
+        ops = model.op_counts()
+        assert "WHILE" not in ops and ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
+        assert any("recognised by evaluating the whole step" in w for w in why), why
+        data = tflgraph.to_bytes(model)
+        assert_same_outputs(original, data, ("litert", "tflm"))
+    _, why = fuse(tflgraph.load(fixture("k3_lstm_hardsig")))  # another function: a loop
+    assert any("no order of the 4 affine terms as gates i, f, g, o" in w for w in why), why

@@ -16,6 +16,7 @@ from helpers import (
 )
 
 import tflgraph
+from tflgraph.pipeline import run_passes
 
 FUSE = ("fuse-simple-rnn", "static-loop-outputs", "cleanup")
 
@@ -87,3 +88,31 @@ def test_fused_after_static_loop_outputs_too():
     assert changed(records, "static-loop-outputs") and changed(records, "fuse-simple-rnn")
     assert model.op_counts() == {"FILL": 1, "UNIDIRECTIONAL_SEQUENCE_RNN": 1}
     assert_same_outputs(fixture("k3_simplernn_seq"), model, runtime_names=("litert",))
+
+
+def _recurrent_fc_scaled(model):
+    """k3_simplernn with FC(h, R) spelled MUL(FC(h, 2 R), 0.5): the same step, which the
+    structural matcher refuses (a MUL term) and evaluation recognises."""
+    body = model.main.ops_of_type("WHILE")[0].options["body_subgraph_index"]
+    fc = next(op for op in body.ops_of_type("FULLY_CONNECTED") if op.inputs[0] in body.inputs)
+    body.set_input(fc, 1, body.new_constant(2 * fc.inputs[1].data, "R2"))
+    half = body.new_constant(np.array(0.5, np.float32), "half")
+    (add,) = body.consumers(fc.outputs[0])
+    out = body.new_tensor("recurrent", fc.outputs[0].shape)
+    body.add_op("MUL", [fc.outputs[0], half], [out], {})
+    body.set_input(add, list(add.inputs).index(fc.outputs[0]), out)
+    return model
+
+
+def test_a_step_spelled_otherwise_is_recognised_by_evaluation_and_fused():
+    original = tflgraph.to_bytes(_recurrent_fc_scaled(tflgraph.load(fixture("k3_simplernn"))))
+    model = tflgraph.load(original)
+    records = run_passes(model, FUSE, explain=True, target="litert")
+    said = [e for r in records for e in r.explanations]
+    assert any("SimpleRNN step (tanh) recognised by evaluation" in e for e in said), said
+    assert model.op_counts().get("UNIDIRECTIONAL_SEQUENCE_RNN") == 1
+    assert "WHILE" not in model.op_counts()
+    assert_same_outputs(original, model, runtime_names=("litert",))
+    for target in ("tflm", "any"):  # no fused SimpleRNN kernel in TFLM: no probing either
+        _, records = run(tflgraph.load(original), ("fuse-simple-rnn",), target=target)
+        assert not changed(records, "fuse-simple-rnn")

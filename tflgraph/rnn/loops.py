@@ -35,6 +35,7 @@ from tflgraph.ir import Operator, Subgraph, Tensor
 
 __all__ = [
     "Operand",
+    "acc_row",
     "RnnLoop",
     "analyze_loop",
     "batch_major_source",
@@ -174,7 +175,7 @@ def analyze_loop(sg: Subgraph, op: Operator, explain: Explain = None) -> RnnLoop
     counters = [o for o in operands if _is_counter(body, o)]
     if not counters:
         return no("no loop counter (int32 scalar stepped by ADD 1)")
-    trip = _trip_count(cond, counters)
+    trip = _trip_count(cond, counters, operands)
     if trip is None:
         return no("cond is not LESS(counter, T) or a LOGICAL_AND of such")
     sequences, steps, time = [], [], None
@@ -242,12 +243,21 @@ def _is_counter(body: Subgraph, o: Operand) -> bool:
     )
 
 
-def _trip_count(cond: Subgraph, counters: list[Operand]) -> int | None:
-    """min over the LESS(counter, T) leaves of T - start; None if cond has another shape."""
+def _trip_count(cond: Subgraph, counters: list[Operand], operands: list[Operand]) -> int | None:
+    """min over the LESS(counter, T) leaves of T - start; None if cond has another shape.
+    T is a constant, or an operand the body passes through unchanged with a constant initial
+    value (TF 2.4 with batch None: T = SHAPE(x)[1], constant once the shapes are frozen)."""
     if len(cond.outputs) != 1:
         return None
     by_arg = {id(cond.inputs[c.index]): c for c in counters}
     bounds = []
+
+    def bound(t: Tensor):
+        v = scalar_value(t)
+        at = next((i for i, x in enumerate(cond.inputs) if x is t), None)
+        if v is None and at is not None and operands[at].next is operands[at].arg:
+            v = scalar_value(operands[at].init)
+        return v
 
     def walk(t: Tensor) -> bool:
         p = cond.producer(t)
@@ -255,10 +265,8 @@ def _trip_count(cond: Subgraph, counters: list[Operand]) -> int | None:
             return False
         if p.type == "LOGICAL_AND":
             return all(walk(x) for x in p.inputs)
-        if p.type == "LESS" and id(p.inputs[0]) in by_arg and scalar_value(p.inputs[1]) is not None:
-            bounds.append(
-                int(scalar_value(p.inputs[1])) - int(scalar_value(by_arg[id(p.inputs[0])].init))
-            )
+        if p.type == "LESS" and id(p.inputs[0]) in by_arg and bound(p.inputs[1]) is not None:
+            bounds.append(int(bound(p.inputs[1])) - int(scalar_value(by_arg[id(p.inputs[0])].init)))
             return True
         return False
 
@@ -279,8 +287,9 @@ def _is_step_read(g: Operator, arg: Tensor) -> bool:
 
 def _accumulator(body: Subgraph, o: Operand, time: Operand) -> tuple[str, Tensor] | None:
     """("last", h) if acc' = RESHAPE(h, [1, ...]) and acc is never read;
-    ("sequence", h) if acc' writes h at index `time` with the CONCATENATION/SLICE idiom."""
-    p = body.producer(o.next)
+    ("sequence", h) if acc' writes h at index `time` with the CONCATENATION/SLICE idiom
+    (either seen through a CAST to the same type, which TF 2.4 writes after it)."""
+    p = _through_noop_cast(body, o.next)
     if p is None:
         return None
     shape = tuple(o.init.shape)
@@ -291,7 +300,9 @@ def _accumulator(body: Subgraph, o: Operand, time: Operand) -> tuple[str, Tensor
     if p.type != "CONCATENATION" or p.option("axis", 0) != 0 or len(p.inputs) != 3:
         return None
     head, mid, tail = (body.producer(t) for t in p.inputs)
-    if mid is None or mid.type != "RESHAPE" or not _reshape_adds_time(mid, shape[1:]):
+    if mid is None or mid.type not in ("RESHAPE", "EXPAND_DIMS"):
+        return None
+    if not _reshape_adds_time(mid, shape[1:]):
         return None
     if not _is_slice_of(body, head, o.arg, begin_index=None, size_index=time.arg):
         return None
@@ -300,6 +311,19 @@ def _accumulator(body: Subgraph, o: Operand, time: Operand) -> tuple[str, Tensor
     if set(body.consumers(o.arg)) != {head, tail}:
         return None
     return "sequence", mid.inputs[0]
+
+
+def _through_noop_cast(body: Subgraph, t: Tensor) -> Operator | None:
+    """The producer of `t`, or of its input if `t` is a CAST to the type it already has."""
+    p = body.producer(t)
+    if p is not None and p.type == "CAST" and p.inputs[0].type_name == p.outputs[0].type_name:
+        return body.producer(p.inputs[0])
+    return p
+
+
+def acc_row(loop: RnnLoop) -> Tensor:
+    """The [1, B, u] row that a "sequence" accumulator's CONCATENATION writes at `time`."""
+    return _through_noop_cast(loop.body, loop.acc.next).inputs[1]
 
 
 def with_static_accumulator(loop: RnnLoop) -> RnnLoop:
@@ -338,8 +362,11 @@ def _update_slice_row(body: Subgraph, o: Operand, time: Operand) -> Tensor | Non
 
 
 def _reshape_adds_time(p: Operator, step_shape: tuple) -> bool:
-    """RESHAPE(h [B, u]) -> [1, B, u], where [B, u] is the accumulator's row shape."""
+    """RESHAPE(h [B, u]) -> [1, B, u] (or EXPAND_DIMS(h, 0), TF 2.4's), where [B, u] is the
+    accumulator's row shape."""
     step = tuple(step_shape)
+    if p.type == "EXPAND_DIMS" and scalar_value(p.inputs[1]) not in (0, -len(step) - 1):
+        return False
     return tuple(p.inputs[0].shape) == step and tuple(p.outputs[0].shape) == (1, *step)
 
 
