@@ -65,6 +65,8 @@ PIPELINES: dict[str, list[str]] = {
         "lower-tensor-lists",
         "strip-dead-channels",
         "fuse-lstm",
+        "chunk-sequence-lstm",
+        "lstm-output-from-state",
         *LOOP_PASSES,
         "drop-dead-variables",
         "cleanup",
