@@ -70,6 +70,7 @@ PIPELINES: dict[str, list[str]] = {
         *LOOP_PASSES,
         "drop-dead-variables",
         "cleanup",
+        "reorder-for-memory",  # last: the order the file keeps
     ],
     "loops": LOOP_PASSES,
 }
