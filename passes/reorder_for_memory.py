@@ -14,18 +14,24 @@ Proof:     exact by construction: every op still runs after the ops computing it
            order. Each op computes the same values from the same inputs.
 Cost:      the programme visits every set of ops closed under "runs before" (exponential in
            the number of independent branches); a subgraph that needs more than MAX_STEPS op
-           placements keeps its order (explained): at most ~0.1 s per subgraph (measured on an
-           unrolled 141-op LSTM, which keeps its order).
+           placements, or has more than MAX_OPS ops, keeps its order (explained); a subgraph
+           unchanged since the pass last weighed it is not weighed again.
 Invariant: every model output is bit-identical, invoke after invoke.
 """
 
 from __future__ import annotations
+
+import weakref
 
 from tflgraph.ir import Model, Operator, Subgraph
 from tflgraph.pipeline import SIDE_EFFECT_OPS, Pass, register
 from tflgraph.runtime import planner
 
 MAX_STEPS = 600  # op placements weighed per subgraph: the GRU loop bodies need 300-600
+MAX_OPS = 128  # larger subgraphs keep their order (the programme would not finish in budget)
+# subgraph -> its `edits` count when this pass last settled its order: the pipeline repeats
+# to a fixed point, and an unchanged subgraph need not be weighed again
+_SETTLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 MIN_GAIN = 16  # bytes: TFLM aligns every tensor to 16, a smaller gain may not survive that
 
 
@@ -38,21 +44,26 @@ class ReorderForMemory(Pass):
         if self.target == "litert":
             return False  # the planner modelled is TFLM's
         for sg in model.subgraphs:
-            order = sg.operators
-            if len(order) < 3:
-                continue
-            best = _best_order(sg, order)
-            if best is None:
-                self.explain(f"{sg.name}: more than {MAX_STEPS} placements to weigh: order kept")
-                continue
-            before, after = planner.peak(sg, order), planner.peak(sg, best)
-            if after <= before - MIN_GAIN:
-                sg.reorder(best)
-                self.stats["subgraphs_reordered"] += 1
-                self.stats["layers"].append(
-                    f"subgraph {sg.name!r}: predicted planner peak {before:,} -> {after:,} bytes"
-                )
+            if _SETTLED.get(sg) != sg.edits and 3 <= sg.num_ops:
+                self._reorder(sg)
+                _SETTLED[sg] = sg.edits
         return bool(self.stats["subgraphs_reordered"])
+
+    def _reorder(self, sg: Subgraph) -> None:
+        order = sg.operators
+        best = _best_order(sg, order) if len(order) <= MAX_OPS else None
+        if best is None:
+            self.explain(
+                f"{sg.name}: more than {MAX_OPS} ops or {MAX_STEPS} placements to weigh: order kept"
+            )
+            return
+        before, after = planner.peak(sg, order), planner.peak(sg, best)
+        if after <= before - MIN_GAIN:
+            sg.reorder(best)
+            self.stats["subgraphs_reordered"] += 1
+            self.stats["layers"].append(
+                f"subgraph {sg.name!r}: predicted planner peak {before:,} -> {after:,} bytes"
+            )
 
     @staticmethod
     def format_stats(stats: dict) -> list[str]:
