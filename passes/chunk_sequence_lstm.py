@@ -125,7 +125,7 @@ def _plan(sg: Subgraph, op: Operator, axis: int) -> tuple[str, list[int], int, i
     While chunk j runs TFLM holds y_j, the gate scratch and what is left of x:
       "slice": x itself while a later chunk still slices it, and x_j;
       "split": the parts of x not yet consumed (SPLIT_V wrote them all at once, beside x:
-               2|x| while it runs);
+               2|x| while the SPLIT_V runs, without the LSTM's scratch);
     and x itself throughout if another op reads it. For a peak P, taking as many steps as
     fit into each chunk in turn needs the fewest chunks; every P that chunk 1's size gives
     is tried, for both cuts, and the plan with the smallest max(P, rest of the graph) +
@@ -133,7 +133,8 @@ def _plan(sg: Subgraph, op: Operator, axis: int) -> tuple[str, list[int], int, i
     x, y = op.inputs[0], op.outputs[0]
     steps, x_all = x.shape[axis], planner.nbytes(x)
     x_step, y_step = x_all // steps, planner.nbytes(y) // steps
-    fixed = planner.scratch_bytes(op)
+    scratch = planner.scratch_bytes(op)
+    fixed = scratch
     stays = any(t is x for t in sg.outputs) or any(p is not op for p in sg.consumers(x))
     fixed += x_all if stays else 0
     readers = set(sg.consumers(y)) | {op}
@@ -163,7 +164,7 @@ def _plan(sg: Subgraph, op: Operator, axis: int) -> tuple[str, list[int], int, i
     best = ("", [steps], as_is)
     for cut, first_peak in (
         ("slice", lambda k: fixed + (0 if stays else x_all) + (x_step + y_step) * k),
-        ("split", lambda k: max(fixed + x_all + y_step * k, fixed + 2 * x_all)),
+        ("split", lambda k: max(fixed + x_all + y_step * k, fixed - scratch + 2 * x_all)),
     ):
         for first in range(1, steps):
             peak = first_peak(first)
