@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from tflgraph.io.reader import load
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.runtimes import RuntimeUnavailable, call_isolated, captured_output
-from tflgraph.runtime.tflm_check import _allocates, _message, parse_allocations
+from tflgraph.runtime.tflm_check import allocates, parse_allocations, tflm_message
 
 OBJECTIVES = {
     "balanced": ("arena", "bytes"),
@@ -76,7 +76,7 @@ def _footprint(size: int, log: list[str] | None) -> Footprint:
         return Footprint(size, why="TFLM crashed while allocating it")
     allocations = parse_allocations(log)
     if "total" not in allocations:
-        return Footprint(size, why=f"TFLM cannot allocate it: {_message(log)}")
+        return Footprint(size, why=f"TFLM cannot allocate it: {tflm_message(log)}")
     return Footprint(size, allocations["total"], allocations)
 
 
@@ -85,7 +85,7 @@ def _allocate_all(models: list[bytes]) -> list[list[str]]:
     logs = []
     for data in models:
         with captured_output() as said:
-            _allocates(data, runtimes.arena_for(data), report=True)
+            allocates(data, runtimes.arena_for(data), report=True)
         logs.append(said)
     return logs
 
