@@ -5,8 +5,9 @@ Pattern:   y = UNIDIRECTIONAL_SEQUENCE_LSTM(x, W_i..W_o, U_i..U_o, b_i..b_o, h, 
            x [B, T, F] (or [T, B, F] time-major) static, y read only by STRIDED_SLICE ops
            that take its last step (time axis shrunk, every other axis whole), y no subgraph
            output; the state tensors h and c read by no other op.
-Rewrite:   for the chunks [t_j, t_j + k_j) that cover 0..T, in this order:
-               x_j = SLICE(x, begin = t_j on the time axis, size = k_j steps)
+Rewrite:   x is cut into parts x_j, the steps [t_j, t_j + k_j) that cover 0..T, either by one
+           SPLIT_V(x) (SPLIT for equal parts) or by SLICE(x, t_j, k_j) before each chunk;
+           then, chunk after chunk:
                y_j = UNIDIRECTIONAL_SEQUENCE_LSTM(x_j, W_i..W_o, U_i..U_o, b_i..b_o, h, c)
            and the last-step readers read y_n's last step.
 Proof:     exact by construction. The kernel computes step t from x_t and the state it keeps
@@ -17,12 +18,13 @@ Proof:     exact by construction. The kernel computes step t from x_t and the st
            (one buffer each). Same float operations in the same order: bit-identical outputs.
            The chunks run in the order they are added (the toposort breaks ties by insertion
            order, and reorder-for-memory keeps ops that share a variable tensor in order).
-Cost:      TFLM plans x (while a later chunk still slices it), x_j, y_j and the kernel's four
-           gate buffers [B, u] side by side while chunk j runs, and every extra chunk costs
-           CHUNK_BYTES of persistent data (its op data, two nodes, three tensors). The chunk
-           sizes minimise that predicted arena, against the peak of the rest of the graph
+Cost:      while chunk j runs TFLM holds y_j, the kernel's four gate buffers [B, u] and what
+           is left of x (all of x while a later SLICE reads it; the unconsumed parts after a
+           SPLIT_V, which itself holds x twice while it runs), and every extra chunk costs
+           CHUNK_BYTES of persistent data (its op data, nodes and tensors). Cut and sizes
+           minimise that predicted arena against the peak of the rest of the graph
            (tflgraph.runtime.planner); a plan that saves nothing leaves the op alone. Time:
-           measured flat, 50 chunks of one step run as fast as one op in TFLM and LiteRT
+           measured flat in TFLM, 50 chunks of one step run as fast as one op
            (benchmarks/ram.md), so only the arena decides.
 Invariant: every model output is bit-identical, invoke after invoke, under the same names.
 """
@@ -41,8 +43,8 @@ from tflgraph.runtime import planner
 from tflgraph.runtime.targets import supports
 
 # arena bytes one more chunk costs in TFLM (x86-64 build of tflite-micro 2026-10), measured on
-# k3_lstm_big with 2 to 6 chunks: the fused LSTM's op data is most of it; a SLICE per chunk
-# adds its node and its begin constant
+# k3_lstm_big with 2 to 6 chunks: the fused LSTM's op data (~700) is most of it; the SLICE
+# cut adds a node and a begin constant per chunk
 CHUNK_BYTES = {"slice": 944, "split": 852}
 
 
