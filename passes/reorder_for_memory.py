@@ -152,7 +152,7 @@ def _dependencies(sg: Subgraph, order: list[Operator]) -> dict[Operator, frozens
         deps[op] |= {sg.producer(t) for t in op.inputs if t is not None} - {None}
         for t in (*op.inputs, *op.outputs):
             if t is not None and t.is_variable:
-                if id(t) in last_on:
+                if last_on.get(id(t), op) is not op:  # (a tensor may be two operands)
                     deps[op].add(last_on[id(t)])
                 last_on[id(t)] = op
         if op.type in SIDE_EFFECT_OPS or op.type.startswith("CUSTOM:") or op.subgraphs():
