@@ -33,11 +33,14 @@ def test_footprints_are_tflm_s_own_allocation_totals():
 
 
 def test_regressions_by_objective():
-    small, big = Footprint(100, 1000, slack=32), Footprint(120, 2000, slack=32)
+    small, big = Footprint(1000, 1000), Footprint(1005, 2000)
     assert regressions(small, big, "balanced") == ["TFLM arena 1,000 -> 2,000 bytes"]
     assert regressions(small, big, "ram") == ["TFLM arena 1,000 -> 2,000 bytes"]
-    assert regressions(small, big, "size") == []  # 20 bytes of alignment slack
-    assert regressions(small, Footprint(200, 900, slack=32), "size") == ["file 100 -> 200 bytes"]
+    assert regressions(small, big, "size") == ["file 1,000 -> 1,005 bytes"]
+    assert regressions(small, Footprint(1005, 900), "balanced") == []  # 0.5% more file
+    assert regressions(small, Footprint(1020, 900), "balanced") == [
+        "file 1,000 -> 1,020 bytes (more than 1%)"
+    ]
     assert regressions(small, big, "latency") == []
     cannot = Footprint(100, None, why="TFLM cannot allocate it: ...")
     assert regressions(cannot, big, "balanced") == []  # legalization: nothing to lose

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from tflgraph.io.reader import load
 from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model
-from tflgraph.runtime.arena import Footprint, alignment_slack, footprints, regressions
+from tflgraph.runtime.arena import Footprint, footprints, regressions
 
 # the pipeline again on a fresh copy of the input, calling after_pass(name, model) after
 # every pass
@@ -64,13 +64,17 @@ def measured_for(target: str) -> bool:
 
 
 def keep_within(source: bytes, data: bytes, objective: str, target: str, rerun: Rerun) -> Outcome:
-    """The bytes to write for the pipeline's result `data` from the input `source`."""
+    """The bytes to write for the pipeline's result `data` from the input `source`. The file
+    is compared with `source` as tflgraph saves it (aligned buffers: no pass's doing), the
+    arena with `source` itself."""
     asked = measured_for(target)
+    saved = to_bytes(load(source))
     before, after = _measure([source, data], asked)
+    before.bytes = len(saved)
     grew = regressions(before, after, objective)
     if not grew:
         return Outcome(data, before, after, objective)
-    candidates = _intermediate_results(source, rerun)
+    candidates = _intermediate_results(saved, rerun)
     measured = _measure([d for _, d in candidates], asked)
     for (name, candidate), fp in zip(reversed(candidates), reversed(measured)):
         if not regressions(before, fp, objective):
@@ -79,20 +83,16 @@ def keep_within(source: bytes, data: bytes, objective: str, target: str, rerun: 
 
 
 def _measure(models: list[bytes], asked: bool) -> list[Footprint]:
-    """Footprints (the arena when `asked`), with the writer's alignment slack."""
+    """Footprints: file sizes, and the arena when `asked`."""
     if asked:
-        out = footprints(models)
-    else:
-        out = [Footprint(len(d), why="not asked (target litert)", asked=False) for d in models]
-    for fp, data in zip(out, models):
-        fp.slack = alignment_slack(data)
-    return out
+        return footprints(models)
+    return [Footprint(len(d), why="not asked (target litert)", asked=False) for d in models]
 
 
-def _intermediate_results(source: bytes, rerun: Rerun) -> list[tuple[str, bytes]]:
+def _intermediate_results(saved: bytes, rerun: Rerun) -> list[tuple[str, bytes]]:
     """(which result, its bytes): the input as loaded and saved, then the result of every
     pass of the pipeline that changed the bytes, in order."""
-    out = [("the input, loaded and saved (no pass)", to_bytes(load(source)))]
+    out = [("the input, loaded and saved (no pass)", saved)]
     runs: dict[str, int] = {}
 
     def after_pass(name: str, model: Model) -> None:
