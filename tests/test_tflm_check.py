@@ -106,8 +106,8 @@ def test_the_arena_is_the_smallest_that_allocates():
     report = tflm_check.check(tflgraph.load(data), data, TIMEOUT)
     assert report.runs and report.compared_with == "LiteRT"
     n = report.arena_bytes
-    assert runtimes.call_isolated(tflm_check._allocates, (data, n), "tflm")
-    assert not runtimes.call_isolated(tflm_check._allocates, (data, n - 1), "tflm")
+    assert runtimes.call_isolated(tflm_check.allocates, (data, n), "tflm")
+    assert not runtimes.call_isolated(tflm_check.allocates, (data, n - 1), "tflm")
     alloc = report.allocations
     assert alloc["total"] == alloc["head"] + alloc["tail"] and alloc["TfLiteEvalTensor data"] > 0
     assert f"TFLM arena: allocates in {n:,} bytes" in report.lines()[1]

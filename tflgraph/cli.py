@@ -17,7 +17,8 @@ import sys
 from tflgraph import __version__
 from tflgraph.errors import TflgraphError
 from tflgraph.io.reader import load
-from tflgraph.io.writer import save, to_bytes, write_atomic
+from tflgraph.io.writer import to_bytes, write_atomic
+from tflgraph.objective import keep_within
 from tflgraph.pipeline import (
     all_passes,
     carries_state,
@@ -30,6 +31,7 @@ from tflgraph.pipeline import (
 )
 from tflgraph.reference.equivalence import can_evaluate, check_models
 from tflgraph.runtime import tflm_check
+from tflgraph.runtime.arena import OBJECTIVES
 from tflgraph.runtime.targets import (
     SHAPE_PROBLEMS,
     TARGETS,
@@ -123,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="freeze a batch-None model's batch to N (freeze-shapes.batch; the check then runs "
         "the input file with its batch-None inputs resized to N)",
+    )
+    o.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="balanced",
+        help="what must not grow from the input to the output, measured (TFLM's arena when "
+        "the target includes TFLM and tflite-micro is installed): balanced (default) neither "
+        "the arena nor the file, ram the arena, size the file, latency nothing; a result that "
+        "grows one is replaced by the last intermediate result that does not",
     )
     o.add_argument("--quiet", "-q", action="store_true")
     o.add_argument(
@@ -288,24 +299,25 @@ def cmd_optimize(args) -> int:
         options=options,
         target=args.target,
     )
-    checked = data = None
+    data = to_bytes(model)  # serialized once: measured, verified, then written as it is
+    kept = None
+    if names:
+        kept = _keep_within_objective(args, data, names, options)
+        if kept.data is not data:
+            data, model = kept.data, load(kept.data)
+    checked = None
     if _verification_wanted(args):
-        data = to_bytes(model)  # serialized once: verified, then written as it is
         stateful = carries_state(options)
         refused, checked = _verify_before_writing(args, data, names, records, output, stateful)
         if refused:
             return refused
     elif args.verify is None:  # no runtime installed: the reference interpreter judges
-        data = to_bytes(model)
         ran = _ran(args, names)
         refused = _check_on_reference(args, data, "no runtime installed", records, output, ran)
         if refused:
             return refused
     try:
-        if data is not None:
-            write_atomic(output, [data])
-        else:
-            save(model, output)  # straight from the builder, no copy of the bytes
+        write_atomic(output, [data])
     except OSError as e:
         return _die(f"{output}: cannot write ({e.strerror or e})")
     after = summary(model, os.path.getsize(output))
@@ -316,6 +328,8 @@ def cmd_optimize(args) -> int:
             f"passes: {', '.join(names) or 'none'}; changed the model: "
             f"{', '.join(dict.fromkeys(changed)) or 'none'}"
         )
+        for line in kept.lines() if kept is not None else ():
+            print(line)
         for r in records:  # passes may describe their stats (e.g. channels removed per layer)
             fmt = getattr(get_pass(r.name), "format_stats", None)
             if r.changed and r.stats and fmt is not None:
@@ -349,6 +363,7 @@ def cmd_optimize(args) -> int:
             "before": before,
             "after": after,
             "verify": checked.to_dict() if checked is not None else None,
+            "footprint": kept.to_dict() if kept is not None else None,
             "records": [
                 {
                     "pass": r.name,
@@ -374,6 +389,21 @@ def _with_batch(path: str, batch: int) -> bytes:
         for t in (*sg.inputs, *sg.outputs):
             t.shape = t.with_batch(batch)
     return to_bytes(model)
+
+
+def _keep_within_objective(args, data: bytes, names, options):
+    """The pipeline's result `data`, or, when it grows what --objective keeps (TFLM's arena,
+    the file), the last intermediate result that does not (tflgraph.objective)."""
+    source = args.reference
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            source = f.read()
+
+    def rerun(after_pass) -> None:
+        model = load(args.input)
+        run_passes(model, names, options=options, target=args.target, after_pass=after_pass)
+
+    return keep_within(source, data, args.objective, args.target, rerun)
 
 
 def _rule_counts(records) -> dict[str, dict[str, int]]:

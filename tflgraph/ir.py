@@ -350,6 +350,22 @@ class Subgraph:
         self._track_users(op, added=True)
         return op
 
+    def reorder(self, ops: list[Operator]) -> None:
+        """Make `ops`, every op of this subgraph once and producers before readers, the
+        execution order (and the insertion order later additions follow)."""
+        if len(ops) != len(self._order) or set(ops) != set(self._order):
+            raise GraphError("reorder: not every op of the subgraph exactly once")
+        done: set[Operator] = set()
+        for op in ops:
+            producers = {self.producer(t) for t in op.inputs if t is not None} - {None}
+            if not producers <= done:
+                raise GraphError(f"reorder: {op.type} before the op computing its input")
+            done.add(op)
+        self._order = {op: i for i, op in enumerate(ops)}
+        self._counter = itertools.count(len(ops))
+        self._sorted = list(ops)
+        self._edited()
+
     def set_input(self, op: Operator, index: int, t: Tensor | None) -> None:
         """Operand `index` of `op` becomes `t` (None: absent); an index past the end pads the
         operands with absent ones first."""

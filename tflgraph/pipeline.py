@@ -65,9 +65,12 @@ PIPELINES: dict[str, list[str]] = {
         "lower-tensor-lists",
         "strip-dead-channels",
         "fuse-lstm",
+        "chunk-sequence-lstm",
+        "lstm-output-from-state",
         *LOOP_PASSES,
         "drop-dead-variables",
         "cleanup",
+        "reorder-for-memory",  # last: the order the file keeps
     ],
     "loops": LOOP_PASSES,
 }

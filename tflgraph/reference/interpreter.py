@@ -108,13 +108,20 @@ def evaluate_tensors(
         if id(t) in seen or id(t) in values:
             continue
         seen.add(id(t))
-        op = sg.producer(t)
-        if op is not None and op not in needed:
-            needed.add(op)
-            stack.extend(x for x in op.inputs if x is not None)
+        writers = [sg.producer(t)]
+        if t.is_variable:  # a fused RNN op updates its state operands in place
+            writers += [op for op in sg.consumers(t) if _updates_in_place(op, t)]
+        for op in writers:
+            if op is not None and op not in needed:
+                needed.add(op)
+                stack.extend(x for x in op.inputs if x is not None)
     ops = [op for op in sg.operators if op in needed]
     _run(sg, ops, values, state if state is not None else {})
     return [_value(t, values, state) for t in wanted]
+
+
+def _updates_in_place(op: Operator, t: Tensor) -> bool:
+    return any(op.inputs[k] is t for k in kernels_nn.STATE_OPERANDS.get(op.type, ()))
 
 
 def _feed(tensors, arrays) -> dict:

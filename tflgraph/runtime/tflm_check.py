@@ -94,7 +94,7 @@ def check(model: Model, data: bytes, timeout: float = TIMEOUT, arena: bool = Tru
         return TflmReport("cannot allocate", _strip(str(e)))
     said = alloc["log"]
     if not alloc["ok"]:
-        return TflmReport("cannot allocate", _message(said), failing_nodes(model, said))
+        return TflmReport("cannot allocate", tflm_message(said), failing_nodes(model, said))
     allocations = parse_allocations(said)
     size = smallest_arena(data, allocations.get("total", 0)) if arena else None
     report = TflmReport("runs", arena_bytes=size, allocations=allocations)
@@ -162,11 +162,11 @@ def _allocate(data: bytes) -> dict:
     """In the child: allocate in a generous arena; TFLM's log, and its allocation report
     when it allocated."""
     with captured_output() as said:
-        ok = _allocates(data, runtimes.arena_for(data), report=True)
+        ok = allocates(data, runtimes.arena_for(data), report=True)
     return {"ok": ok, "log": said}
 
 
-def _allocates(data: bytes, arena: int, report: bool = False) -> bool:
+def allocates(data: bytes, arena: int, report: bool = False) -> bool:
     from tflite_micro.python.tflite_micro import runtime as tflm
 
     try:
@@ -182,19 +182,19 @@ def smallest_arena(data: bytes, used: int) -> int:
     """Bisect the smallest arena that allocates, from the recorded use upwards. Each try runs
     in a child of its own: some kernels crash instead of failing in an arena too small."""
 
-    def allocates(n: int) -> bool:
+    def fits(n: int) -> bool:
         try:
-            return call_isolated(_allocates, (data, n), "tflm", 60.0)
+            return call_isolated(allocates, (data, n), "tflm", 60.0)
         except RuntimeUnavailable:
             return False
 
     lo, hi, most = 0, max(used, 16), runtimes.arena_for(data)  # lo fails, most allocates
-    while hi < most and not allocates(hi):
+    while hi < most and not fits(hi):
         lo, hi = hi, hi * 2
     hi = min(hi, most)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if allocates(mid) else (mid, hi)
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
     return hi
 
 
@@ -218,7 +218,7 @@ def parse_allocations(lines: list[str]) -> dict[str, int]:
     return out
 
 
-def _message(said: list[str]) -> str:
+def tflm_message(said: list[str]) -> str:
     """TFLM's reason: its lines but the generic ones that follow a specific one."""
     generic = ("Failed to get registration", "Node ", "INFO:")
     specific = [x for x in said if not x.startswith(generic)]

@@ -1,0 +1,105 @@
+"""Keep what `optimize` writes within its objective: never a larger TFLM arena by default.
+
+The pipeline's result is measured against its input (tflgraph.runtime.arena: TFLM's arena
+and the file size, the objective naming which of them must not grow). When the result
+breaks the objective, the pipeline is run again on the input, the model is serialized after
+every pass that changed it, all those intermediate results are measured in one child
+process, and the last one that keeps the objective is written instead; when none does, the
+input itself (as it was loaded and saved, or its bytes as they were when even that grows).
+So a pass that grows the arena is dropped together with the passes after it, but a pass
+that grows it and a later one that shrinks it again (fuse-lstm, then chunk-sequence-lstm)
+are kept together. The cost is one extra allocation per model, and a second pipeline run
+only when the first result is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tflgraph.io.reader import load
+from tflgraph.io.writer import to_bytes
+from tflgraph.ir import Model
+from tflgraph.runtime.arena import Footprint, footprints, regressions
+
+# the pipeline again on a fresh copy of the input, calling after_pass(name, model) after
+# every pass
+Rerun = Callable[[Callable[[str, Model], None]], None]
+
+
+@dataclass
+class Outcome:
+    data: bytes  # what to write
+    before: Footprint  # the input's
+    after: Footprint  # what is written
+    objective: str
+    refused: list[str] = field(default_factory=list)  # what grew in the pipeline's result
+    kept: str = "the whole pipeline"  # which result is written
+
+    def to_dict(self) -> dict:
+        return {
+            "objective": self.objective,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "refused": self.refused,
+            "kept": self.kept,
+        }
+
+    def lines(self) -> list[str]:
+        """The arena line of the optimize summary, and what was refused, if anything."""
+        b, a = self.before, self.after
+        change = f" ({(a.arena - b.arena) / b.arena * 100:+.1f}%)" if b.arena and a.arena else ""
+        out = [f"TFLM arena: {b.arena_text()} -> {a.arena_text()} bytes{change}"]
+        if self.refused:
+            out.append(
+                f"objective {self.objective}: the pipeline's result was not kept "
+                f"({'; '.join(self.refused)}); written: {self.kept}"
+            )
+        return out
+
+
+def measured_for(target: str) -> bool:
+    """Whether the arena is asked for: the output is meant to run in TFLM."""
+    return target != "litert"
+
+
+def keep_within(source: bytes, data: bytes, objective: str, target: str, rerun: Rerun) -> Outcome:
+    """The bytes to write for the pipeline's result `data` from the input `source`. The file
+    is compared with `source` as tflgraph saves it (aligned buffers: no pass's doing), the
+    arena with `source` itself."""
+    asked = measured_for(target)
+    saved = to_bytes(load(source))
+    before, after = _measure([source, data], asked)
+    before.bytes = len(saved)
+    grew = regressions(before, after, objective)
+    if not grew:
+        return Outcome(data, before, after, objective)
+    candidates = _intermediate_results(saved, rerun)
+    measured = _measure([d for _, d in candidates], asked)
+    for (name, candidate), fp in zip(reversed(candidates), reversed(measured)):
+        if not regressions(before, fp, objective):
+            return Outcome(candidate, before, fp, objective, grew, name)
+    return Outcome(source, before, before, objective, grew, "the input, unchanged")
+
+
+def _measure(models: list[bytes], asked: bool) -> list[Footprint]:
+    """Footprints: file sizes, and the arena when `asked`."""
+    if asked:
+        return footprints(models)
+    return [Footprint(len(d), why="not asked (target litert)", asked=False) for d in models]
+
+
+def _intermediate_results(saved: bytes, rerun: Rerun) -> list[tuple[str, bytes]]:
+    """(which result, its bytes): the input as loaded and saved, then the result of every
+    pass of the pipeline that changed the bytes, in order."""
+    out = [("the input, loaded and saved (no pass)", saved)]
+    runs: dict[str, int] = {}
+
+    def after_pass(name: str, model: Model) -> None:
+        runs[name] = runs.get(name, 0) + 1
+        data = to_bytes(model)
+        if data != out[-1][1]:
+            out.append((f"the result after pass {name} (run {runs[name]})", data))
+
+    rerun(after_pass)
+    return out
