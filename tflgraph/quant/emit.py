@@ -1,0 +1,248 @@
+"""Rewrite a calibrated float model into full integer form.
+
+Each op type has a row in RULES: how its outputs' parameters are chosen (`plan`) and what its
+constant operands become (`emit`). Planning walks the ops in execution order:
+
+- "range": the output's calibrated range (asymmetric int8);
+- "fixed": LOGISTIC and SOFTMAX at 1/256 zero point -128, TANH at 1/128 zero point 0 (the
+  kernels compute these whatever the tensor says);
+- "same": the output takes the parameters of its data operand (reshapes, slices, gathers, max
+  pooling move bytes and do not rescale);
+- "shared": CONCATENATION and PACK copy bytes from every input, so each input must carry the
+  output's parameters (the output's range covers all inputs'); an input with others is
+  requantized by a QUANTIZE op placed before it;
+- the fused LSTM: lstm.py (the output and h share parameters, the cell state is int16).
+
+Weights become symmetric int8 (per channel where the kernel allows: FULLY_CONNECTED and CONV_2D
+along the output channels, DEPTHWISE_CONV_2D along the last axis), biases int32 at
+s_input * s_weight; any other float constant operand is quantized over its own values. An op
+without a row is refused with its name, as are ops with subgraphs: nothing is emitted wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tflgraph.io.schema import tensor_type_of
+from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.quant import lstm, params
+from tflgraph.quant.calibration import QuantizeError, Ranges
+
+LOGISTIC_Q = (1 / 256, -128)
+TANH_Q = (1 / 128, 0)
+
+# op type -> (plan kind or fixed (scale, zp), the data operand for "same", weight axis)
+RULES: dict[str, tuple] = {
+    "FULLY_CONNECTED": ("range", None, 0),
+    "CONV_2D": ("range", None, 0),
+    "DEPTHWISE_CONV_2D": ("range", None, 3),
+    "ADD": ("range", None, None),
+    "SUB": ("range", None, None),
+    "MUL": ("range", None, None),
+    "RELU": ("range", None, None),
+    "RELU6": ("range", None, None),
+    "LOGISTIC": (LOGISTIC_Q, None, None),
+    "SOFTMAX": (LOGISTIC_Q, None, None),
+    "TANH": (TANH_Q, None, None),
+    "RESHAPE": ("same", 0, None),
+    "SQUEEZE": ("same", 0, None),
+    "EXPAND_DIMS": ("same", 0, None),
+    "STRIDED_SLICE": ("same", 0, None),
+    "SLICE": ("same", 0, None),
+    "TRANSPOSE": ("same", 0, None),
+    "GATHER": ("same", 0, None),
+    "MAX_POOL_2D": ("same", 0, None),
+    "AVERAGE_POOL_2D": ("same", 0, None),
+    "SPLIT": ("same", 1, None),
+    "SPLIT_V": ("same", 0, None),
+    "UNPACK": ("same", 0, None),
+    "CONCATENATION": ("shared", None, None),
+    "PACK": ("shared", None, None),
+    "FILL": ("state", None, None),  # the zero initial state of a fused LSTM (fuse-lstm's)
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": ("lstm", None, None),
+}
+# operands that stay as they are (shapes, indices, axes): integer constants
+_INTEGER_KINDS = "iub"
+
+
+def refusals(model: Model) -> list[str]:
+    """Why the model cannot be quantized: one reason per op type (empty when it can)."""
+    why: dict[str, str] = {}
+    for op in model.main.iter_ops():
+        if op.subgraphs():
+            why.setdefault(
+                op.type,
+                f"{op.type} (control flow) is not quantized yet; `tflgraph optimize` first "
+                "fuses LSTM loops into ops that are",
+            )
+        elif op.type not in RULES:
+            why.setdefault(op.type, f"{op.type} has no int8 form here")
+        elif op.type == "UNIDIRECTIONAL_SEQUENCE_LSTM" and (reason := lstm.why_not(op)):
+            why.setdefault(op.type, f"UNIDIRECTIONAL_SEQUENCE_LSTM with {reason}")
+        elif any(_is_float(t) and t.is_quantized for t in op.inputs if t is not None):
+            why.setdefault(op.type, f"{op.type} already has quantized operands")
+    return list(why.values())
+
+
+def _is_float(t: Tensor) -> bool:
+    return t.dtype is not None and t.dtype.kind == "f"
+
+
+def _activations(sg: Subgraph) -> list[Tensor]:
+    """The float tensors whose values are computed or carried (not constants)."""
+    return [t for t in sg.tensors if _is_float(t) and not t.is_constant]
+
+
+def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
+    """Rewrite `model` in place into int8 (see the module docstring); `io` "int8" makes its
+    inputs and outputs int8, "float" keeps them float with QUANTIZE / DEQUANTIZE at the edges."""
+    why = refusals(model)
+    if why:
+        raise QuantizeError("cannot quantize: " + "; ".join(why))
+    sg = model.main
+    plans = _plan(sg, ranges)
+    for op in sg.operators:
+        _emit(sg, op, plans)
+    for t in _activations(sg):
+        if t in plans:
+            dtype, q = plans[t]  # float32 (with q None): a value that stays float
+            t.type, t.quantization = tensor_type_of(dtype), q
+        elif sg.graph.degree(t) or t in sg.inputs or t in sg.outputs:
+            raise QuantizeError(f"tensor {t.name!r} got no quantization parameters")
+    if io == "float":
+        _float_edges(sg)
+    sg.remove_unused_tensors()
+
+
+def _plan(sg: Subgraph, ranges: Ranges) -> dict:
+    plans: dict[Tensor, tuple] = {}
+
+    def from_range(t: Tensor) -> tuple:
+        r = ranges.of(t)
+        if r is None:
+            raise QuantizeError(f"tensor {t.name!r} took no finite value during calibration")
+        return np.int8, params.activation(*r)
+
+    for t in sg.inputs:
+        plans[t] = from_range(t)
+    for op in sg.operators:
+        kind, data, _ = RULES[op.type]
+        outs = [t for t in op.outputs if t is not None and _is_float(t)]
+        if kind == "lstm":
+            lstm.plan(op, ranges, plans)
+        elif kind == "same":
+            for t in outs:
+                plans[t] = plans[op.inputs[data]]
+        elif kind == "shared":
+            ins = [ranges.of(t) or (0.0, 0.0) for t in op.inputs if t is not None]
+            ins.append(ranges.of(outs[0]) or (0.0, 0.0))
+            plans[outs[0]] = (
+                np.int8,
+                params.activation(min(r[0] for r in ins), max(r[1] for r in ins)),
+            )
+        elif isinstance(kind, tuple):
+            plans[outs[0]] = (np.int8, params.qparams(*kind))
+        elif kind == "range":
+            for t in outs:
+                plans[t] = from_range(t)
+        # "state": FILL's output is planned by the LSTM that reads it
+        for t in op.inputs:
+            if t is not None and _is_float(t) and not t.is_constant and t not in plans:
+                plans[t] = from_range(t)  # a variable tensor read before any op writes it
+    return plans
+
+
+def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
+    kind, _, axis = RULES[op.type]
+
+    def constant(op: Operator, k: int, q: np.ndarray, quant: dict) -> None:
+        old = op.inputs[k] if k < len(op.inputs) else None
+        new = sg.new_constant(q, name=old.name if old is not None else "bias", quantization=quant)
+        sg.set_input(op, k, new)
+        if old is not None and not sg.is_used(old):
+            old.name, new.name = new.name, old.name
+
+    if kind == "lstm":
+        lstm.emit(sg, op, plans, constant)
+        return
+    if kind == "state":
+        _zero_state(sg, op, plans, constant)
+        return
+    if kind == "shared":
+        _share(sg, op, plans)
+        return
+    if axis is not None:  # a layer: weights operand 1, bias operand 2
+        w = op.inputs[1]
+        if w is None or not w.is_constant:
+            raise QuantizeError(f"{op.type} {op.outputs[0].name!r}: weights are not a constant")
+        q, wq = params.weights(w.data, axis)
+        constant(op, 1, q, wq)
+        b = op.inputs[2] if len(op.inputs) > 2 else None
+        if b is not None:
+            s_in, _ = params.scale_zp(plans[op.inputs[0]][1])
+            qb, bq = params.bias(b.data, s_in, wq)
+            constant(op, 2, qb, bq)
+        return
+    for k, t in enumerate(op.inputs):  # float constants read as activations
+        if t is not None and t.is_constant and _is_float(t):
+            value = t.data
+            q = params.activation(float(value.min()), float(value.max()))
+            constant(op, k, params.quantize(value, q), q)
+
+
+def _zero_state(sg: Subgraph, op: Operator, plans: dict, constant) -> None:
+    """FILL writing an LSTM's zero initial state: an int8 FILL of the state's zero point; an
+    int16 state (the cell) stays a float FILL followed by a QUANTIZE, TFLM's FILL having no
+    int16 kernel (it fails at invoke)."""
+    state = op.outputs[0]
+    dtype, q = plans[state]
+    if dtype != np.int16:
+        constant(op, 1, params.quantize(np.zeros(()), q, dtype), q)
+        return
+    quantized = sg.new_tensor(f"{state.name}_int16", state.shape, "float32", is_variable=True)
+    sg.replace_all_uses(state, quantized)
+    plans[quantized], plans[state] = plans[state], (np.float32, None)
+    state.is_variable = False
+    sg.add_op("QUANTIZE", [state], [quantized])
+
+
+def _share(sg: Subgraph, op: Operator, plans: dict) -> None:
+    """Every input of a CONCATENATION / PACK carries the output's parameters: a constant is
+    quantized with them, an activation with others goes through a requantizing QUANTIZE."""
+    out_q = plans[op.outputs[0]]
+    for k, t in enumerate(op.inputs):
+        if t is None or not _is_float(t):
+            continue
+        if t.is_constant:
+            new = sg.new_constant(params.quantize(t.data, out_q[1]), t.name, out_q[1])
+            sg.set_input(op, k, new)
+        elif not _same(plans[t][1], out_q[1]):
+            moved = sg.new_tensor(f"{t.name}_requantized", t.shape, "float32")
+            plans[moved] = out_q
+            sg.add_op("QUANTIZE", [t], [moved])
+            sg.set_input(op, k, moved)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return params.scale_zp(a) == params.scale_zp(b)
+
+
+def _float_edges(sg: Subgraph) -> None:
+    """Float inputs and outputs: a QUANTIZE after each input, a DEQUANTIZE before each output;
+    the float tensors keep their names (and their places in the signature)."""
+    for t in sg.inputs:
+        q = sg.new_tensor(f"{t.name}_int8", t.shape, "int8", quantization=t.quantization)
+        for op in sg.consumers(t):
+            for k, x in enumerate(op.inputs):
+                if x is t:
+                    sg.set_input(op, k, q)
+        t.type, t.quantization = tensor_type_of(np.float32), None
+        sg.add_op("QUANTIZE", [t], [q])
+    for i, t in enumerate(sg.outputs):
+        f = sg.new_tensor(f"{t.name}_float", t.shape, "float32")
+        sg.outputs[i] = f
+        for sd in sg.model.signature_defs if sg.model is not None else ():
+            if sd.subgraph is sg:
+                sd.outputs = [(n, f if x is t else x) for n, x in sd.outputs]
+        sg.add_op("DEQUANTIZE", [t], [f])
+        t.name, f.name = f.name, t.name

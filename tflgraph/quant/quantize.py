@@ -1,0 +1,54 @@
+"""`tflgraph quantize` as a function: calibrate, emit, check.
+
+The calibration samples are split: the last fifth (at least one sample) is held out to check
+the result and the rest calibrates, unless held-out inputs are given separately, in which case
+every calibration sample calibrates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tflgraph.io.reader import load
+from tflgraph.ir import Model
+from tflgraph.quant.calibration import calibrate, check_count, load_samples
+from tflgraph.quant.check import TOLERANCE, Report, check
+from tflgraph.quant.emit import quantize_model
+
+IO_KINDS = ("int8", "float")
+
+
+@dataclass
+class Result:
+    model: Model
+    report: Report | None
+    calibrated_on: int
+
+
+def quantize(
+    source,
+    calibration: str,
+    io: str = "int8",
+    held_out: str | None = None,
+    tolerance: float = TOLERANCE,
+    verify: bool = True,
+) -> Result:
+    """The int8 model of the float model at `source` (path or bytes), calibrated on the .npz
+    `calibration`, checked in LiteRT and TFLM on held-out samples (see the module docstring)."""
+    model = load(source)
+    samples = load_samples(calibration, model)
+    if held_out is not None:
+        check_count(samples)
+        tests = load_samples(held_out, model, "held-out data")
+        check_count(tests, "held-out data", 1)
+    else:
+        check_count(samples, least=MIN_SPLIT)
+        n = max(1, len(samples) // 5)
+        samples, tests = samples[:-n], samples[-n:]
+    ranges = calibrate(model, samples)
+    quantize_model(model, ranges, io)
+    report = check(load(source), model, tests, tolerance) if verify else None
+    return Result(model, report, len(samples))
+
+
+MIN_SPLIT = 5  # 4 to calibrate and 1 to check
