@@ -4,6 +4,8 @@ calibration set: fixtures tfk_lstm_q16/_q64) is the reference for error and size
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from helpers import FIXTURES, fixture, run, tflgraph_cli
@@ -69,36 +71,56 @@ def test_int8_lstm_has_the_form_both_kernels_need():
     assert scale_zp(op.intermediates[4].quantization) == hidden
 
 
-@pytest.fixture(scope="module")
-def rng():
-    return np.random.default_rng(13)
+@pytest.fixture
+def rng(request):
+    """Seeded by the test's name: each test draws the same inputs whatever runs before it."""
+    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
-def _calibration(tmp_path, shape, rng, n=64, held=16) -> tuple[str, str]:
-    """Uniform [-1, 1) inputs (what the fixtures' models were made for) in two files."""
+def _calibration(tmp_path, model, rng, n=64, held=16) -> tuple[str, str]:
+    """Uniform [-1, 1) inputs (what the fixtures' models were made for), keyed by position,
+    in two files: calibration and held-out."""
     paths = []
     for name, count in (("calib", n), ("heldout", held)):
         path = tmp_path / f"{name}.npz"
-        np.savez(path, x=rng.uniform(-1, 1, (count, *shape)).astype(np.float32))
+        arrays = {
+            str(i): rng.uniform(-1, 1, (count, *t.shape)).astype(np.float32)
+            for i, t in enumerate(model.main.inputs)
+        }
+        np.savez(path, **arrays)
         paths.append(str(path))
     return paths[0], paths[1]
 
 
-@pytest.mark.parametrize("name", ["k3_lstm", "k3_lstm_big"])
+KERAS3_LSTMS = [
+    "k3_lstm",
+    "k3_lstm_big",
+    "k3_lstm_seq",
+    "k3_lstm_stacked",
+    "k3_bilstm",
+    "k3_seq2seq",
+    "k3_lstm_return_state",
+]
+
+
+@pytest.mark.parametrize("name", KERAS3_LSTMS)
 def test_keras3_lstm_after_optimize(name, tmp_path, rng):
-    """A Keras 3 LSTM (a WHILE loop) fused by optimize, then quantized: both runtimes run it,
-    agree within 1 LSB, the error is under 2% of the output range; for u=128 the file is at
-    most 0.35x the float one."""
+    """Keras 3 LSTMs (WHILE loops: last step, sequence, stacked, bidirectional, seq2seq whose
+    decoder starts from the encoder's states, states as outputs) fused by optimize, then
+    quantized: both runtimes run them and agree within 1 LSB, the error is under 2% of each
+    output's range; for u=128 the file is at most 0.35x the float one. (512 calibration
+    samples: the hidden states' distribution has long tails, and a held-out value beyond the
+    calibrated range is clipped, as in the converter's int8.)"""
     model, _ = run(name, resolve("default"))
     float_bytes = tflgraph.to_bytes(model)
-    calib, held = _calibration(tmp_path, model.main.inputs[0].shape, rng)
+    calib, held = _calibration(tmp_path, model, rng, n=512)
     result = quantize(float_bytes, calib, held_out=held)
     report = result.report
     assert not report.skipped, report.skipped
     assert report.ok, report.lines()
-    out = report.outputs[0]
-    assert out.disagreement <= 1.0
-    assert _worst(report) < 0.02 * out.span
+    for out in report.outputs:
+        assert out.disagreement <= 1.0
+        assert max(out.error.values()) < 0.02 * out.span
     if name == "k3_lstm_big":
         assert len(tflgraph.to_bytes(result.model)) <= 0.35 * len(float_bytes)
 
@@ -120,11 +142,11 @@ def test_float_io_quantizes_and_dequantizes_at_the_edges():
     ]
 
 
-@pytest.mark.parametrize("name,shape", [("mlp", (1, 16)), ("cnn", (1, 16, 16, 3))])
-def test_layers_get_per_channel_weights(name, shape, tmp_path, rng):
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_layers_get_per_channel_weights(name, tmp_path, rng):
     """FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D: one weight scale per output channel,
     and both runtimes still give the float model's outputs within the bound."""
-    calib, held = _calibration(tmp_path, shape, rng)
+    calib, held = _calibration(tmp_path, tflgraph.load(fixture(name)), rng, n=256)
     result = quantize(fixture(name), calib, held_out=held)
     assert result.report.ok, result.report.lines()
     for op in result.model.main.operators:

@@ -7,7 +7,9 @@ compare with the float model, per output, in the output's units.
   judged against `tolerance` x the range of the float output over the samples (the bound, in
   the output's units).
 - LiteRT and TFLM must agree within 1 LSB of the output (integer kernels that differ by more
-  are a broken quantization, whatever the error).
+  are a broken quantization, whatever the error); 2 LSB for an output SOFTMAX computes (LiteRT
+  takes exp from a table, TFLM computes it in fixed point: 2 LSB apart measured on the mlp
+  fixture).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ class OutputError:
     bound: float
     lsb: float  # one step of the int8 output
     disagreement: float  # max |LiteRT - TFLM| in LSB (nan when one runtime did not run)
+    agreement: float = 1.0  # the largest disagreement accepted, in LSB
 
     @property
     def ok(self) -> bool:
         worst = max(self.error.values(), default=np.inf)
-        agree = np.isnan(self.disagreement) or self.disagreement <= 1.0
+        agree = np.isnan(self.disagreement) or self.disagreement <= self.agreement
         return worst <= self.bound and agree
 
 
@@ -46,6 +49,7 @@ class Report:
     outputs: list[OutputError] = field(default_factory=list)
     samples: int = 0
     skipped: dict[str, str] = field(default_factory=dict)  # runtime -> why it did not run
+    outside: list[str] = field(default_factory=list)  # held-out values beyond calibration
 
     @property
     def ok(self) -> bool:
@@ -66,6 +70,11 @@ class Report:
                 f"bound {o.bound:.4g}, 1 LSB {o.lsb:.4g}){agree} on {self.samples} held-out samples"
             )
         out.extend(f"{rt} did not run: {why}" for rt, why in self.skipped.items())
+        if self.outside:
+            out.append(
+                "note: held-out values beyond the calibrated ranges are clipped (a larger "
+                "calibration set covers them): " + "; ".join(self.outside)
+            )
         return out
 
 
@@ -98,8 +107,10 @@ def check(
         if len(got) == 2 and lsb:
             a, b = got.values()
             disagree = round(float(np.max(np.abs(a - b), initial=0.0)) / lsb, 3)
-        name = t.name
-        report.outputs.append(OutputError(name, errors, span, tolerance * span, lsb, disagree))
+        agreement = 2.0 if _computed_by(int8_model, t) == "SOFTMAX" else 1.0
+        report.outputs.append(
+            OutputError(t.name, errors, span, tolerance * span, lsb, disagree, agreement)
+        )
     return report
 
 
@@ -111,6 +122,14 @@ def _to_real(y: np.ndarray, q: dict | None) -> np.ndarray:
     return (
         params.dequantize(y, q).astype(np.float64) if y.dtype.kind in "iu" else y.astype(np.float64)
     )
+
+
+def _computed_by(model: Model, t) -> str | None:
+    """The op type that computes output t's values (through a DEQUANTIZE)."""
+    op = model.main.producer(t)
+    if op is not None and op.type == "DEQUANTIZE":
+        op = model.main.producer(op.inputs[0])
+    return op.type if op is not None else None
 
 
 def _output_params(model: Model, t) -> dict | None:

@@ -56,10 +56,12 @@ RULES: dict[str, tuple] = {
     "SPLIT": ("same", 1, None),
     "SPLIT_V": ("same", 0, None),
     "UNPACK": ("same", 0, None),
+    "REVERSE_V2": ("same", 0, None),
     "CONCATENATION": ("shared", None, None),
     "PACK": ("shared", None, None),
     "FILL": ("state", None, None),  # the zero initial state of a fused LSTM (fuse-lstm's)
     "UNIDIRECTIONAL_SEQUENCE_LSTM": ("lstm", None, None),
+    "QUANTIZE": ("inserted", None, None),  # a requantization this rewrite placed itself
 }
 # operands that stay as they are (shapes, indices, axes): integer constants
 _INTEGER_KINDS = "iub"
@@ -69,7 +71,9 @@ def refusals(model: Model) -> list[str]:
     """Why the model cannot be quantized: one reason per op type (empty when it can)."""
     why: dict[str, str] = {}
     for op in model.main.iter_ops():
-        if op.subgraphs():
+        if op.type in ("QUANTIZE", "DEQUANTIZE"):
+            why.setdefault(op.type, f"{op.type}: the model is already (partly) quantized")
+        elif op.subgraphs():
             why.setdefault(
                 op.type,
                 f"{op.type} (control flow) is not quantized yet; `tflgraph optimize` first "
@@ -111,6 +115,8 @@ def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
             raise QuantizeError(f"tensor {t.name!r} got no quantization parameters")
     if io == "float":
         _float_edges(sg)
+    else:
+        _int8_outputs(sg)
     sg.remove_unused_tensors()
 
 
@@ -129,7 +135,7 @@ def _plan(sg: Subgraph, ranges: Ranges) -> dict:
         kind, data, _ = RULES[op.type]
         outs = [t for t in op.outputs if t is not None and _is_float(t)]
         if kind == "lstm":
-            lstm.plan(op, ranges, plans)
+            lstm.plan(sg, op, ranges, plans)
         elif kind == "same":
             for t in outs:
                 plans[t] = plans[op.inputs[data]]
@@ -162,6 +168,8 @@ def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
         if old is not None and not sg.is_used(old):
             old.name, new.name = new.name, old.name
 
+    if kind == "inserted":
+        return
     if kind == "lstm":
         lstm.emit(sg, op, plans, constant)
         return
@@ -201,6 +209,8 @@ def _zero_state(sg: Subgraph, op: Operator, plans: dict, constant) -> None:
         return
     quantized = sg.new_tensor(f"{state.name}_int16", state.shape, "float32", is_variable=True)
     sg.replace_all_uses(state, quantized)
+    if any(t is quantized for t in sg.outputs):  # the output keeps its name
+        state.name, quantized.name = quantized.name, state.name
     plans[quantized], plans[state] = plans[state], (np.float32, None)
     state.is_variable = False
     sg.add_op("QUANTIZE", [state], [quantized])
@@ -239,10 +249,28 @@ def _float_edges(sg: Subgraph) -> None:
         t.type, t.quantization = tensor_type_of(np.float32), None
         sg.add_op("QUANTIZE", [t], [q])
     for i, t in enumerate(sg.outputs):
-        f = sg.new_tensor(f"{t.name}_float", t.shape, "float32")
-        sg.outputs[i] = f
-        for sd in sg.model.signature_defs if sg.model is not None else ():
-            if sd.subgraph is sg:
-                sd.outputs = [(n, f if x is t else x) for n, x in sd.outputs]
-        sg.add_op("DEQUANTIZE", [t], [f])
-        t.name, f.name = f.name, t.name
+        _convert_output(sg, i, "DEQUANTIZE", sg.new_tensor(f"{t.name}_float", t.shape))
+
+
+def _int8_outputs(sg: Subgraph) -> None:
+    """An int16 output (an LSTM's cell state) becomes int8 by a QUANTIZE at 2^(k+8): the same
+    range, the last 8 bits dropped."""
+    for i, t in enumerate(sg.outputs):
+        if t.type_name == "INT16":
+            scale, _ = params.scale_zp(t.quantization)
+            q = params.qparams(scale * 256, 0)
+            _convert_output(
+                sg, i, "QUANTIZE", sg.new_tensor(f"{t.name}_int8", t.shape, "int8", quantization=q)
+            )
+
+
+def _convert_output(sg: Subgraph, i: int, op_type: str, new: Tensor) -> None:
+    """Output i becomes `new`, computed from the old one by `op_type`; `new` takes its name
+    and its place in the signature."""
+    old = sg.outputs[i]
+    sg.outputs[i] = new
+    for sd in sg.model.signature_defs if sg.model is not None else ():
+        if sd.subgraph is sg:
+            sd.outputs = [(n, new if x is old else x) for n, x in sd.outputs]
+    sg.add_op(op_type, [old], [new])
+    old.name, new.name = new.name, old.name

@@ -48,15 +48,36 @@ def why_not(op: Operator) -> str | None:
     return None
 
 
-def plan(op: Operator, ranges: Ranges, plans: dict) -> None:
-    """Parameters of the output, h (one set) and the int16 cell state."""
-    out, h, c = op.outputs[0], op.inputs[H], op.inputs[C]
+def plan(sg: Subgraph, op: Operator, ranges: Ranges, plans: dict) -> None:
+    """Parameters of the output, h (one set) and the int16 cell state. A state that already has
+    others (h from another layer's output: a seq2seq decoder) is requantized into a variable of
+    its own by a QUANTIZE; a cell shared with another LSTM takes the larger of their scales."""
+    out, c = op.outputs[0], op.inputs[C]
     lo, hi = _union(ranges.of(out), ranges.inside.get((op, "hidden")))
-    plans[out] = plans[h] = (np.int8, params.activation(lo, hi))
+    hidden = (np.int8, params.activation(lo, hi))
+    plans[out] = hidden
+    _state(sg, op, H, hidden, plans)
     cell = ranges.inside.get((op, "cell"))
     max_abs = max(abs(cell[0]), abs(cell[1])) if cell else 1.0
     scale, _ = params.power_of_two_scale(max_abs, 16, *CELL_K)
-    plans[c] = (np.int16, params.qparams(scale, 0))
+    other = plans.get(c)
+    if other is not None and other[0] == np.int16:  # another LSTM's cell: one scale for both
+        scale = max(scale, params.scale_zp(other[1])[0])
+        plans[c] = (np.int16, params.qparams(scale, 0))
+    else:
+        _state(sg, op, C, (np.int16, params.qparams(scale, 0)), plans)
+
+
+def _state(sg: Subgraph, op: Operator, k: int, plan: tuple, plans: dict) -> None:
+    """Operand k (a state) gets `plan`; if it already has another, through a requantization."""
+    t = op.inputs[k]
+    if t not in plans:
+        plans[t] = plan
+        return
+    moved = sg.new_tensor(f"{t.name}_requantized", t.shape, "float32", is_variable=True)
+    sg.add_op("QUANTIZE", [t], [moved])
+    sg.set_input(op, k, moved)
+    plans[moved] = plan
 
 
 def _union(*rs):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tflgraph.io.reader import load
 from tflgraph.ir import Model
-from tflgraph.quant.calibration import calibrate, check_count, load_samples
+from tflgraph.quant.calibration import Ranges, calibrate, check_count, load_samples
 from tflgraph.quant.check import TOLERANCE, Report, check
 from tflgraph.quant.emit import quantize_model
 
@@ -46,9 +46,34 @@ def quantize(
         n = max(1, len(samples) // 5)
         samples, tests = samples[:-n], samples[-n:]
     ranges = calibrate(model, samples)
+    outside = beyond(ranges, calibrate(model, tests)) if verify else []
     quantize_model(model, ranges, io)
     report = check(load(source), model, tests, tolerance) if verify else None
+    if report is not None:
+        report.outside = outside
     return Result(model, report, len(samples))
+
+
+def beyond(calibrated: Ranges, held_out: Ranges, limit: int = 3) -> list[str]:
+    """The values of the held-out samples that leave the calibrated range by more than 1% of
+    it (they are clipped in the int8 model): 'name [lo, hi] vs calibrated [lo, hi]', widest
+    first, at most `limit`."""
+    found = []
+    pairs = [(t.name, calibrated.tensors[t], r) for t, r in held_out.tensors.items()]
+    pairs += [
+        (f"{op.outputs[0].name} ({what})", calibrated.inside[(op, what)], r)
+        for (op, what), r in held_out.inside.items()
+    ]
+    for name, (lo, hi), (tlo, thi) in pairs:
+        over = max(lo - tlo, thi - hi)
+        if over > 0.01 * (hi - lo):
+            found.append(
+                (
+                    over / (hi - lo),
+                    f"{name} [{tlo:.3g}, {thi:.3g}] vs calibrated [{lo:.3g}, {hi:.3g}]",
+                )
+            )
+    return [text for _, text in sorted(found, reverse=True)[:limit]]
 
 
 MIN_SPLIT = 5  # 4 to calibrate and 1 to check
