@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 from helpers import FIXTURES, fixture, run, tflgraph_cli
+from modelbuild import gated_cell_model
 
 import tflgraph
 from tflgraph.pipeline import resolve
@@ -155,6 +156,25 @@ def test_layers_get_per_channel_weights(name, tmp_path, rng):
             axis = 3 if op.type == "DEPTHWISE_CONV_2D" else 0
             assert len(w.quantization["scale"]) == w.shape[axis] > 1
             assert w.quantization["quantized_dimension"] == axis
+
+
+@pytest.mark.parametrize("io", ["int8", "float"])
+def test_cell_ops(io, tmp_path, rng):
+    """LOGISTIC and TANH at their fixed scales, CONCATENATION's inputs requantized to its
+    output's parameters, a float constant operand quantized, slices and reshapes passing
+    parameters through: both runtimes give the float outputs within the bound."""
+    model = gated_cell_model()
+    calib, held = _calibration(tmp_path, model, rng, n=256)
+    result = quantize(tflgraph.to_bytes(model), calib, io, held_out=held)
+    assert not result.report.skipped and result.report.ok, result.report.lines()
+    sg = result.model.main
+    for op in sg.ops_of_type("LOGISTIC", "TANH"):
+        want = (1 / 256, -128) if op.type == "LOGISTIC" else (1 / 128, 0)
+        assert scale_zp(op.outputs[0].quantization) == want
+    (cat,) = sg.ops_of_type("CONCATENATION")
+    out_q = scale_zp(cat.outputs[0].quantization)
+    assert all(scale_zp(t.quantization) == out_q for t in cat.inputs)
+    assert sum(1 for op in sg.operators if op.type == "QUANTIZE") == 3 + (io == "float")
 
 
 def _cli_quantize(tmp_path, source, data, *extra):
