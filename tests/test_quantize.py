@@ -193,6 +193,21 @@ def test_cli_writes_and_reports(tmp_path):
     assert out.exists() and tflgraph.load(out).main.inputs[0].type_name == "INT8"
 
 
+def test_optimize_then_quantize(tmp_path, rng):
+    """`optimize --quantize`: the Keras 3 LSTM loop is fused, verified, then quantized: one
+    int8 fused LSTM, int8 input and output, checked in both runtimes."""
+    source = tflgraph.load(fixture("k3_lstm"))
+    calib, _ = _calibration(tmp_path, source, rng, n=300, held=0)
+    out = tmp_path / "out.tflite"
+    r = tflgraph_cli("optimize", fixture("k3_lstm"), "-o", out, "--quantize", calib)
+    assert r.returncode == 0, r.stderr
+    assert "LiteRT-TFLM" in r.stdout
+    model = tflgraph.load(out)
+    (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    assert op.inputs[1].type_name == "INT8" and op.inputs[19].type_name == "INT16"
+    assert [t.type_name for t in model.main.inputs + model.main.outputs] == ["INT8", "INT8"]
+
+
 def _bad(tmp_path, **arrays) -> str:
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)

@@ -67,6 +67,29 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _quantize_options(p: argparse.ArgumentParser) -> None:
+    """The options `quantize` and `optimize --quantize` share."""
+    p.add_argument(
+        "--io",
+        choices=IO_KINDS,
+        default="int8",
+        help="int8 inputs and outputs (default), or float ones with QUANTIZE/DEQUANTIZE",
+    )
+    p.add_argument(
+        "--held-out",
+        metavar="DATA.npz",
+        help="inputs to check the int8 model on (default: the last fifth of the calibration "
+        "samples, which then do not calibrate)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        metavar="F",
+        help=f"the int8 check's bound: F x the float output's range (default {TOLERANCE:g})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tflgraph", description="Graph-rewriting compiler for TFLite models.")
     p.add_argument("--version", action="version", version=f"tflgraph {__version__}")
@@ -149,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the result even when no runtime and no reference evaluation can check it",
     )
+    o.add_argument(
+        "--quantize",
+        metavar="DATA.npz",
+        help="then quantize the optimized model to int8 (what `tflgraph quantize "
+        "--calibration DATA.npz` does: LSTM loops fused first become int8 fused LSTMs)",
+    )
+    _quantize_options(o)
 
     q = sub.add_parser("quantize", help="full-integer (int8) quantization of a float model")
     q.add_argument("input")
@@ -160,25 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="representative inputs: one array per model input, keyed by input name or "
         "position, samples on the first axis",
     )
-    q.add_argument(
-        "--io",
-        choices=IO_KINDS,
-        default="int8",
-        help="int8 inputs and outputs (default), or float ones with QUANTIZE/DEQUANTIZE",
-    )
-    q.add_argument(
-        "--held-out",
-        metavar="DATA.npz",
-        help="inputs to check the result on (default: the last fifth of the calibration "
-        "samples, which then do not calibrate)",
-    )
-    q.add_argument(
-        "--tolerance",
-        type=float,
-        default=TOLERANCE,
-        metavar="F",
-        help=f"the check's bound: F x the float output's range (default {TOLERANCE:g})",
-    )
+    _quantize_options(q)
     q.add_argument(
         "--no-verify", dest="verify", action="store_false", help="skip the runtime check"
     )
@@ -334,6 +346,14 @@ def cmd_optimize(args) -> int:
         refused = _check_on_reference(args, data, "no runtime installed", records, output, ran)
         if refused:
             return refused
+    if args.quantize:  # the optimized model, verified above, is the float reference
+        source = data if data is not None else to_bytes(model)
+        refused, result, data = _quantized(
+            args, source, args.quantize, output, args.verify is not False, args.quiet
+        )
+        if refused:
+            return refused
+        model = result.model
     try:
         if data is not None:
             write_atomic(output, [data])
@@ -541,16 +561,9 @@ def cmd_quantize(args) -> int:
         return _die(f"{output}: output is the input file")
     if why := _output_problem(output):
         return _die(why)
-    result = quantize(
-        args.input, args.calibration, args.io, args.held_out, args.tolerance, args.verify
-    )
-    data = to_bytes(result.model)
-    report = result.report
-    if report is not None:
-        for line in report.lines():
-            print(line)
-        if not report.ok:
-            return _die(f"the int8 model failed its check; {output} not written", 1)
+    refused, result, data = _quantized(args, args.input, args.calibration, output, args.verify)
+    if refused:
+        return refused
     try:
         write_atomic(output, [data])
     except OSError as e:
@@ -559,9 +572,22 @@ def cmd_quantize(args) -> int:
     print(
         f"{output}: {len(data):,} bytes ({len(data) / size:.2f}x the float {size:,}), "
         f"calibrated on {result.calibrated_on} samples"
-        + ("" if report is not None else "; not verified (--no-verify)")
+        + ("" if result.report is not None else "; not verified (--no-verify)")
     )
     return 0
+
+
+def _quantized(args, source, calibration: str, output: str, check: bool, quiet: bool = False):
+    """(exit code, Result, bytes) of quantizing `source` (a path or bytes): the code is 1, after
+    the check's lines, when the int8 model failed its check (then nothing is to be written)."""
+    result = quantize(source, calibration, args.io, args.held_out, args.tolerance, check)
+    report = result.report
+    if report is not None:
+        for line in report.lines() if not quiet or not report.ok else ():
+            print(line)
+        if not report.ok:
+            return _die(f"the int8 model failed its check; {output} not written", 1), None, None
+    return 0, result, to_bytes(result.model)
 
 
 def cmd_verify(args) -> int:
