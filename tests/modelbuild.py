@@ -197,3 +197,9 @@ def gated_cell_model(seed: int = 0) -> Model:
     cat = g.op("CONCATENATION", [y, z, c], (1, 12), {"axis": 1})
     out = g.op("RESHAPE", [cat, g.const([3, 4], np.int32)], (3, 4), {"new_shape": [3, 4]})
     return g.done(out)
+
+
+def dense_model(w: np.ndarray, b: np.ndarray) -> Model:
+    """x[1, in] -> FULLY_CONNECTED(w[out, in], b[out]) -> y."""
+    g = G((1, w.shape[1]))
+    return g.done(g.fc(g.inputs[0], w, b))

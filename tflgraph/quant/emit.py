@@ -11,12 +11,18 @@ constant operands become (`emit`). Planning walks the ops in execution order:
 - "shared": CONCATENATION and PACK copy bytes from every input, so each input must carry the
   output's parameters (the output's range covers all inputs'); an input with others is
   requantized by a QUANTIZE op placed before it;
-- the fused LSTM: lstm.py (the output and h share parameters, the cell state is int16).
+- "update": DYNAMIC_UPDATE_SLICE writes bytes of its update into its buffer: the output has the
+  buffer's parameters, an update with others is requantized;
+- the fused LSTM: lstm.py (the output and h share parameters, the cell state is int16);
+- WHILE: loops.py (a loop-carried value has one set of parameters everywhere it lives).
+Ops that touch no float tensor (counters, indices, comparisons) are left as they are.
 
-Weights become symmetric int8 (per channel where the kernel allows: FULLY_CONNECTED and CONV_2D
-along the output channels, DEPTHWISE_CONV_2D along the last axis), biases int32 at
+Weights become symmetric int8 (per channel where the kernel allows and it buys resolution, see
+params.py: FULLY_CONNECTED and CONV_2D along the output channels, DEPTHWISE_CONV_2D along the
+last axis), biases int32 at
 s_input * s_weight; any other float constant operand is quantized over its own values. An op
-without a row is refused with its name, as are ops with subgraphs: nothing is emitted wrong.
+on float values without a row is refused with its name, as are IF and CALL_ONCE: nothing is
+emitted wrong.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ import numpy as np
 
 from tflgraph.io.schema import tensor_type_of
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.quant import lstm, params
+from tflgraph.quant import loops, lstm, params
 from tflgraph.quant.calibration import QuantizeError, Ranges
 
 LOGISTIC_Q = (1 / 256, -128)
 TANH_Q = (1 / 128, 0)
 
+FIXED = {"LOGISTIC": LOGISTIC_Q, "SOFTMAX": LOGISTIC_Q, "TANH": TANH_Q}
 # op type -> (plan kind or fixed (scale, zp), the data operand for "same", weight axis)
 RULES: dict[str, tuple] = {
     "FULLY_CONNECTED": ("range", None, 0),
@@ -41,9 +48,7 @@ RULES: dict[str, tuple] = {
     "MUL": ("range", None, None),
     "RELU": ("range", None, None),
     "RELU6": ("range", None, None),
-    "LOGISTIC": (LOGISTIC_Q, None, None),
-    "SOFTMAX": (LOGISTIC_Q, None, None),
-    "TANH": (TANH_Q, None, None),
+    **{op_type: (q, None, None) for op_type, q in FIXED.items()},
     "RESHAPE": ("same", 0, None),
     "SQUEEZE": ("same", 0, None),
     "EXPAND_DIMS": ("same", 0, None),
@@ -61,6 +66,8 @@ RULES: dict[str, tuple] = {
     "PACK": ("shared", None, None),
     "FILL": ("state", None, None),  # the zero initial state of a fused LSTM (fuse-lstm's)
     "UNIDIRECTIONAL_SEQUENCE_LSTM": ("lstm", None, None),
+    "DYNAMIC_UPDATE_SLICE": ("update", None, None),
+    "WHILE": ("while", None, None),
     "QUANTIZE": ("inserted", None, None),  # a requantization this rewrite placed itself
 }
 # operands that stay as they are (shapes, indices, axes): integer constants
@@ -70,22 +77,28 @@ _INTEGER_KINDS = "iub"
 def refusals(model: Model) -> list[str]:
     """Why the model cannot be quantized: one reason per op type (empty when it can)."""
     why: dict[str, str] = {}
-    for op in model.main.iter_ops():
+    for op in (op for sg in model.reachable_subgraphs() for op in sg.iter_ops()):
         if op.type in ("QUANTIZE", "DEQUANTIZE"):
             why.setdefault(op.type, f"{op.type}: the model is already (partly) quantized")
-        elif op.subgraphs():
-            why.setdefault(
-                op.type,
-                f"{op.type} (control flow) is not quantized yet; `tflgraph optimize` first "
-                "fuses LSTM loops into ops that are",
-            )
-        elif op.type not in RULES:
-            why.setdefault(op.type, f"{op.type} has no int8 form here")
+        elif op.type not in RULES and _touches_float(op):
+            kind = " (control flow)" if op.subgraphs() else ""
+            why.setdefault(op.type, f"{op.type}{kind} has no int8 form here")
         elif op.type == "UNIDIRECTIONAL_SEQUENCE_LSTM" and (reason := lstm.why_not(op)):
             why.setdefault(op.type, f"UNIDIRECTIONAL_SEQUENCE_LSTM with {reason}")
         elif any(_is_float(t) and t.is_quantized for t in op.inputs if t is not None):
             why.setdefault(op.type, f"{op.type} already has quantized operands")
     return list(why.values())
+
+
+def check_quantizable(model: Model) -> None:
+    """Raise QuantizeError naming every op type the model cannot be quantized for."""
+    why = refusals(model)
+    if why:
+        raise QuantizeError("cannot quantize: " + "; ".join(why))
+
+
+def _touches_float(op: Operator) -> bool:
+    return op.subgraphs() or any(_is_float(t) for t in (*op.inputs, *op.outputs) if t is not None)
 
 
 def _is_float(t: Tensor) -> bool:
@@ -100,28 +113,31 @@ def _activations(sg: Subgraph) -> list[Tensor]:
 def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
     """Rewrite `model` in place into int8 (see the module docstring); `io` "int8" makes its
     inputs and outputs int8, "float" keeps them float with QUANTIZE / DEQUANTIZE at the edges."""
-    why = refusals(model)
-    if why:
-        raise QuantizeError("cannot quantize: " + "; ".join(why))
-    sg = model.main
-    plans = _plan(sg, ranges)
-    for op in sg.operators:
-        _emit(sg, op, plans)
-    for t in _activations(sg):
-        if t in plans:
-            dtype, q = plans[t]  # float32 (with q None): a value that stays float
-            t.type, t.quantization = tensor_type_of(dtype), q
-        elif sg.graph.degree(t) or t in sg.inputs or t in sg.outputs:
-            raise QuantizeError(f"tensor {t.name!r} got no quantization parameters")
-    if io == "float":
-        _float_edges(sg)
-    else:
-        _int8_outputs(sg)
-    sg.remove_unused_tensors()
-
-
-def _plan(sg: Subgraph, ranges: Ranges) -> dict:
+    check_quantizable(model)
     plans: dict[Tensor, tuple] = {}
+    _plan(model.main, ranges, plans, {})
+    subgraphs = model.reachable_subgraphs()
+    for sg in subgraphs:
+        for op in sg.operators:
+            if _touches_float(op):
+                _emit(sg, op, plans)
+        for t in _activations(sg):
+            if t in plans:
+                dtype, q = plans[t]  # float32 (with q None): a value that stays float
+                t.type, t.quantization = tensor_type_of(dtype), q
+            elif sg.graph.degree(t) or t in sg.inputs or t in sg.outputs:
+                raise QuantizeError(f"tensor {t.name!r} got no quantization parameters")
+    if io == "float":
+        _float_edges(model.main)
+    else:
+        _int8_outputs(model.main)
+    for sg in subgraphs:
+        sg.remove_unused_tensors()
+
+
+def _plan(sg: Subgraph, ranges: Ranges, plans: dict, preset: dict) -> None:
+    """Parameters for the float values of `sg` into `plans`; `preset`: what the outputs of
+    rescaling ops must carry (a loop body's outputs)."""
 
     def from_range(t: Tensor) -> tuple:
         r = ranges.of(t)
@@ -130,15 +146,22 @@ def _plan(sg: Subgraph, ranges: Ranges) -> dict:
         return np.int8, params.activation(*r)
 
     for t in sg.inputs:
-        plans[t] = from_range(t)
+        if t not in plans and _is_float(t):
+            plans[t] = from_range(t)
     for op in sg.operators:
+        if not _touches_float(op):
+            continue  # counters, indices, comparisons
         kind, data, _ = RULES[op.type]
         outs = [t for t in op.outputs if t is not None and _is_float(t)]
         if kind == "lstm":
             lstm.plan(sg, op, ranges, plans)
+        elif kind == "while":
+            loops.plan(sg, op, ranges, plans, lambda s, p: _plan(s, ranges, plans, p), FIXED)
         elif kind == "same":
             for t in outs:
                 plans[t] = plans[op.inputs[data]]
+        elif kind == "update":
+            plans[outs[0]] = plans[op.inputs[0]]
         elif kind == "shared":
             ins = [ranges.of(t) or (0.0, 0.0) for t in op.inputs if t is not None]
             ins.append(ranges.of(outs[0]) or (0.0, 0.0))
@@ -150,12 +173,11 @@ def _plan(sg: Subgraph, ranges: Ranges) -> dict:
             plans[outs[0]] = (np.int8, params.qparams(*kind))
         elif kind == "range":
             for t in outs:
-                plans[t] = from_range(t)
-        # "state": FILL's output is planned by the LSTM that reads it
+                plans[t] = preset.get(t) or from_range(t)
+        # "state": FILL's output is planned by the op that reads it (an LSTM, a WHILE)
         for t in op.inputs:
             if t is not None and _is_float(t) and not t.is_constant and t not in plans:
                 plans[t] = from_range(t)  # a variable tensor read before any op writes it
-    return plans
 
 
 def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
@@ -170,6 +192,12 @@ def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
 
     if kind == "inserted":
         return
+    if kind == "while":
+        loops.emit(op, plans, constant)
+        return
+    if kind == "update":
+        _requantize_inputs(sg, op, [1], plans[op.outputs[0]], plans)
+        return
     if kind == "lstm":
         lstm.emit(sg, op, plans, constant)
         return
@@ -183,7 +211,7 @@ def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
         w = op.inputs[1]
         if w is None or not w.is_constant:
             raise QuantizeError(f"{op.type} {op.outputs[0].name!r}: weights are not a constant")
-        q, wq = params.weights(w.data, axis)
+        q, wq = params.weights(w.data, params.channel_axis(w.data, axis))
         constant(op, 1, q, wq)
         b = op.inputs[2] if len(op.inputs) > 2 else None
         if b is not None:
@@ -217,10 +245,15 @@ def _zero_state(sg: Subgraph, op: Operator, plans: dict, constant) -> None:
 
 
 def _share(sg: Subgraph, op: Operator, plans: dict) -> None:
-    """Every input of a CONCATENATION / PACK carries the output's parameters: a constant is
-    quantized with them, an activation with others goes through a requantizing QUANTIZE."""
-    out_q = plans[op.outputs[0]]
-    for k, t in enumerate(op.inputs):
+    """Every input of a CONCATENATION / PACK carries the output's parameters."""
+    _requantize_inputs(sg, op, range(len(op.inputs)), plans[op.outputs[0]], plans)
+
+
+def _requantize_inputs(sg: Subgraph, op: Operator, which, out_q: tuple, plans: dict) -> None:
+    """Operands `which` of `op` carry `out_q`: a constant is quantized with it, an activation
+    with other parameters goes through a requantizing QUANTIZE."""
+    for k in which:
+        t = op.inputs[k]
         if t is None or not _is_float(t):
             continue
         if t.is_constant:

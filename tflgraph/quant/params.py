@@ -3,7 +3,11 @@
 
 - Activations: asymmetric int8 over [min(lo, 0), max(hi, 0)] (zero is exact, as padding and
   zero states need), scale (hi - lo) / 255, zero point in [-128, 127]: TF's own nudging.
-- Weights: symmetric int8 (zero point 0), scale max|w| / 127, per tensor or per channel.
+- Weights: symmetric int8 (zero point 0), scale max|w| / 127, per tensor or per channel. Per
+  channel costs 24 bytes a channel in the file (a float32 scale and an int64 zero point for the
+  weights and again for the bias), so a layer takes it only where it buys resolution: when
+  some channel's max|w| is under PER_CHANNEL_GAIN of the layer's (uniform-random weights never
+  are; trained layers with a few large channels are).
 - Biases: int32 at scale s_input * s_weight (per channel where the weights are), zero point 0.
 """
 
@@ -52,6 +56,18 @@ def quantize(x: np.ndarray, q: dict, dtype=np.int8) -> np.ndarray:
 def dequantize(x: np.ndarray, q: dict) -> np.ndarray:
     scale, zp = scale_zp(q)
     return ((np.asarray(x, np.float64) - zp) * scale).astype(np.float32)
+
+
+PER_CHANNEL_GAIN = 0.8
+
+
+def channel_axis(w: np.ndarray, axis: int) -> int | None:
+    """`axis` when per-channel scales give some channel 1/PER_CHANNEL_GAIN of the resolution
+    or more, else None (per tensor)."""
+    w = np.abs(np.asarray(w, np.float64))
+    top = np.max(w, initial=0.0)
+    per = np.max(w, axis=tuple(i for i in range(w.ndim) if i != axis), initial=0.0)
+    return axis if top > 0 and per.min() < PER_CHANNEL_GAIN * top else None
 
 
 def weights(w: np.ndarray, axis: int | None = None) -> tuple[np.ndarray, dict]:

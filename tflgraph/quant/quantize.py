@@ -13,7 +13,7 @@ from tflgraph.io.reader import load
 from tflgraph.ir import Model
 from tflgraph.quant.calibration import Ranges, calibrate, check_count, load_samples
 from tflgraph.quant.check import TOLERANCE, Report, check
-from tflgraph.quant.emit import quantize_model
+from tflgraph.quant.emit import check_quantizable, quantize_model
 
 IO_KINDS = ("int8", "float")
 
@@ -36,6 +36,7 @@ def quantize(
     """The int8 model of the float model at `source` (path or bytes), calibrated on the .npz
     `calibration`, checked in LiteRT and TFLM on held-out samples (see the module docstring)."""
     model = load(source)
+    check_quantizable(model)  # before reading the data: a refusal does not depend on it
     samples = load_samples(calibration, model)
     if held_out is not None:
         check_count(samples)
