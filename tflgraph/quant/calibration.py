@@ -47,6 +47,7 @@ def load_samples(path: str, model: Model, what: str = "calibration data") -> lis
 
 
 def check_count(samples: list, what: str = "calibration data", least: int = MIN_SAMPLES):
+    """Refuse fewer than `least` samples."""
     if len(samples) < least:
         raise QuantizeError(
             f"{what}: {len(samples)} sample(s); at least {least} are needed (samples go on "
@@ -60,7 +61,6 @@ class Ranges:
 
     tensors: dict[Tensor, list[float]] = field(default_factory=dict)
     inside: dict[tuple[Operator, str], list[float]] = field(default_factory=dict)
-    samples: int = 0
 
     def of(self, t: Tensor) -> tuple[float, float] | None:
         r = self.tensors.get(t)
@@ -83,7 +83,7 @@ class Ranges:
 
 def calibrate(model: Model, samples: list[list]) -> Ranges:
     """The ranges `model` computes on `samples` (see the module docstring)."""
-    ranges = Ranges(samples=len(samples))
+    ranges = Ranges()
 
     def on_tensor(t, value):
         ranges.add(ranges.tensors, t, value)

@@ -28,6 +28,7 @@ from tflgraph.reference.interpreter import evaluate
 from tflgraph.runtime.runtimes import RUNTIMES, RuntimeUnavailable, available, run_isolated
 
 TOLERANCE = 0.02  # of the float output's range
+NOT_INSTALLED = "not installed"
 
 
 @dataclass
@@ -56,9 +57,13 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """Every output within its bounds in every runtime that ran, at least one ran, and
+        none that is installed failed to run the model."""
+        failed = [why for why in self.skipped.values() if why != NOT_INSTALLED]
         return (
             bool(self.outputs)
             and len(self.skipped) < len(RUNTIMES)
+            and not failed
             and all(o.ok for o in self.outputs)
         )
 
@@ -95,7 +100,7 @@ def check(
     raw: dict[str, list] = {}
     for rt in RUNTIMES:
         if not available(rt):
-            report.skipped[rt] = "not installed"
+            report.skipped[rt] = NOT_INSTALLED
             continue
         try:
             raw[rt] = run_isolated(data, feeds, rt, modes=("reset",))["reset"]

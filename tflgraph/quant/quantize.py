@@ -16,6 +16,7 @@ from tflgraph.quant.check import TOLERANCE, Report, check
 from tflgraph.quant.emit import check_quantizable, quantize_model
 
 IO_KINDS = ("int8", "float")
+MIN_SPLIT = 5  # without held-out data: 4 samples to calibrate and 1 to check
 
 
 @dataclass
@@ -75,6 +76,3 @@ def beyond(calibrated: Ranges, held_out: Ranges, limit: int = 3) -> list[str]:
                 )
             )
     return [text for _, text in sorted(found, reverse=True)[:limit]]
-
-
-MIN_SPLIT = 5  # 4 to calibrate and 1 to check
