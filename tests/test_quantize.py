@@ -227,9 +227,9 @@ def test_per_channel_weights_where_a_channel_is_small(tmp_path, rng):
 
 @pytest.mark.parametrize("io", ["int8", "float"])
 def test_cell_ops(io, tmp_path, rng):
-    """LOGISTIC and TANH at their fixed scales, CONCATENATION's inputs requantized to its
-    output's parameters, a float constant operand quantized, slices and reshapes passing
-    parameters through: both runtimes give the float outputs within the bound."""
+    """LOGISTIC and TANH at their fixed scales, CONCATENATION's inputs with its output's
+    parameters, a float constant operand quantized, slices and reshapes passing parameters
+    through: both runtimes give the float outputs within the bound."""
     model = gated_cell_model()
     calib, held = _calibration(tmp_path, model, rng, n=256)
     result = quantize(tflgraph.to_bytes(model), calib, io, held_out=held)
@@ -241,7 +241,10 @@ def test_cell_ops(io, tmp_path, rng):
     (cat,) = sg.ops_of_type("CONCATENATION")
     out_q = scale_zp(cat.outputs[0].quantization)
     assert all(scale_zp(t.quantization) == out_q for t in cat.inputs)
-    assert sum(1 for op in sg.operators if op.type == "QUANTIZE") == 3 + (io == "float")
+    # the ADD computing y writes the concatenation's parameters itself; the LOGISTIC's and
+    # TANH's fixed ones are requantized
+    assert sg.producer(cat.inputs[0]).type == "ADD"
+    assert sum(1 for op in sg.operators if op.type == "QUANTIZE") == 2 + (io == "float")
 
 
 def _cli_quantize(tmp_path, source, data, *extra):
@@ -315,6 +318,18 @@ def test_refuses_what_it_cannot_quantize(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == "tflgraph: error: cannot quantize: SQRT has no int8 form here"
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "name,says",
+    [
+        ("k3_lstm_dynrange", "int8 weights and float activations"),
+        ("multi_sig", "several entry subgraphs"),
+    ],
+)
+def test_refuses_hybrid_and_multi_signature_models(tmp_path, name, says):
+    r, out = _cli_quantize(tmp_path, fixture(name), _bad(tmp_path, x=GOOD))
+    assert r.returncode == 2 and says in r.stderr and not out.exists()
 
 
 def test_a_failed_check_writes_nothing(tmp_path):

@@ -48,6 +48,7 @@ RULES: dict[str, tuple] = {
     "MUL": ("range", None, None),
     "RELU": ("range", None, None),
     "RELU6": ("range", None, None),
+    "MEAN": ("range", None, None),
     **{op_type: (q, None, None) for op_type, q in FIXED.items()},
     "RESHAPE": ("same", 0, None),
     "SQUEEZE": ("same", 0, None),
@@ -77,9 +78,19 @@ _INTEGER_KINDS = "iub"
 def refusals(model: Model) -> list[str]:
     """Why the model cannot be quantized: one reason per op type (empty when it can)."""
     why: dict[str, str] = {}
+    if any(sd.subgraph is not model.main for sd in model.signature_defs):
+        why["signatures"] = "several entry subgraphs (signatures): only one is quantized here"
     for op in (op for sg in model.reachable_subgraphs() for op in sg.iter_ops()):
         if op.type in ("QUANTIZE", "DEQUANTIZE"):
             why.setdefault(op.type, f"{op.type}: the model is already (partly) quantized")
+        elif any(_is_float(t) for t in op.inputs if t is not None) and any(
+            t.is_constant and t.is_quantized and not _is_float(t) for t in op.inputs if t
+        ):
+            why.setdefault(
+                "hybrid",
+                f"{op.type} has int8 weights and float activations (a dynamic-range model): "
+                "`tflgraph optimize --passes default,dequantize-hybrid` gives it float weights",
+            )
         elif op.type not in RULES and _touches_float(op):
             kind = " (control flow)" if op.subgraphs() else ""
             why.setdefault(op.type, f"{op.type}{kind} has no int8 form here")
@@ -145,6 +156,7 @@ def _plan(sg: Subgraph, ranges: Ranges, plans: dict, preset: dict) -> None:
             raise QuantizeError(f"tensor {t.name!r} took no finite value during calibration")
         return np.int8, params.activation(*r)
 
+    preset = {**_shared_presets(sg, ranges), **preset}
     for t in sg.inputs:
         if t not in plans and _is_float(t):
             plans[t] = from_range(t)
@@ -154,7 +166,7 @@ def _plan(sg: Subgraph, ranges: Ranges, plans: dict, preset: dict) -> None:
         kind, data, _ = RULES[op.type]
         outs = [t for t in op.outputs if t is not None and _is_float(t)]
         if kind == "lstm":
-            lstm.plan(sg, op, ranges, plans)
+            lstm.plan(sg, op, ranges, plans, preset)
         elif kind == "while":
             loops.plan(sg, op, ranges, plans, lambda s, p: _plan(s, ranges, plans, p), FIXED)
         elif kind == "same":
@@ -163,12 +175,7 @@ def _plan(sg: Subgraph, ranges: Ranges, plans: dict, preset: dict) -> None:
         elif kind == "update":
             plans[outs[0]] = plans[op.inputs[0]]
         elif kind == "shared":
-            ins = [ranges.of(t) or (0.0, 0.0) for t in op.inputs if t is not None]
-            ins.append(ranges.of(outs[0]) or (0.0, 0.0))
-            plans[outs[0]] = (
-                np.int8,
-                params.activation(min(r[0] for r in ins), max(r[1] for r in ins)),
-            )
+            plans[outs[0]] = _shared_params(op, ranges)
         elif isinstance(kind, tuple):
             plans[outs[0]] = (np.int8, params.qparams(*kind))
         elif kind == "range":
@@ -178,6 +185,35 @@ def _plan(sg: Subgraph, ranges: Ranges, plans: dict, preset: dict) -> None:
         for t in op.inputs:
             if t is not None and _is_float(t) and not t.is_constant and t not in plans:
                 plans[t] = from_range(t)  # a variable tensor read before any op writes it
+
+
+def _shared_params(op: Operator, ranges: Ranges) -> tuple:
+    """A CONCATENATION's or PACK's output parameters: over all its inputs' ranges."""
+    rs = [ranges.of(t) or (0.0, 0.0) for t in (*op.inputs, op.outputs[0]) if t is not None]
+    return np.int8, params.activation(min(r[0] for r in rs), max(r[1] for r in rs))
+
+
+def _shared_presets(sg: Subgraph, ranges: Ranges) -> dict:
+    """Tensor -> the parameters it is to carry so that a CONCATENATION / PACK needs no
+    requantization (one per input otherwise, whose rounding also makes LiteRT and TFLM differ
+    by 2 LSB where a 1 LSB difference is rescaled): each input is traced back through ops that
+    move bytes ("same") and have one reader to the op that computes it; where that op rescales
+    anyway ("range", the fused LSTM) it writes the shared parameters directly."""
+    out: dict = {}
+    for op in sg.operators:
+        if op.type not in RULES or RULES[op.type][0] != "shared" or not _touches_float(op):
+            continue
+        q = _shared_params(op, ranges)
+        for t in op.inputs:
+            while t is not None and _is_float(t) and len(sg.consumers(t)) == 1:
+                if any(t is x for x in sg.outputs) or (src := sg.producer(t)) is None:
+                    break
+                kind, data, _ = RULES.get(src.type, (None, None, None))
+                if kind in ("range", "lstm"):
+                    out.setdefault(t, q)
+                    break
+                t = src.inputs[data] if kind == "same" else None
+    return out
 
 
 def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:

@@ -48,13 +48,15 @@ def why_not(op: Operator) -> str | None:
     return None
 
 
-def plan(sg: Subgraph, op: Operator, ranges: Ranges, plans: dict) -> None:
-    """Parameters of the output, h (one set) and the int16 cell state. A state that already has
-    others (h from another layer's output: a seq2seq decoder) is requantized into a variable of
-    its own by a QUANTIZE; a cell shared with another LSTM takes the larger of their scales."""
+def plan(sg: Subgraph, op: Operator, ranges: Ranges, plans: dict, preset: dict) -> None:
+    """Parameters of the output, h (one set: `preset`'s for the output if it has some, e.g. a
+    CONCATENATION's, else the range of the output and of h over every step) and the int16 cell
+    state. A state that already has others (h from another layer's output: a seq2seq decoder)
+    is requantized into a variable of its own by a QUANTIZE; a cell shared with another LSTM
+    takes the larger of their scales."""
     out, c = op.outputs[0], op.inputs[C]
     lo, hi = _union(ranges.of(out), ranges.inside.get((op, "hidden")))
-    hidden = (np.int8, params.activation(lo, hi))
+    hidden = preset.get(out) or (np.int8, params.activation(lo, hi))
     plans[out] = hidden
     _state(sg, op, H, hidden, plans)
     cell = ranges.inside.get((op, "cell"))
