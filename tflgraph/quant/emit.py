@@ -139,9 +139,11 @@ def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
             elif sg.graph.degree(t) or t in sg.inputs or t in sg.outputs:
                 raise QuantizeError(f"tensor {t.name!r} got no quantization parameters")
     if io == "float":
-        _float_edges(model.main)
-    else:
-        _int8_outputs(model.main)
+        _float_inputs(model.main)
+    _int8_outputs(model.main)  # after the inputs' QUANTIZE: see _check_state_order
+    if io == "float":
+        _float_outputs(model.main)
+    _check_state_order(model.main)
     for sg in subgraphs:
         sg.remove_unused_tensors()
 
@@ -306,9 +308,9 @@ def _same(a: dict, b: dict) -> bool:
     return params.scale_zp(a) == params.scale_zp(b)
 
 
-def _float_edges(sg: Subgraph) -> None:
-    """Float inputs and outputs: a QUANTIZE after each input, a DEQUANTIZE before each output;
-    the float tensors keep their names (and their places in the signature)."""
+def _float_inputs(sg: Subgraph) -> None:
+    """Float inputs: a QUANTIZE after each; the float tensors keep their names (and their
+    places in the signature)."""
     for t in sg.inputs:
         q = sg.new_tensor(f"{t.name}_int8", t.shape, "int8", quantization=t.quantization)
         for op in sg.consumers(t):
@@ -317,13 +319,34 @@ def _float_edges(sg: Subgraph) -> None:
                     sg.set_input(op, k, q)
         t.type, t.quantization = tensor_type_of(np.float32), None
         sg.add_op("QUANTIZE", [t], [q])
+
+
+def _float_outputs(sg: Subgraph) -> None:
+    """Float outputs: a DEQUANTIZE before each, which takes the output's name."""
     for i, t in enumerate(sg.outputs):
         _convert_output(sg, i, "DEQUANTIZE", sg.new_tensor(f"{t.name}_float", t.shape))
 
 
+def _check_state_order(sg: Subgraph) -> None:
+    """An op reading a fused LSTM's state variable after the LSTM (a state returned as an
+    output) depends on it through the variable alone, which no graph edge shows: the writer
+    keeps the ops' order, so the reader must come later. Ops added after everything the LSTM
+    reads do (the execution order takes the op added first among those ready); this checks it.
+    (LSTMs sharing a state, a seq2seq's encoder and decoder, keep the model's own order.)"""
+    position = {op: i for i, op in enumerate(sg.operators)}
+    for op in sg.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
+        for state in (op.inputs[lstm.H], op.inputs[lstm.C]):
+            for reader in sg.consumers(state):
+                if reader.type != op.type and position[reader] < position[op]:
+                    raise QuantizeError(
+                        f"internal: {reader.type} reads {state.name!r} before the LSTM writes it"
+                    )
+
+
 def _int8_outputs(sg: Subgraph) -> None:
     """An int16 output (an LSTM's cell state) becomes int8 by a QUANTIZE at 2^(k+8): the same
-    range, the last 8 bits dropped."""
+    range, the last 8 bits dropped. (With float outputs too: LiteRT's DEQUANTIZE or int16
+    QUANTIZE straight from the cell variable gave zeros, measured on k3_lstm_return_state.)"""
     for i, t in enumerate(sg.outputs):
         if t.type_name == "INT16":
             scale, _ = params.scale_zp(t.quantization)
