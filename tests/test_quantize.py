@@ -13,6 +13,7 @@ from modelbuild import dense_model, gated_cell_model, single_op
 
 import tflgraph
 from tflgraph.pipeline import resolve
+from tflgraph.quant.calibration import QuantizeError
 from tflgraph.quant.check import check
 from tflgraph.quant.params import channel_axis, scale_zp
 from tflgraph.quant.quantize import quantize
@@ -173,6 +174,15 @@ def test_other_cells_run_int8_within_five_percent(name, tmp_path, rng):
     result = quantize(tflgraph.to_bytes(model), calib, held_out=held, tolerance=0.05)
     assert not result.report.skipped and result.report.ok, result.report.lines()
     _loop_values_agree(result.model)
+
+
+def test_float_io_refuses_a_returned_lstm_state(tmp_path, rng):
+    """LiteRT's XNNPACK delegate reads a returned LSTM state before the LSTM writes it when the
+    outputs are dequantized (no graph edge orders them): refused with the way out."""
+    model, _ = run("k3_lstm_return_state", resolve("default"))
+    calib, held = _calibration(tmp_path, model, rng)
+    with pytest.raises(QuantizeError, match="use --io int8"):
+        quantize(tflgraph.to_bytes(model), calib, "float", held_out=held)
 
 
 def test_float_io_quantizes_and_dequantizes_at_the_edges():

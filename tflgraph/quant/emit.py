@@ -125,6 +125,8 @@ def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
     """Rewrite `model` in place into int8 (see the module docstring); `io` "int8" makes its
     inputs and outputs int8, "float" keeps them float with QUANTIZE / DEQUANTIZE at the edges."""
     check_quantizable(model)
+    if io == "float":
+        _check_float_outputs(model.main)
     plans: dict[Tensor, tuple] = {}
     _plan(model.main, ranges, plans, {})
     subgraphs = model.reachable_subgraphs()
@@ -306,6 +308,24 @@ def _requantize_inputs(sg: Subgraph, op: Operator, which, out_q: tuple, plans: d
 
 def _same(a: dict, b: dict) -> bool:
     return params.scale_zp(a) == params.scale_zp(b)
+
+
+def _check_float_outputs(sg: Subgraph) -> None:
+    """--io float cannot return a fused LSTM's state: LiteRT's default XNNPACK delegate takes
+    the output's DEQUANTIZE together with the inputs' QUANTIZE and runs it before the LSTM has
+    written the state (only the variable orders them, no graph edge): measured zeros on
+    k3_lstm_return_state, while TFLM and LiteRT without delegates are right."""
+    states = {
+        id(op.inputs[k])
+        for op in sg.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+        for k in (lstm.H, lstm.C)
+    }
+    for t in sg.outputs:
+        if id(t) in states:
+            raise QuantizeError(
+                f"--io float: output {t.name!r} is a fused LSTM's state, which LiteRT's XNNPACK "
+                "delegate would read before the LSTM writes it; use --io int8"
+            )
 
 
 def _float_inputs(sg: Subgraph) -> None:
