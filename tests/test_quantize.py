@@ -13,7 +13,7 @@ from modelbuild import dense_model, gated_cell_model, single_op
 
 import tflgraph
 from tflgraph.pipeline import resolve
-from tflgraph.quant.calibration import QuantizeError
+from tflgraph.quant.calibration import QuantizeError, calibrate
 from tflgraph.quant.check import check
 from tflgraph.quant.params import channel_axis, scale_zp
 from tflgraph.quant.quantize import quantize
@@ -48,6 +48,30 @@ def test_fused_lstm_matches_the_converters_int8(base):
     assert _worst(ours.report) <= 1.1 * _worst(converter)
     size = len(tflgraph.to_bytes(ours.model))
     assert size <= 1.05 * fixture(base + "_int8").stat().st_size
+
+
+def test_calibration_sees_every_step_inside_loops_and_fused_lstms():
+    """The ranges cover a WHILE body's values over all steps (the body's h output over every
+    step holds the loop's final h and more) and a fused LSTM's gates, cell and hidden state
+    of every step (the hidden state's range is the sequence output's)."""
+    model = tflgraph.load(fixture("tfk_lstm_q16"))
+    samples = load_inputs(_data("tfk_lstm_q16", "calib"), ports(model, "inputs"))
+    ranges = calibrate(model, samples)
+    (op,) = model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
+    inside = {what for (o, what) in ranges.inside if o is op}
+    assert inside == {"gate0", "gate1", "gate2", "gate3", "cell", "hidden"}
+    assert ranges.inside[(op, "hidden")] == ranges.tensors[op.outputs[0]]
+    cell = ranges.inside[(op, "cell")]
+    assert 0.5 < max(-cell[0], cell[1]) < 4  # tanh(c) = h / o, and |h| reaches ~0.6
+
+    gru, _ = run("k3_gru_seq", resolve("default"))
+    (loop,) = gru.main.ops_of_type("WHILE")
+    body = loop.option("body_subgraph_index")
+    ranges = calibrate(gru, samples[:4])
+    steps = ranges.tensors[body.outputs[2]]  # h after every step
+    final = ranges.tensors[loop.outputs[2]]  # h after the last step
+    assert steps[0] <= final[0] and steps[1] >= final[1]
+    assert steps != final  # the earlier steps' values are in, not only the last
 
 
 def test_int8_lstm_has_the_form_both_kernels_need():
