@@ -9,8 +9,8 @@ constant operands become (`emit`). Planning walks the ops in execution order:
 - "same": the output takes the parameters of its data operand (reshapes, slices, gathers, max
   pooling move bytes and do not rescale);
 - "shared": CONCATENATION and PACK copy bytes from every input, so each input must carry the
-  output's parameters (the output's range covers all inputs'); an input with others is
-  requantized by a QUANTIZE op placed before it;
+  output's parameters (the output's range covers all inputs'): the op computing an input writes
+  them itself where it rescales anyway, any other input is requantized by a QUANTIZE before it;
 - "update": DYNAMIC_UPDATE_SLICE writes bytes of its update into its buffer: the output has the
   buffer's parameters, an update with others is requantized;
 - the fused LSTM: lstm.py (the output and h share parameters, the cell state is int16);
@@ -19,10 +19,9 @@ Ops that touch no float tensor (counters, indices, comparisons) are left as they
 
 Weights become symmetric int8 (per channel where the kernel allows and it buys resolution, see
 params.py: FULLY_CONNECTED and CONV_2D along the output channels, DEPTHWISE_CONV_2D along the
-last axis), biases int32 at
-s_input * s_weight; any other float constant operand is quantized over its own values. An op
-on float values without a row is refused with its name, as are IF and CALL_ONCE: nothing is
-emitted wrong.
+last axis), biases int32 at s_input * s_weight; any other float constant operand is quantized
+over its own values. An op on float values without a row is refused with its name, as are IF
+and CALL_ONCE: nothing is emitted wrong. The model's inputs and outputs: edges.py.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import numpy as np
 
 from tflgraph.io.schema import tensor_type_of
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
-from tflgraph.quant import loops, lstm, params
+from tflgraph.quant import edges, loops, lstm, params
 from tflgraph.quant.calibration import QuantizeError, Ranges
 
 LOGISTIC_Q = (1 / 256, -128)
@@ -71,8 +70,6 @@ RULES: dict[str, tuple] = {
     "WHILE": ("while", None, None),
     "QUANTIZE": ("inserted", None, None),  # a requantization this rewrite placed itself
 }
-# operands that stay as they are (shapes, indices, axes): integer constants
-_INTEGER_KINDS = "iub"
 
 
 def refusals(model: Model) -> list[str]:
@@ -126,7 +123,7 @@ def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
     inputs and outputs int8, "float" keeps them float with QUANTIZE / DEQUANTIZE at the edges."""
     check_quantizable(model)
     if io == "float":
-        _check_float_outputs(model.main)
+        edges.check_float_outputs(model.main)
     plans: dict[Tensor, tuple] = {}
     _plan(model.main, ranges, plans, {})
     subgraphs = model.reachable_subgraphs()
@@ -141,11 +138,11 @@ def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
             elif sg.graph.degree(t) or t in sg.inputs or t in sg.outputs:
                 raise QuantizeError(f"tensor {t.name!r} got no quantization parameters")
     if io == "float":
-        _float_inputs(model.main)
-    _int8_outputs(model.main)  # after the inputs' QUANTIZE: see _check_state_order
+        edges.float_inputs(model.main)
+    edges.int8_outputs(model.main)  # after the inputs' QUANTIZE: see check_state_order
     if io == "float":
-        _float_outputs(model.main)
-    _check_state_order(model.main)
+        edges.float_outputs(model.main)
+    edges.check_state_order(model.main)
     for sg in subgraphs:
         sg.remove_unused_tensors()
 
@@ -308,81 +305,3 @@ def _requantize_inputs(sg: Subgraph, op: Operator, which, out_q: tuple, plans: d
 
 def _same(a: dict, b: dict) -> bool:
     return params.scale_zp(a) == params.scale_zp(b)
-
-
-def _check_float_outputs(sg: Subgraph) -> None:
-    """--io float cannot return a fused LSTM's state: LiteRT's default XNNPACK delegate takes
-    the output's DEQUANTIZE together with the inputs' QUANTIZE and runs it before the LSTM has
-    written the state (only the variable orders them, no graph edge): measured zeros on
-    k3_lstm_return_state, while TFLM and LiteRT without delegates are right."""
-    states = {
-        id(op.inputs[k])
-        for op in sg.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")
-        for k in (lstm.H, lstm.C)
-    }
-    for t in sg.outputs:
-        if id(t) in states:
-            raise QuantizeError(
-                f"--io float: output {t.name!r} is a fused LSTM's state, which LiteRT's XNNPACK "
-                "delegate would read before the LSTM writes it; use --io int8"
-            )
-
-
-def _float_inputs(sg: Subgraph) -> None:
-    """Float inputs: a QUANTIZE after each; the float tensors keep their names (and their
-    places in the signature)."""
-    for t in sg.inputs:
-        q = sg.new_tensor(f"{t.name}_int8", t.shape, "int8", quantization=t.quantization)
-        for op in sg.consumers(t):
-            for k, x in enumerate(op.inputs):
-                if x is t:
-                    sg.set_input(op, k, q)
-        t.type, t.quantization = tensor_type_of(np.float32), None
-        sg.add_op("QUANTIZE", [t], [q])
-
-
-def _float_outputs(sg: Subgraph) -> None:
-    """Float outputs: a DEQUANTIZE before each, which takes the output's name."""
-    for i, t in enumerate(sg.outputs):
-        _convert_output(sg, i, "DEQUANTIZE", sg.new_tensor(f"{t.name}_float", t.shape))
-
-
-def _check_state_order(sg: Subgraph) -> None:
-    """An op reading a fused LSTM's state variable after the LSTM (a state returned as an
-    output) depends on it through the variable alone, which no graph edge shows: the writer
-    keeps the ops' order, so the reader must come later. Ops added after everything the LSTM
-    reads do (the execution order takes the op added first among those ready); this checks it.
-    (LSTMs sharing a state, a seq2seq's encoder and decoder, keep the model's own order.)"""
-    position = {op: i for i, op in enumerate(sg.operators)}
-    for op in sg.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
-        for state in (op.inputs[lstm.H], op.inputs[lstm.C]):
-            for reader in sg.consumers(state):
-                if reader.type != op.type and position[reader] < position[op]:
-                    raise QuantizeError(
-                        f"internal: {reader.type} reads {state.name!r} before the LSTM writes it"
-                    )
-
-
-def _int8_outputs(sg: Subgraph) -> None:
-    """An int16 output (an LSTM's cell state) becomes int8 by a QUANTIZE at 2^(k+8): the same
-    range, the last 8 bits dropped. (With float outputs too: LiteRT's DEQUANTIZE or int16
-    QUANTIZE straight from the cell variable gave zeros, measured on k3_lstm_return_state.)"""
-    for i, t in enumerate(sg.outputs):
-        if t.type_name == "INT16":
-            scale, _ = params.scale_zp(t.quantization)
-            q = params.qparams(scale * 256, 0)
-            _convert_output(
-                sg, i, "QUANTIZE", sg.new_tensor(f"{t.name}_int8", t.shape, "int8", quantization=q)
-            )
-
-
-def _convert_output(sg: Subgraph, i: int, op_type: str, new: Tensor) -> None:
-    """Output i becomes `new`, computed from the old one by `op_type`; `new` takes its name
-    and its place in the signature."""
-    old = sg.outputs[i]
-    sg.outputs[i] = new
-    for sd in sg.model.signature_defs if sg.model is not None else ():
-        if sd.subgraph is sg:
-            sd.outputs = [(n, new if x is old else x) for n, x in sd.outputs]
-    sg.add_op(op_type, [old], [new])
-    old.name, new.name = new.name, old.name
