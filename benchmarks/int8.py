@@ -11,6 +11,7 @@ Every number is measured in this run:
 - error: max |y_int8 - y_float| over the held-out inputs (the float model on the reference
   interpreter, from fresh state), the worse of LiteRT and TFLM, and as % of the float output's
   range; the converter's the same way; LiteRT-TFLM: their largest difference in LSB;
+- RAM: the smallest TFLM arena each model allocates in (`tflgraph inspect --target tflm`);
 - time: median microseconds per invoke in TFLM and LiteRT (Python packages, reference kernels
   for TFLM), the float, int8 and converter models invoked interleaved after a warm-up.
 
@@ -34,7 +35,7 @@ from tflgraph.pipeline import resolve, run_passes
 from tflgraph.quant.check import check
 from tflgraph.quant.params import quantize as to_int8
 from tflgraph.quant.quantize import quantize
-from tflgraph.runtime import runtimes
+from tflgraph.runtime import runtimes, tflm_check
 from tflgraph.runtime.verify import load_inputs, ports
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -132,6 +133,10 @@ def row(label, name, calibration, converter, invokes: int, folder: Path) -> dict
     r["int8 error (% of range)"] = err
     r["converter error"] = conv_err
     r["LiteRT-TFLM LSB (int8 / converter)"] = f"{lsb} / {conv_lsb}"
+    arenas = [f"{tflm_check.check(tflgraph.load(m), m).arena_bytes:,}" for m in models]
+    r["TFLM arena bytes (float / int8 / converter)"] = " / ".join(
+        arenas + ["n/a"] * (3 - len(models))
+    )
     feeds = [feed_for(tflgraph.load(m), tests[0]) for m in models]
     for rt in ("tflm", "litert"):
         times = median_us(models, feeds, rt, invokes) + ["n/a"] * (3 - len(models))
