@@ -74,6 +74,14 @@ def test_calibration_sees_every_step_inside_loops_and_fused_lstms():
     assert steps != final  # the earlier steps' values are in, not only the last
 
 
+def test_public_api_takes_a_model_and_leaves_it_float():
+    model = tflgraph.load(fixture("tfk_lstm_q16"))
+    before = tflgraph.to_bytes(model)
+    result = tflgraph.quantize(model, _data("tfk_lstm_q16", "calib"), verify=False)
+    assert tflgraph.to_bytes(model) == before
+    assert result.report is None and result.model.main.inputs[0].type_name == "INT8"
+
+
 def test_int8_lstm_has_the_form_both_kernels_need():
     """The requirements the kernels do not check (INT8_NOTES.md): per-tensor weights, biases at
     s_in * s_w, int16 cell at 2^k with k in [-15, -9], output = h = intermediate 4."""

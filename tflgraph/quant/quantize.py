@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tflgraph.io.reader import load
+from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model
 from tflgraph.quant.calibration import Ranges, calibrate, check_count, load_samples
 from tflgraph.quant.check import TOLERANCE, Report, check
@@ -34,8 +35,12 @@ def quantize(
     tolerance: float = TOLERANCE,
     verify: bool = True,
 ) -> Result:
-    """The int8 model of the float model at `source` (path or bytes), calibrated on the .npz
-    `calibration`, checked in LiteRT and TFLM on held-out samples (see the module docstring)."""
+    """The int8 model of the float model `source` (a path, bytes or a Model, which is left as
+    it is), calibrated on the .npz `calibration`, checked in LiteRT and TFLM on held-out samples
+    (see the module docstring). `result.model` is the int8 Model, `result.report` the check's
+    errors per output (None with verify=False)."""
+    if isinstance(source, Model):
+        source = to_bytes(source)
     model = load(source)
     check_quantizable(model)  # before reading the data: a refusal does not depend on it
     samples = load_samples(calibration, model)
