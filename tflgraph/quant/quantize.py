@@ -1,8 +1,8 @@
 """`tflgraph quantize` as a function: calibrate, emit, check.
 
 The calibration samples are split: the last fifth (at least one sample) is held out to check
-the result and the rest calibrates, unless held-out inputs are given separately, in which case
-every calibration sample calibrates.
+the result and the rest calibrates, unless held-out inputs are given separately (or nothing is
+checked), in which case every calibration sample calibrates.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ MIN_SPLIT = 5  # without held-out data: 4 samples to calibrate and 1 to check
 
 @dataclass
 class Result:
+    """The int8 model, the check's report (None when not checked), how many samples
+    calibrated."""
+
     model: Model
     report: Report | None
     calibrated_on: int
@@ -44,10 +47,13 @@ def quantize(
     model = load(source)
     check_quantizable(model)  # before reading the data: a refusal does not depend on it
     samples = load_samples(calibration, model)
+    tests: list = []
     if held_out is not None:
         check_count(samples)
         tests = load_samples(held_out, model, "held-out data")
         check_count(tests, "held-out data", 1)
+    elif not verify:
+        check_count(samples)
     else:
         check_count(samples, least=MIN_SPLIT)
         n = max(1, len(samples) // 5)
