@@ -169,7 +169,7 @@ def _loop_values_agree(model) -> None:
             for i, t in enumerate(op.inputs):
                 ends = [t, op.outputs[i], cond.inputs[i], body.inputs[i], body.outputs[i]]
                 assert len({x.type_name for x in ends}) == 1, [x.type_name for x in ends]
-                if t.type_name == "INT8":
+                if t.type_name in ("INT8", "INT16"):
                     assert len({scale_zp(x.quantization) for x in ends}) == 1
                 else:
                     assert t.type_name == "INT32"
@@ -195,12 +195,48 @@ def test_gru_loops_get_int8_bodies(name, tmp_path, rng):
         assert len(tflgraph.to_bytes(result.model)) <= 0.35 * len(float_bytes)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "k3_gru",
+        "k3_gru_seq",
+        "tfk_gru",
+        "k3_gru_big",
+        "k3_simplernn",
+        "k3_simplernn_seq",
+        "k3_custom_cell",
+    ],
+)
+def test_int16_loop_bodies(name, tmp_path, rng):
+    """--loops int16: the bodies compute in int16 with int8 weights (16x8), the loop values
+    are int16 except the input sequence: GRU, SimpleRNN and a custom cell stay under 2% of the
+    output range, LiteRT and TFLM agree within 1 LSB after every step, and for u=64 the file
+    is at most 0.35x the float one."""
+    model, _ = run(name, resolve("default"))
+    float_bytes = tflgraph.to_bytes(model)
+    calib, held = _calibration(tmp_path, model, rng, n=128 if name.endswith("big") else 512)
+    result = quantize(float_bytes, calib, held_out=held, loops="int16")
+    report = result.report
+    assert not report.skipped and report.ok, report.lines()
+    for out in report.outputs:
+        assert max(out.error.values()) < 0.02 * out.span
+        assert out.disagreement <= 1.0
+    _loop_values_agree(result.model)
+    (loop,) = result.model.main.ops_of_type("WHILE")
+    body = loop.option("body_subgraph_index")
+    fcs = body.ops_of_type("FULLY_CONNECTED")
+    assert fcs and all(op.inputs[0].type_name == "INT16" for op in fcs)
+    assert all(op.inputs[1].type_name == "INT8" for op in fcs)
+    if name.endswith("big"):
+        assert len(tflgraph.to_bytes(result.model)) <= 0.35 * len(float_bytes)
+
+
 @pytest.mark.parametrize("name", ["k3_simplernn", "k3_simplernn_seq", "k3_custom_cell"])
 def test_other_cells_run_int8_within_five_percent(name, tmp_path, rng):
     """SimpleRNN and a user-written cell as int8 loops run in both runtimes with their loop
     values consistent; their error is 2-4% of the output range (the tanh's int8 pre-activation
     is 3x coarser than its output and the recurrence carries the rounding on), so the check is
-    given --tolerance 0.05 here: the issue's 2% is not met for them."""
+    given --tolerance 0.05 here: the issue's 2% is met for them with --loops int16 only."""
     model, _ = run(name, resolve("default"))
     calib, held = _calibration(tmp_path, model, rng, n=512)
     result = quantize(tflgraph.to_bytes(model), calib, held_out=held, tolerance=0.05)

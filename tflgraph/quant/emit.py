@@ -14,7 +14,12 @@ constant operands become (`emit`). Planning walks the ops in execution order:
 - "update": DYNAMIC_UPDATE_SLICE writes bytes of its update into its buffer: the output has the
   buffer's parameters, an update with others is requantized;
 - the fused LSTM: lstm.py (the output and h share parameters, the cell state is int16);
-- WHILE: loops.py (a loop-carried value has one set of parameters everywhere it lives).
+- WHILE: loops.py (a loop-carried value has one set of parameters everywhere it lives); with
+  `loops="int16"` the values a body computes and carries are int16 (the 16x8 kernels: int8
+  weights, int16 activations with zero point 0, int32/int64 biases; LOGISTIC, TANH at 1/32768),
+  which both runtimes have for every op a recurrent cell uses; an operand of the other integer
+  type (x[t] read from the int8 input sequence, an int16 loop output read by an int8 op after
+  the loop) goes through a QUANTIZE.
 Ops that touch no float tensor (counters, indices, comparisons) are left as they are.
 
 Weights become symmetric int8 (per channel where the kernel allows and it buys resolution, see
@@ -28,13 +33,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflgraph.io.schema import tensor_type_of
+from tflgraph.io.schema import new_options, tensor_type_of
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.quant import edges, loops, lstm, params
 from tflgraph.quant.calibration import QuantizeError, Ranges
 
 LOGISTIC_Q = (1 / 256, -128)
 TANH_Q = (1 / 128, 0)
+FIXED16 = (1 / 32768, 0)  # LOGISTIC, TANH and SOFTMAX with int16 outputs
 
 FIXED = {"LOGISTIC": LOGISTIC_Q, "SOFTMAX": LOGISTIC_Q, "TANH": TANH_Q}
 # op type -> (plan kind or fixed (scale, zp), the data operand for "same", weight axis)
@@ -118,14 +124,15 @@ def _activations(sg: Subgraph) -> list[Tensor]:
     return [t for t in sg.tensors if _is_float(t) and not t.is_constant]
 
 
-def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
+def quantize_model(model: Model, ranges: Ranges, io: str = "int8", loops: str = "int8") -> None:
     """Rewrite `model` in place into int8 (see the module docstring); `io` "int8" makes its
-    inputs and outputs int8, "float" keeps them float with QUANTIZE / DEQUANTIZE at the edges."""
+    inputs and outputs int8, "float" keeps them float with QUANTIZE / DEQUANTIZE at the edges;
+    `loops` "int16" gives WHILE bodies int16 activations."""
     check_quantizable(model)
     if io == "float":
         edges.check_float_outputs(model.main)
     plans: dict[Tensor, tuple] = {}
-    _plan(model.main, ranges, plans, {})
+    _plan(model.main, ranges, plans, {}, bodies=loops)
     subgraphs = model.reachable_subgraphs()
     for sg in subgraphs:
         for op in sg.operators:
@@ -147,17 +154,24 @@ def quantize_model(model: Model, ranges: Ranges, io: str = "int8") -> None:
         sg.remove_unused_tensors()
 
 
-def _plan(sg: Subgraph, ranges: Ranges, plans: dict, preset: dict) -> None:
+def _plan(
+    sg: Subgraph, ranges: Ranges, plans: dict, preset: dict, bodies: str, wide: bool = False
+) -> None:
     """Parameters for the float values of `sg` into `plans`; `preset`: what the outputs of
-    rescaling ops must carry (a loop body's outputs)."""
+    rescaling ops must carry (a loop body's outputs); `wide`: int16 values (a loop body with
+    `bodies` "int16")."""
 
     def from_range(t: Tensor) -> tuple:
         r = ranges.of(t)
         if r is None:
             raise QuantizeError(f"tensor {t.name!r} took no finite value during calibration")
-        return np.int8, params.activation(*r)
+        return (np.int16, params.symmetric16(*r)) if wide else (np.int8, params.activation(*r))
 
-    preset = {**_shared_presets(sg, ranges), **preset}
+    def plan_body(body: Subgraph, body_preset: dict) -> None:
+        wide_body = bodies == "int16"
+        _plan(body, ranges, plans, {} if wide_body else body_preset, bodies, wide_body)
+
+    preset = {} if wide else {**_shared_presets(sg, ranges), **preset}
     for t in sg.inputs:
         if t not in plans and _is_float(t):
             plans[t] = from_range(t)
@@ -169,16 +183,17 @@ def _plan(sg: Subgraph, ranges: Ranges, plans: dict, preset: dict) -> None:
         if kind == "lstm":
             lstm.plan(sg, op, ranges, plans, preset)
         elif kind == "while":
-            loops.plan(sg, op, ranges, plans, lambda s, p: _plan(s, ranges, plans, p), FIXED)
+            loops.plan(sg, op, ranges, plans, plan_body, FIXED, bodies == "int16")
         elif kind == "same":
             for t in outs:
                 plans[t] = plans[op.inputs[data]]
         elif kind == "update":
             plans[outs[0]] = plans[op.inputs[0]]
         elif kind == "shared":
-            plans[outs[0]] = _shared_params(op, ranges)
+            plans[outs[0]] = _shared_params(op, ranges, wide)
         elif isinstance(kind, tuple):
-            plans[outs[0]] = (np.int8, params.qparams(*kind))
+            fixed = (np.int16, FIXED16) if wide else (np.int8, kind)
+            plans[outs[0]] = (fixed[0], params.qparams(*fixed[1]))
         elif kind == "range":
             for t in outs:
                 plans[t] = preset.get(t) or from_range(t)
@@ -188,10 +203,11 @@ def _plan(sg: Subgraph, ranges: Ranges, plans: dict, preset: dict) -> None:
                 plans[t] = from_range(t)  # a variable tensor read before any op writes it
 
 
-def _shared_params(op: Operator, ranges: Ranges) -> tuple:
+def _shared_params(op: Operator, ranges: Ranges, wide: bool = False) -> tuple:
     """A CONCATENATION's or PACK's output parameters: over all its inputs' ranges."""
     rs = [ranges.of(t) or (0.0, 0.0) for t in (*op.inputs, op.outputs[0]) if t is not None]
-    return np.int8, params.activation(min(r[0] for r in rs), max(r[1] for r in rs))
+    lo, hi = min(r[0] for r in rs), max(r[1] for r in rs)
+    return (np.int16, params.symmetric16(lo, hi)) if wide else (np.int8, params.activation(lo, hi))
 
 
 def _shared_presets(sg: Subgraph, ranges: Ranges) -> dict:
@@ -229,6 +245,8 @@ def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
 
     if kind == "inserted":
         return
+    if kind not in ("same", "update", "state", "while"):
+        _match_input_types(sg, op, plans)
     if kind == "while":
         loops.emit(op, plans, constant)
         return
@@ -244,23 +262,30 @@ def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
     if kind == "shared":
         _share(sg, op, plans)
         return
+    wide = plans[op.outputs[0]][0] == np.int16 if op.outputs and op.outputs[0] in plans else False
     if axis is not None:  # a layer: weights operand 1, bias operand 2
         w = op.inputs[1]
         if w is None or not w.is_constant:
             raise QuantizeError(f"{op.type} {op.outputs[0].name!r}: weights are not a constant")
-        q, wq = params.weights(w.data, params.channel_axis(w.data, axis))
+        # 16x8 layers: per-tensor weights (what both runtimes were measured with); an int32
+        # bias where it fits (both runtimes take it, half the bytes of int64), else int64
+        q, wq = params.weights(w.data, None if wide else params.channel_axis(w.data, axis))
         constant(op, 1, q, wq)
         b = op.inputs[2] if len(op.inputs) > 2 else None
         if b is not None:
             s_in, _ = params.scale_zp(plans[op.inputs[0]][1])
-            qb, bq = params.bias(b.data, s_in, wq)
+            qb, bq = params.bias(b.data, s_in, wq, np.int64 if wide else np.int32)
+            if wide and np.abs(qb).max(initial=0) < 2**31 - 1:
+                qb = qb.astype(np.int32)
             constant(op, 2, qb, bq)
         return
+    if wide and op.type in ("ADD", "SUB"):  # any scales, not only powers of two
+        op.options = new_options(op.options.kind, **{**op.options, "pot_scale_int16": False})
     for k, t in enumerate(op.inputs):  # float constants read as activations
         if t is not None and t.is_constant and _is_float(t):
-            value = t.data
-            q = params.activation(float(value.min()), float(value.max()))
-            constant(op, k, params.quantize(value, q), q)
+            value, lo, hi = t.data, float(t.data.min()), float(t.data.max())
+            q = params.symmetric16(lo, hi) if wide else params.activation(lo, hi)
+            constant(op, k, params.quantize(value, q, np.int16 if wide else np.int8), q)
 
 
 def _zero_state(sg: Subgraph, op: Operator, plans: dict, constant) -> None:
@@ -286,22 +311,39 @@ def _share(sg: Subgraph, op: Operator, plans: dict) -> None:
     _requantize_inputs(sg, op, range(len(op.inputs)), plans[op.outputs[0]], plans)
 
 
+def _match_input_types(sg: Subgraph, op: Operator, plans: dict) -> None:
+    """An op computing int16 values (in an int16 loop body) reads int16 operands, one
+    computing int8 values int8 ones: an operand of the other type (x[t] or a state entering
+    an int16 body, an int16 loop output read after the loop) goes through a QUANTIZE over the
+    same range. (A fused LSTM: its input 0; its states are planned by lstm.py.)"""
+    out = op.outputs[0] if op.outputs else None
+    if out not in plans:
+        return
+    want = plans[out][0]
+    which = [0] if op.type == "UNIDIRECTIONAL_SEQUENCE_LSTM" else range(len(op.inputs))
+    for k in which:
+        t = op.inputs[k]
+        if t is None or t.is_constant or not _is_float(t) or plans[t][0] == want:
+            continue
+        scale, zp = params.scale_zp(plans[t][1])
+        info = np.iinfo(plans[t][0])
+        lo, hi = (info.min - zp) * scale, (info.max - zp) * scale
+        q = params.symmetric16(lo, hi) if want == np.int16 else params.activation(lo, hi)
+        _requantize_inputs(sg, op, [k], (want, q), plans)
+
+
 def _requantize_inputs(sg: Subgraph, op: Operator, which, out_q: tuple, plans: dict) -> None:
-    """Operands `which` of `op` carry `out_q`: a constant is quantized with it, an activation
-    with other parameters goes through a requantizing QUANTIZE."""
+    """Operands `which` of `op` carry `out_q` (dtype, parameters): a constant is quantized with
+    it, an activation with others goes through a requantizing QUANTIZE."""
     for k in which:
         t = op.inputs[k]
         if t is None or not _is_float(t):
             continue
         if t.is_constant:
-            new = sg.new_constant(params.quantize(t.data, out_q[1]), t.name, out_q[1])
-            sg.set_input(op, k, new)
-        elif not _same(plans[t][1], out_q[1]):
+            value = params.quantize(t.data, out_q[1], out_q[0])
+            sg.set_input(op, k, sg.new_constant(value, t.name, out_q[1]))
+        elif not params.same_plan(plans[t], out_q):
             moved = sg.new_tensor(f"{t.name}_requantized", t.shape, "float32")
             plans[moved] = out_q
             sg.add_op("QUANTIZE", [t], [moved])
             sg.set_input(op, k, moved)
-
-
-def _same(a: dict, b: dict) -> bool:
-    return params.scale_zp(a) == params.scale_zp(b)

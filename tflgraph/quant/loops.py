@@ -20,11 +20,19 @@ from tflgraph.quant.calibration import QuantizeError, Ranges
 
 
 def plan(
-    sg: Subgraph, op: Operator, ranges: Ranges, plans: dict, plan_subgraph, fixed: dict
+    sg: Subgraph,
+    op: Operator,
+    ranges: Ranges,
+    plans: dict,
+    plan_subgraph,
+    fixed: dict,
+    wide: bool = False,
 ) -> None:
     """Parameters of the loop-carried values of `op`, then of its cond and body subgraphs
     (`plan_subgraph(subgraph, preset)`: the caller's planner; `preset`: the parameters that
-    rescaling ops must write; `fixed`: op type -> the (scale, zero point) its output has)."""
+    rescaling ops must write; `fixed`: op type -> the (scale, zero point) its output has).
+    `wide`: int16 bodies, whose loop values are int16 too, except an input sequence the body
+    only reads with GATHER (TFLM's GATHER has no int16)."""
     cond, body = op.option("cond_subgraph_index"), op.option("body_subgraph_index")
     carried = {}
     for i, t in enumerate(op.inputs):
@@ -34,7 +42,10 @@ def plan(
         if not seen:
             raise QuantizeError(f"loop value {i} of {op.outputs[i].name!r} was never computed")
         lo, hi = min(r[0] for r in seen), max(r[1] for r in seen)
-        q = _fixed(body, body.outputs[i], lo, hi, fixed) or (np.int8, params.activation(lo, hi))
+        if wide and not _gathered(body, i):
+            q = (np.int16, params.symmetric16(lo, hi))
+        else:
+            q = _fixed(body, body.outputs[i], lo, hi, fixed) or (np.int8, params.activation(lo, hi))
         carried[i] = q
         if not t.is_constant:
             _enter(sg, op, i, q, plans)
@@ -44,7 +55,7 @@ def plan(
     plan_subgraph(body, {body.outputs[i]: q for i, q in carried.items()})
     for i, q in carried.items():
         out = body.outputs[i]
-        if params.scale_zp(plans[out][1]) != params.scale_zp(q[1]):
+        if not params.same_plan(plans[out], q):
             moved = body.new_tensor(f"{out.name}_carried", out.shape, "float32")
             body.add_op("QUANTIZE", [out], [moved])
             body.outputs[i] = moved
@@ -63,6 +74,12 @@ def _fixed(body: Subgraph, out, lo: float, hi: float, fixed: dict) -> tuple | No
     return np.int8, params.qparams(scale, zp)
 
 
+def _gathered(body: Subgraph, i: int) -> bool:
+    """Loop value i is a sequence the body reads with GATHER only (x[t])."""
+    readers = body.consumers(body.inputs[i])
+    return bool(readers) and all(r.type == "GATHER" for r in readers)
+
+
 def _ends(op: Operator, cond: Subgraph, body: Subgraph, i: int) -> list:
     """Every tensor that holds loop value i: the op's input and output, the subgraphs' inputs,
     the body's output."""
@@ -75,7 +92,7 @@ def _enter(sg: Subgraph, op: Operator, i: int, q: tuple, plans: dict) -> None:
     if t not in plans:
         plans[t] = q
         return
-    if params.scale_zp(plans[t][1]) == params.scale_zp(q[1]):
+    if params.same_plan(plans[t], q):
         return
     moved = sg.new_tensor(f"{t.name}_carried", t.shape, "float32")
     sg.add_op("QUANTIZE", [t], [moved])
@@ -87,5 +104,5 @@ def emit(op: Operator, plans: dict, constant) -> None:
     """A constant initial value (a zero state) is quantized with its loop value's parameters."""
     for i, t in enumerate(op.inputs):
         if t is not None and t.is_constant and t.dtype is not None and t.dtype.kind == "f":
-            q = plans[op.outputs[i]][1]
-            constant(op, i, params.quantize(t.data, q), q)
+            dtype, q = plans[op.outputs[i]]
+            constant(op, i, params.quantize(t.data, q, dtype), q)

@@ -34,6 +34,11 @@ def scale_zp(q: dict) -> tuple[float, int]:
     return float(q["scale"][0]), int(q["zero_point"][0])
 
 
+def same_plan(a: tuple, b: tuple) -> bool:
+    """Two plans (integer dtype, parameters dict) are the same."""
+    return a[0] == b[0] and scale_zp(a[1]) == scale_zp(b[1])
+
+
 def activation(lo: float, hi: float, qmin: int = INT8[0], qmax: int = INT8[1]) -> dict:
     """Asymmetric parameters covering [lo, hi] and 0."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
@@ -42,6 +47,12 @@ def activation(lo: float, hi: float, qmin: int = INT8[0], qmax: int = INT8[1]) -
     scale = (hi - lo) / (qmax - qmin)
     zp = int(np.clip(np.round(qmin - lo / scale), qmin, qmax))
     return qparams(scale, zp)
+
+
+def symmetric16(lo: float, hi: float) -> dict:
+    """int16 parameters with zero point 0 (what the 16x8 kernels take) covering [lo, hi]."""
+    m = max(abs(float(lo)), abs(float(hi)), 1e-9)
+    return qparams(m / 32767, 0)
 
 
 def quantize(x: np.ndarray, q: dict, dtype=np.int8) -> np.ndarray:
@@ -88,12 +99,15 @@ def weights(w: np.ndarray, axis: int | None = None) -> tuple[np.ndarray, dict]:
     return q, qparams(scale.astype(np.float32), np.zeros(len(scale), np.int64), axis)
 
 
-def bias(b: np.ndarray, input_scale: float, weight_q: dict) -> tuple[np.ndarray, dict]:
-    """int32 bias at input_scale * weight scale (per channel when the weights are)."""
+def bias(
+    b: np.ndarray, input_scale: float, weight_q: dict, dtype=np.int32
+) -> tuple[np.ndarray, dict]:
+    """int32 (int64 for int16 inputs) bias at input_scale * weight scale (per channel when the
+    weights are)."""
     scale = (np.float64(input_scale) * weight_q["scale"].astype(np.float64)).astype(np.float32)
     q = np.round(np.asarray(b, np.float64) / scale.astype(np.float64))
-    info = np.iinfo(np.int32)
-    q = np.clip(q, info.min, info.max).astype(np.int32)
+    info = np.iinfo(dtype)
+    q = np.clip(q, info.min, info.max).astype(dtype)
     axis = 0 if len(scale) > 1 else None
     return q, qparams(scale, np.zeros(len(scale), np.int64), axis)
 

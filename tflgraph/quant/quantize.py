@@ -17,6 +17,7 @@ from tflgraph.quant.check import TOLERANCE, Report, check
 from tflgraph.quant.emit import check_quantizable, quantize_model
 
 IO_KINDS = ("int8", "float")
+LOOP_KINDS = ("int8", "int16")
 MIN_SPLIT = 5  # without held-out data: 4 samples to calibrate and 1 to check
 
 
@@ -37,11 +38,13 @@ def quantize(
     held_out: str | None = None,
     tolerance: float = TOLERANCE,
     verify: bool = True,
+    loops: str = "int8",
 ) -> Result:
     """The int8 model of the float model `source` (a path, bytes or a Model, which is left as
     it is), calibrated on the .npz `calibration`, checked in LiteRT and TFLM on held-out samples
     (see the module docstring). `result.model` is the int8 Model, `result.report` the check's
-    errors per output (None with verify=False)."""
+    errors per output (None with verify=False). `loops` "int16": WHILE bodies compute in int16
+    (emit.py)."""
     if isinstance(source, Model):
         source = to_bytes(source)
     model = load(source)
@@ -60,7 +63,7 @@ def quantize(
         samples, tests = samples[:-n], samples[-n:]
     ranges = calibrate(model, samples)
     outside = beyond(ranges, calibrate(model, tests)) if verify else []
-    quantize_model(model, ranges, io)
+    quantize_model(model, ranges, io, loops)
     report = check(load(source), model, tests, tolerance) if verify else None
     if report is not None:
         report.outside = outside
