@@ -11,6 +11,8 @@ Every number is measured in this run:
 - error: max |y_int8 - y_float| over the held-out inputs (the float model on the reference
   interpreter, from fresh state), the worse of LiteRT and TFLM, and as % of the float output's
   range; the converter's the same way; LiteRT-TFLM: their largest difference in LSB;
+- the loop rows come twice: all-int8 bodies (the default) and `--loops int16` (int16
+  activations and loop values, int8 weights);
 - RAM: the smallest TFLM arena each model allocates in (`tflgraph inspect --target tflm`);
 - time: median microseconds per invoke in TFLM and LiteRT (Python packages, reference kernels
   for TFLM), the float, int8 and converter models invoked interleaved after a warm-up.
@@ -40,7 +42,8 @@ from tflgraph.runtime.verify import load_inputs, ports
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
-# (label, fixture, calibration: a fixture pair's name or a count of random samples, converter)
+# (label, fixture, calibration: a fixture pair's name or a count of random samples, converter,
+#  what loop bodies compute in: quantize's `loops`)
 CASES = [
     ("tf_keras LSTM(16) T=10 F=8", "tfk_lstm_q16", "tfk_lstm_q16", "tfk_lstm_q16_int8"),
     ("tf_keras LSTM(64) T=50 F=40", "tfk_lstm_q64", "tfk_lstm_q64", "tfk_lstm_q64_int8"),
@@ -51,6 +54,10 @@ CASES = [
     ("Keras 3 GRU(64) T=50 F=40 (loop)", "k3_gru_big", 128, None),
     ("Keras 3 SimpleRNN(16) (loop)", "k3_simplernn", 512, None),
     ("Keras 3 custom cell (loop)", "k3_custom_cell", 512, None),
+    ("Keras 3 GRU(16), --loops int16", "k3_gru", 512, None, "int16"),
+    ("Keras 3 GRU(64) T=50, --loops int16", "k3_gru_big", 128, None, "int16"),
+    ("Keras 3 SimpleRNN(16), --loops int16", "k3_simplernn", 512, None, "int16"),
+    ("Keras 3 custom cell, --loops int16", "k3_custom_cell", 512, None, "int16"),
     ("CNN 16x16x3 (conv, depthwise, dense)", "cnn", 256, None),
 ]
 HELD_OUT = 16
@@ -108,11 +115,11 @@ def feed_for(model, sample: list) -> list:
     ]
 
 
-def row(label, name, calibration, converter, invokes: int, folder: Path) -> dict:
+def row(label, name, calibration, converter, invokes: int, folder: Path, loops="int8") -> dict:
     float_bytes = optimized(name)
     float_model = tflgraph.load(float_bytes)
     calib, held = data_files(float_model, calibration, folder)
-    result = quantize(float_bytes, calib, held_out=held)
+    result = quantize(float_bytes, calib, held_out=held, loops=loops)
     ours = tflgraph.to_bytes(result.model)
     err, lsb = error_cells(result.report)
     r = {
@@ -160,7 +167,7 @@ def main() -> None:
     ap.add_argument("--invokes", type=int, default=100)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        rows = [row(*case, a.invokes, Path(d)) for case in CASES]
+        rows = [row(*case[:4], a.invokes, Path(d), *case[4:]) for case in CASES]
     print("## int8 quantization: `tflgraph quantize` against float and the converter's int8\n")
     print(
         f"`python benchmarks/int8.py --invokes {a.invokes}` on the shared 2-core machine "
