@@ -64,7 +64,7 @@ def quantize(
     ranges = calibrate(model, samples)
     outside = beyond(ranges, calibrate(model, tests)) if verify else []
     quantize_model(model, ranges, io, loops)
-    report = check(load(source), model, tests, tolerance) if verify else None
+    report = check(load(source), model, tests, tolerance, loops) if verify else None
     if report is not None:
         report.outside = outside
     return Result(model, report, len(samples))
