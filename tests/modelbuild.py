@@ -189,3 +189,29 @@ class G:
         self.sg.outputs = list(outs)
         self.m.check()
         return self.m
+
+
+def gated_cell_model(seed: int = 0) -> Model:
+    """The ops recurrent cells are made of, outside a loop: x[1, 8] -> z = LOGISTIC(FC), c =
+    TANH(FC), y = z * c + (1 - z) * x[:, :4] (MUL, SUB from a constant, ADD, STRIDED_SLICE),
+    CONCATENATION([y, z, c]) -> RESHAPE [3, 4]."""
+    rng = np.random.default_rng(seed)
+    g = G((1, 8))
+    (x,) = g.inputs
+    z = g.op("LOGISTIC", [g.fc(x, rng.normal(size=(4, 8)), rng.normal(size=4))], (1, 4))
+    c = g.op("TANH", [g.fc(x, rng.normal(size=(4, 8)), rng.normal(size=4))], (1, 4))
+    begin, end = g.const([0, 0], np.int32), g.const([1, 4], np.int32)
+    x4 = g.op("STRIDED_SLICE", [x, begin, end, g.const([1, 1], np.int32)], (1, 4), {})
+    keep = g.op("SUB", [g.const(np.ones((1, 4))), z], (1, 4), {})
+    y = g.op(
+        "ADD", [g.op("MUL", [z, c], (1, 4), {}), g.op("MUL", [keep, x4], (1, 4), {})], (1, 4), {}
+    )
+    cat = g.op("CONCATENATION", [y, z, c], (1, 12), {"axis": 1})
+    out = g.op("RESHAPE", [cat, g.const([3, 4], np.int32)], (3, 4), {"new_shape": [3, 4]})
+    return g.done(out)
+
+
+def dense_model(w: np.ndarray, b: np.ndarray) -> Model:
+    """x[1, in] -> FULLY_CONNECTED(w[out, in], b[out]) -> y."""
+    g = G((1, w.shape[1]))
+    return g.done(g.fc(g.inputs[0], w, b))

@@ -7,6 +7,7 @@ from tflgraph.io.writer import save, to_bytes
 from tflgraph.ir import Buffer, GraphError, Model, Operator, SignatureDef, Subgraph, Tensor
 from tflgraph.pattern import Any, Const, Op, Rest
 from tflgraph.pipeline import Option, Pass, PassError, optimize, register, run_passes
+from tflgraph.quant.quantize import quantize
 from tflgraph.rules import Match, RulePass, rule
 from tflgraph.runtime.verify import VerifyError, VerifyReport, verify
 
@@ -38,6 +39,7 @@ __all__ = [
     "load",
     "new_options",
     "optimize",
+    "quantize",
     "register",
     "run_passes",
     "save",

@@ -1,4 +1,4 @@
-"""Command-line front end: `tflgraph optimize | inspect | dot | verify | passes`.
+"""Command-line front end: `tflgraph optimize | quantize | inspect | dot | verify | passes`.
 
 Every user-facing failure is one line on stderr and exit code 2, and every warning one line
 (`_say`: a message's own line breaks, e.g. in a runtime's or a plugin's text, are joined);
@@ -29,6 +29,8 @@ from tflgraph.pipeline import (
     resolve,
     run_passes,
 )
+from tflgraph.quant.check import TOLERANCE
+from tflgraph.quant.quantize import IO_KINDS, LOOP_KINDS, quantize
 from tflgraph.reference.equivalence import can_evaluate, check_models
 from tflgraph.runtime import tflm_check
 from tflgraph.runtime.arena import OBJECTIVES
@@ -65,6 +67,37 @@ class _Parser(argparse.ArgumentParser):
         command = self.prog.split()[-1]
         _say("error", f"{message} (see tflgraph {command} --help)" if " " in self.prog else message)
         sys.exit(2)
+
+
+def _quantize_options(p: argparse.ArgumentParser) -> None:
+    """The options `quantize` and `optimize --quantize` share."""
+    p.add_argument(
+        "--io",
+        choices=IO_KINDS,
+        default="int8",
+        help="int8 inputs and outputs (default), or float ones with QUANTIZE/DEQUANTIZE",
+    )
+    p.add_argument(
+        "--loops",
+        choices=LOOP_KINDS,
+        default="int8",
+        help="what WHILE bodies (GRU, SimpleRNN, custom cells) compute in: int8 (default) or "
+        "int16 activations with int8 weights (16x8: about 3x less error; the loop-carried "
+        "values stay int8)",
+    )
+    p.add_argument(
+        "--held-out",
+        metavar="DATA.npz",
+        help="inputs to check the int8 model on (default: the last fifth of the calibration "
+        "samples, which then do not calibrate)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        metavar="F",
+        help=f"the int8 check's bound: F x the float output's range (default {TOLERANCE:g})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the result even when no runtime and no reference evaluation can check it",
     )
+    o.add_argument(
+        "--quantize",
+        metavar="DATA.npz",
+        help="then quantize the optimized model to int8 (what `tflgraph quantize "
+        "--calibration DATA.npz` does: LSTM loops fused first become int8 fused LSTMs)",
+    )
+    _quantize_options(o)
+
+    q = sub.add_parser("quantize", help="full-integer (int8) quantization of a float model")
+    q.add_argument("input")
+    q.add_argument("-o", "--output", help="output path (default: INPUT with .int8.tflite)")
+    q.add_argument(
+        "--calibration",
+        required=True,
+        metavar="DATA.npz",
+        help="representative inputs: one array per model input, keyed by input name or "
+        "position, samples on the first axis",
+    )
+    _quantize_options(q)
+    q.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="skip the runtime check"
+    )
 
     v = sub.add_parser("verify", help="run two models on the same inputs and compare outputs")
     v.add_argument("a", metavar="A.tflite", help="the reference model")
@@ -215,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = {
             "optimize": cmd_optimize,
+            "quantize": cmd_quantize,
             "inspect": cmd_inspect,
             "passes": cmd_passes,
             "verify": cmd_verify,
@@ -268,11 +324,8 @@ def cmd_optimize(args) -> int:
     output = args.output or (args.input if args.in_place else _default_output(args.input))
     if _same_file(args.input, output) and not args.in_place:
         return _die(f"{output}: output is the input file; pass --in-place to overwrite it")
-    out_dir = os.path.dirname(os.path.abspath(output))
-    if os.path.isdir(output):
-        return _die(f"{output}: output is a directory")
-    if not os.path.isdir(out_dir):
-        return _die(f"{output}: output folder {out_dir} does not exist")
+    if why := _output_problem(output):
+        return _die(why)
     for path in args.load:
         load_pass_file(path)
     names = resolve(args.passes)
@@ -316,6 +369,14 @@ def cmd_optimize(args) -> int:
         refused = _check_on_reference(args, data, "no runtime installed", records, output, ran)
         if refused:
             return refused
+    if args.quantize:  # the optimized model, verified above, is the float reference
+        source = data if data is not None else to_bytes(model)
+        refused, result, data = _quantized(
+            args, source, args.quantize, output, args.verify is not False, args.quiet
+        )
+        if refused:
+            return refused
+        model = result.model
     try:
         write_atomic(output, [data])
     except OSError as e:
@@ -519,6 +580,54 @@ def _reference_claim(original) -> str:
         "outputs equal on the reference interpreter, compared at the inputs of the ops it "
         "cannot run (the same ops in both models)"
     )
+
+
+def _output_problem(output: str) -> str | None:
+    """Why nothing can be written to `output` (None if it can be)."""
+    if os.path.isdir(output):
+        return f"{output}: output is a directory"
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        return f"{output}: output folder {out_dir} does not exist"
+    return None
+
+
+def cmd_quantize(args) -> int:
+    root, ext = os.path.splitext(args.input)
+    output = args.output or f"{root}.int8{ext or '.tflite'}"
+    if _same_file(args.input, output):
+        return _die(f"{output}: output is the input file")
+    if why := _output_problem(output):
+        return _die(why)
+    refused, result, data = _quantized(args, args.input, args.calibration, output, args.verify)
+    if refused:
+        return refused
+    try:
+        write_atomic(output, [data])
+    except OSError as e:
+        return _die(f"{output}: cannot write ({e.strerror or e})")
+    size = os.path.getsize(args.input)
+    print(
+        f"{output}: {len(data):,} bytes ({len(data) / size:.2f}x the float {size:,}), "
+        f"calibrated on {result.calibrated_on} samples"
+        + ("" if result.report is not None else "; not verified (--no-verify)")
+    )
+    return 0
+
+
+def _quantized(args, source, calibration: str, output: str, check: bool, quiet: bool = False):
+    """(exit code, Result, bytes) of quantizing `source` (a path or bytes): the code is 1, after
+    the check's lines, when the int8 model failed its check (then nothing is to be written)."""
+    result = quantize(
+        source, calibration, args.io, args.held_out, args.tolerance, check, args.loops
+    )
+    report = result.report
+    if report is not None:
+        for line in report.lines() if not quiet or not report.ok else ():
+            print(line)
+        if not report.ok:
+            return _die(f"the int8 model failed its check; {output} not written", 1), None, None
+    return 0, result, to_bytes(result.model)
 
 
 def cmd_verify(args) -> int:

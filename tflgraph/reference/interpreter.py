@@ -72,6 +72,9 @@ def evaluate_subgraph(sg: Subgraph, inputs: list[np.ndarray], state: dict | None
 
 
 SHAPES = ("SHAPES",)  # the key of `state` under which observe_shapes collects shapes
+# the key of `state` holding fn(tensor, value), called with every value a subgraph's inputs and
+# ops take (inside WHILE bodies once per step): calibration records ranges with it
+OBSERVER = ("OBSERVER",)
 _ANY_VALUES = ("ANY VALUES",)  # set in `state`: quantized operands are not refused
 
 
@@ -88,11 +91,16 @@ def observe_shapes(sg: Subgraph, inputs: list[np.ndarray]) -> dict[Tensor, set[t
 
 
 def _record_shapes(state: dict, tensors, values: dict) -> None:
-    seen = state.get(SHAPES)
-    if seen is not None:
-        for t in tensors:
-            if t is not None and id(t) in values:
+    """Tell observe_shapes (SHAPES) and an OBSERVER the values `tensors` just took."""
+    seen, observe = state.get(SHAPES), state.get(OBSERVER)
+    if seen is None and observe is None:
+        return
+    for t in tensors:
+        if t is not None and id(t) in values:
+            if seen is not None:
                 seen.setdefault(t, set()).add(values[id(t)].shape)
+            if observe is not None:
+                observe(t, values[id(t)])
 
 
 def evaluate_tensors(

@@ -7,6 +7,8 @@ can keep them across invokes as the runtimes keep variable tensors.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from tflgraph.reference.kernels import ACTIVATIONS, UnsupportedOp, act, as_ints, sigmoid
@@ -169,6 +171,26 @@ def depth_to_space(op, x):
 # ---------------------------------------------------------------- recurrent
 
 
+_STEP_OBSERVERS: list = []  # fn(op, what, value): see observing_steps
+
+
+@contextlib.contextmanager
+def observing_steps(fn):
+    """While the block runs, fused recurrent kernels call fn(op, what, value) with their values
+    of every step: "gate0".."gate3" (the pre-activations of gates i, f, c, o), "cell" and
+    "hidden" (the states after the step). Calibration reads the ranges inside the op with it."""
+    _STEP_OBSERVERS.append(fn)
+    try:
+        yield
+    finally:
+        _STEP_OBSERVERS.remove(fn)
+
+
+def _observe(op, what: str, value) -> None:
+    for fn in _STEP_OBSERVERS:
+        fn(op, what, value)
+
+
 def _time_major(op, x):
     return x if op.option("time_major") else np.swapaxes(x, 0, 1)
 
@@ -196,7 +218,9 @@ def sequence_lstm(op, x, *w):
         if p is not None:
             z = z + cell * p
         z = _layer_norm(z, ln[k])
-        return z + bias[k] if bias[k] is not None else z
+        z = z + bias[k] if bias[k] is not None else z
+        _observe(op, f"gate{k}", z)
+        return z
 
     for xt in _time_major(op, x):
         f = sigmoid(gate(1, xt, h, c))
@@ -209,6 +233,8 @@ def sequence_lstm(op, x, *w):
             h = h @ proj_w.T + (proj_b if proj_b is not None else 0)
             if pclip > 0:
                 h = np.clip(h, -pclip, pclip)
+        _observe(op, "cell", c)
+        _observe(op, "hidden", h)
         outs.append(h.astype(x.dtype))
     out = _time_major(op, np.stack(outs))
     return out, h.astype(x.dtype), c.astype(x.dtype)
