@@ -53,13 +53,21 @@ def plan(sg: Subgraph, op: Operator, ranges: Ranges, plans: dict, preset: dict) 
     CONCATENATION's, else the range of the output and of h over every step) and the int16 cell
     state. A state that already has others (h from another layer's output: a seq2seq decoder)
     is requantized into a variable of its own by a QUANTIZE; a cell shared with another LSTM
-    takes the larger of their scales."""
+    takes the larger of their scales. The chunks of one sequence (fused LSTMs on the same h
+    and c variables, chunk-sequence-lstm's form) get one plan from the union of their ranges,
+    so the state passes from chunk to chunk as it is."""
     out, c = op.outputs[0], op.inputs[C]
-    lo, hi = _union(ranges.of(out), ranges.inside.get((op, "hidden")))
-    hidden = preset.get(out) or (np.int8, params.activation(lo, hi))
+    chunks = _chunks(sg, op)
+    lo, hi = _union(
+        *(ranges.of(o.outputs[0]) for o in chunks),
+        *(ranges.inside.get((o, "hidden")) for o in chunks),
+    )
+    given = [preset[o.outputs[0]] for o in chunks if o.outputs[0] in preset]
+    hidden = given[0] if given else (np.int8, params.activation(lo, hi))
     plans[out] = hidden
     _state(sg, op, H, hidden, plans)
-    cell = ranges.inside.get((op, "cell"))
+    cells = [r for o in chunks if (r := ranges.inside.get((o, "cell"))) is not None]
+    cell = (min(r[0] for r in cells), max(r[1] for r in cells)) if cells else None
     max_abs = max(abs(cell[0]), abs(cell[1])) if cell else 1.0
     scale, _ = params.power_of_two_scale(max_abs, 16, *CELL_K)
     other = plans.get(c)
@@ -76,10 +84,20 @@ def _state(sg: Subgraph, op: Operator, k: int, plan: tuple, plans: dict) -> None
     if t not in plans:
         plans[t] = plan
         return
+    if params.same_plan(plans[t], plan):  # an earlier chunk of the same sequence
+        return
     moved = sg.new_tensor(f"{t.name}_requantized", t.shape, "float32", is_variable=True)
     sg.add_op("QUANTIZE", [t], [moved])
     sg.set_input(op, k, moved)
     plans[moved] = plan
+
+
+def _chunks(sg: Subgraph, op: Operator) -> list[Operator]:
+    """The fused LSTMs that run on `op`'s own h and c variables (`op` included)."""
+    h, c = op.inputs[H], op.inputs[C]
+    return [
+        o for o in sg.consumers(h) if o.type == op.type and o.inputs[H] is h and o.inputs[C] is c
+    ] or [op]
 
 
 def _union(*rs):
