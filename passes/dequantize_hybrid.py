@@ -39,11 +39,9 @@ Invariant: shapes, op types and every float operand unchanged; only int8 weight 
 
 from __future__ import annotations
 
-import numpy as np
-
-from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.ir import Model, Operator, Subgraph
 from tflgraph.pipeline import Pass, register
-from tflgraph.runtime.targets import is_hybrid, is_int8_weight
+from tflgraph.reference.hybrid import dequantized, is_hybrid, is_int8_weight
 
 
 @register("dequantize-hybrid")
@@ -80,15 +78,3 @@ class DequantizeHybrid(Pass):
             f"{before:,} -> {after:,} bytes ({after - before:+,})",
             "for int8 weights on TFLM, quantize the whole model (tflgraph quantize, planned)",
         ]
-
-
-def dequantized(w: Tensor) -> np.ndarray:
-    """(w - zero_point) * scale, per channel along quantized_dimension, as float32."""
-    q = w.quantization
-    scale = np.asarray(q["scale"], np.float32)
-    zp = np.asarray(q.get("zero_point", np.zeros_like(scale)), np.float32)
-    if scale.size > 1:
-        shape = [1] * w.data.ndim
-        shape[int(q.get("quantized_dimension", 0))] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((w.data.astype(np.float32) - zp) * scale).astype(np.float32)

@@ -531,3 +531,25 @@ def test_unknown_op_is_named():
 def test_activation_litert_ignores_is_refused(op_type, code):
     with pytest.raises(UnsupportedOp, match=op_type):
         single_op(op_type, [f(2), f(2)], {"fused_activation_function": code})
+
+
+def test_hybrid_layer_as_float_only_when_asked():
+    """A FULLY_CONNECTED with per-channel int8 weights and float input: refused by default
+    (LiteRT's hybrid kernel quantizes the input), and with hybrid_as_float the float layer
+    on (w - zero_point) * scale, which LiteRT's hybrid result approximates."""
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, (3, 4)).astype(np.int8)
+    scale = np.float32([0.01, 0.02, 0.03])
+    quant = {"scale": scale.tolist(), "zero_point": [0, 0, 0], "quantized_dimension": 0}
+    x = rng.uniform(-1, 1, (2, 4)).astype(np.float32)
+    model = Model()
+    sg = model.add_subgraph("main")
+    xt, y = sg.new_tensor("x", (2, 4)), sg.new_tensor("y", (2, 3))
+    sg.add_op("FULLY_CONNECTED", [xt, sg.new_constant(q, "w", quant), None], [y], {})
+    sg.inputs, sg.outputs = [xt], [y]
+    with pytest.raises(UnsupportedOp, match="quantized operand"):
+        evaluate_tensors(sg, {xt: x}, [y])
+    (got,) = evaluate_tensors(sg, {xt: x}, [y], hybrid_as_float=True)
+    assert_equal_values(x @ (q.astype(np.float32) * scale[:, None]).T, got)
+    litert = runtimes.run_isolated(tflgraph.to_bytes(model), [[x]], "litert", modes=("reset",))
+    assert_equal_values(got, litert["reset"][0][0], rtol=2e-2)  # the input's int8 rounding

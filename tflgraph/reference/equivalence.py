@@ -29,6 +29,7 @@ import numpy as np
 
 from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.reference.hybrid import is_hybrid
 from tflgraph.reference.interpreter import (
     KERNELS,
     QUANTIZED_OPERANDS_OK,
@@ -262,7 +263,9 @@ def _ancestors(sg: Subgraph, tensors: list[Tensor]) -> set[Operator]:
     return ops
 
 
-def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str | None:
+def check_models(
+    old: Model, new: Model, invokes: int = 3, seed: int = 0, hybrid_as_float: bool = False
+) -> str | None:
     """None if `new` computes what `old` does on the reference interpreter, else why not
     ("not equal: ..." or "cannot check: ...").
 
@@ -271,8 +274,10 @@ def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str
     stands between the inputs and an output, the check is made at the values that op reads
     (matched by tensor name) instead, provided everything from those ops on is the same in both
     models (same ops, operand names, options and constants): equal values there give equal
-    outputs."""
-    (seen_a, beyond_a), (seen_b, beyond_b) = _observed(old.main), _observed(new.main)
+    outputs. `hybrid_as_float`: hybrid layers compute the float layers they approximate
+    (tflgraph/reference/hybrid.py) instead of being ops the interpreter cannot run."""
+    (seen_a, beyond_a) = _observed(old.main, hybrid_as_float)
+    (seen_b, beyond_b) = _observed(new.main, hybrid_as_float)
     if beyond_a != beyond_b:
         return "cannot check: the ops the interpreter cannot run differ between the models"
     if set(seen_a) != set(seen_b):
@@ -290,8 +295,12 @@ def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str
             return "cannot check: an input is neither float nor bool"
         feeds = [dict(zip(old.main.inputs, xs)), dict(zip(new.main.inputs, xs))]
         try:
-            got_a = evaluate_tensors(old.main, feeds[0], [seen_a[n] for n in names], state_a)
-            got_b = evaluate_tensors(new.main, feeds[1], [seen_b[n] for n in names], state_b)
+            got_a = evaluate_tensors(
+                old.main, feeds[0], [seen_a[n] for n in names], state_a, hybrid_as_float
+            )
+            got_b = evaluate_tensors(
+                new.main, feeds[1], [seen_b[n] for n in names], state_b, hybrid_as_float
+            )
         except (TflgraphError, ValueError, TypeError, IndexError) as e:
             return f"cannot check: {e}"
         for name, x, y in zip(names, got_a, got_b):
@@ -301,12 +310,12 @@ def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str
     return None
 
 
-def _observed(sg: Subgraph) -> tuple[dict[str, Tensor], list[str]]:
+def _observed(sg: Subgraph, hybrid_as_float: bool) -> tuple[dict[str, Tensor], list[str]]:
     """({name: tensor} the check compares, a signature of the ops beyond the interpreter: the
     ops it cannot run and every op after them)."""
     beyond: set[Operator] = set()
     for op in sg.operators:  # the ops that cannot run, and everything after them
-        if not can_evaluate(op) or any(
+        if not can_evaluate(op, hybrid_as_float) or any(
             sg.producer(t) in beyond for t in op.inputs if t is not None
         ):
             beyond.add(op)
@@ -341,14 +350,15 @@ def _bytes_of(a) -> bytes | None:
     return None if a is None else np.asarray(a).tobytes()
 
 
-def can_evaluate(op: Operator) -> bool:
+def can_evaluate(op: Operator, hybrid_as_float: bool = False) -> bool:
     """The interpreter has a kernel for `op` and for every op of its subgraphs, and refuses
     none of its operands (quantized ones, but for QUANTIZED_OPERANDS_OK: DEQUANTIZE, SHAPE,
-    RANK). A kernel may still refuse an option it does not implement (evaluation then
-    raises)."""
+    RANK, and hybrid layers when evaluated `hybrid_as_float`). A kernel may still refuse an
+    option it does not implement (evaluation then raises)."""
     if op.type not in KERNELS and op.type not in STATEFUL:
         return False
     quantized = any(t.is_quantized for t in op.inputs if t is not None)
     if quantized and op.type not in QUANTIZED_OPERANDS_OK:
-        return False
-    return all(can_evaluate(o) for sub in op.subgraphs() for o in sub.iter_ops())
+        if not (hybrid_as_float and is_hybrid(op)):
+            return False
+    return all(can_evaluate(o, hybrid_as_float) for sub in op.subgraphs() for o in sub.iter_ops())
