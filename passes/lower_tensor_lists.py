@@ -193,8 +193,8 @@ def _check_node_defs(ops: list[Operator], n: int, dtype: np.dtype) -> None:
     """The TensorFlow ops' own word (their NodeDef attributes) must agree with the buffer the
     tensors imply: every element_dtype is `dtype`, a Stack's num_elements (-1: any) is n."""
     for op in ops:
-        if not op.type.startswith(FLEX):
-            continue  # a WHILE the list flows through
+        if not op.type.startswith(FLEX) or op.custom_options is None:
+            continue  # a WHILE the list flows through, or an op without a NodeDef: no word
         try:
             node = flex_node(op.custom_options)
         except NodeDefError as e:
