@@ -39,7 +39,7 @@ Invariant: shapes, op types and every float operand unchanged; only int8 weight 
 
 from __future__ import annotations
 
-from tflgraph.ir import Model, Operator, Subgraph
+from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
 from tflgraph.reference.hybrid import dequantized, is_hybrid, is_int8_weight
 
@@ -53,20 +53,25 @@ class DequantizeHybrid(Pass):
         if self.target != "tflm":
             self.explain(f"target {self.target}: hybrid layers stay (LiteRT runs them)")
             return False
+        floats: dict[int, Tensor] = {}  # id(int8 weight) -> its float32 constant
         for sg in model.subgraphs:
             for op in list(sg.iter_ops()):
                 if is_hybrid(op):
-                    self._dequantize(sg, op)
+                    self._dequantize(sg, op, floats)
         return bool(self.stats["layers"])
 
-    def _dequantize(self, sg: Subgraph, op: Operator) -> None:
+    def _dequantize(self, sg: Subgraph, op: Operator, floats: dict[int, Tensor]) -> None:
+        """Give `op` float weights; a weight several layers share (an unrolled RNN's steps)
+        gets one float constant, and its bytes count once."""
         for i, w in enumerate(list(op.inputs)):
             if i == 0 or not is_int8_weight(w):
                 continue
-            dense = sg.new_constant(dequantized(w), f"{w.name}_float")
+            dense = floats.get(id(w))
+            if dense is None:
+                floats[id(w)] = dense = sg.new_constant(dequantized(w), f"{w.name}_float")
+                self.stats["bytes_before"] += w.buffer.nbytes
+                self.stats["bytes_after"] += dense.buffer.nbytes
             sg.set_input(op, i, dense)
-            self.stats["bytes_before"] += w.buffer.nbytes
-            self.stats["bytes_after"] += dense.buffer.nbytes
         self.stats["layers"] += 1
 
     @staticmethod

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from helpers import (
+    assert_equal_values,
     assert_gives_litert_reference,
     assert_second_run_changes_nothing,
     changed,
@@ -22,6 +23,7 @@ from helpers import (
 import tflgraph
 from tflgraph.pipeline import resolve, run_passes
 from tflgraph.reference import kernels
+from tflgraph.reference.interpreter import evaluate_tensors
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.targets import unsupported_ops
 
@@ -134,3 +136,32 @@ def test_one_verified_step_with_a_stated_bound(tmp_path, capsys):
     assert "verified: outputs equal in litert" in capsys.readouterr().out
     assert not unsupported_ops(tflgraph.load(out), "tflm")
     assert outputs_in(out, "tflm")  # TFLM allocates and runs it
+
+
+def test_a_weight_shared_by_unrolled_steps_becomes_one_float_constant():
+    """Unrolled RNNs (published: 122 hybrid layers reading 6 weights) share one int8 weight
+    among their steps: it gets one float constant, and the size cost counts it once."""
+    rng = np.random.default_rng(0)
+    model = tflgraph.Model()
+    sg = model.add_subgraph("main")
+    w = sg.new_constant(rng.integers(-127, 128, (4, 4)).astype(np.int8), "w", {"scale": [0.02]})
+    x = sg.new_tensor("x", (1, 4))
+    sg.inputs = [x]
+    for step in range(3):  # h = FC(h, w), three steps
+        h = sg.new_tensor(f"h{step}", (1, 4))
+        sg.add_op("FULLY_CONNECTED", [x, w, None], [h], {})
+        x = h
+    sg.outputs = [x]
+    original = tflgraph.load(tflgraph.to_bytes(model))
+    model, records = run(model, PASSES, target="tflm")
+    stats = next(r.stats for r in records if r.name == "dequantize-hybrid")
+    assert stats == {"layers": 3, "bytes_before": 16, "bytes_after": 64}
+    assert len({id(op.inputs[1]) for op in model.main.operators}) == 1
+    feed = rng.uniform(-1, 1, (1, 4)).astype(np.float32)
+    (want,) = evaluate_tensors(
+        original.main, {original.main.inputs[0]: feed}, original.main.outputs, hybrid_as_float=True
+    )
+    (got,) = runtimes.run_isolated(tflgraph.to_bytes(model), [[feed]], "tflm", modes=("reset",))[
+        "reset"
+    ]
+    assert_equal_values(want, got[0])
