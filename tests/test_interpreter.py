@@ -553,3 +553,14 @@ def test_hybrid_layer_as_float_only_when_asked():
     assert_equal_values(x @ (q.astype(np.float32) * scale[:, None]).T, got)
     litert = runtimes.run_isolated(tflgraph.to_bytes(model), [[x]], "litert", modes=("reset",))
     assert_equal_values(got, litert["reset"][0][0], rtol=2e-2)  # the input's int8 rounding
+
+
+def test_select_v2_broadcasts_a_vector_condition_along_the_last_axis():
+    """SELECT picks rows with a vector condition; SELECT_V2 broadcasts it like any operand
+    (along the last axis), as LiteRT does."""
+    cond = np.array([True, False, False, True])
+    a, b = np.ones((4, 4), np.float32), np.zeros((4, 4), np.float32)
+    model, feeds = single_op("SELECT_V2", [cond, a, b], out_dtype="float32")
+    litert = runtimes.run_isolated(tflgraph.to_bytes(model), [feeds], "litert", modes=("reset",))
+    np.testing.assert_array_equal(litert["reset"][0][0], np.where(cond, a, b))
+    np.testing.assert_array_equal(evaluate(model, feeds)[0], np.where(cond, a, b))
