@@ -73,10 +73,10 @@ def test_a_flex_model_is_refused_in_one_sentence_with_the_node():
 
 def test_tflm_blocker_names_the_loop_subgraph_by_its_role():
     """A batch-None loop's cond has dynamic-shape tensors too: the reason calls it the cond."""
-    from tflgraph.runtime.verify import _tflm_blocker
+    from tflgraph.runtime.verify import tflm_blocker
 
     model = tflgraph.load(fixture("k2_lstm_flex_bnone_tf215"))
     (loop,) = model.main.ops_of_type("WHILE")
     cond = loop.option("cond_subgraph_index")
     assert any(t.is_dynamic for t in cond.tensors)
-    assert _tflm_blocker(model).startswith(f"WHILE cond {cond.name!r} has dynamic-shape tensors")
+    assert tflm_blocker(model).startswith(f"WHILE cond {cond.name!r} has dynamic-shape tensors")

@@ -441,7 +441,7 @@ class _Runs:
         self.kernels, self.note = "default", ""
 
     def run(self, model: Model, data: bytes, feeds) -> dict[str, list]:
-        blocker = _tflm_blocker(model) if self.rt == "tflm" else None
+        blocker = tflm_blocker(model) if self.rt == "tflm" else None
         if blocker:
             raise RuntimeUnavailable(blocker)
         try:
@@ -465,7 +465,7 @@ class _Runs:
         return runtimes.run_isolated(data, feeds, self.rt, self.timeout, self.modes, self.kernels)
 
 
-def _tflm_blocker(model: Model) -> str | None:
+def tflm_blocker(model: Model) -> str | None:
     """Why TFLM cannot be trusted with this model, known before running it. TFLM has no
     dynamic tensors: a WHILE body with dynamic-shape tensors (Keras' return_sequences
     accumulator) returns zeros or wrong values, or never ends (TFLITE_NOTES)."""
