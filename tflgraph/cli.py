@@ -327,11 +327,7 @@ def cmd_optimize(args) -> int:
         print(f"note: {output} has ops {who} cannot run: {_fmt_counts(missing)}")
     hybrid = hybrid_layers(model) if args.target != "litert" else []
     if hybrid and not args.quiet:
-        print(
-            f"note: {output} has {len(hybrid)} hybrid layer(s) (int8 weights, float "
-            f"activations) TFLM cannot run: {HYBRID_ROUTE} gives them float weights, checked "
-            "within the hybrid kernels' activation quantization error (`tflgraph passes` says why)"
-        )
+        print(f"note: {output} has {_hybrid_advice(len(hybrid))}")
     shapes = shape_problems(model) if args.target != "litert" else {}
     if any(shapes.values()) and not args.quiet:
         counts = ", ".join(f"{len(v)} {SHAPE_PROBLEMS[k]}" for k, v in shapes.items() if v)
@@ -368,6 +364,15 @@ def cmd_optimize(args) -> int:
 # the one-step route to TFLM for hybrid layers (passes/dequantize_hybrid.py): its bound is the
 # activation quantization error of LiteRT's hybrid kernels
 HYBRID_ROUTE = "--passes default,dequantize-hybrid --rtol 2e-2"
+
+
+def _hybrid_advice(count: int) -> str:
+    """What `count` hybrid layers mean for TFLM, and the command that gives them float weights."""
+    return (
+        f"{count} hybrid layer(s) (int8 weights, float activations) TFLM cannot run: "
+        f"`tflgraph optimize --target tflm {HYBRID_ROUTE}` gives them float weights, checked "
+        "within the hybrid kernels' activation quantization error (`tflgraph passes` says why)"
+    )
 
 
 def _with_batch(path: str, batch: int) -> bytes:
@@ -590,6 +595,9 @@ def _target_verdict(args, model, info: dict) -> tuple[bool, list[str]]:
     if not asked:
         runs = not missing and not any(shapes.values())
         lines.append("(judged from the op table and the tensor shapes only)")
+    hybrid = info["hybrid_layers"] = hybrid_layers(model)
+    if hybrid and not tflm.runs:
+        lines.append(f"it has {_hybrid_advice(len(hybrid))}")
     if not asked or not tflm.runs:
         for kind, names in shapes.items():
             if names:

@@ -115,10 +115,15 @@ def test_optimize_points_tflm_users_to_the_pass_and_prints_the_size_cost(tmp_pat
     note = capsys.readouterr().out
     assert "2 hybrid layer(s) (int8 weights, float activations) TFLM" in note
     # the note's own one-step route, followed as printed, gives a model TFLM runs
-    route = note.split("TFLM cannot run: ")[1].split(" gives them")[0]
-    assert cli.main(["optimize", name, "-o", str(out), "--target", "tflm", *route.split()]) == 0
+    command = note.split("TFLM cannot run: `tflgraph ")[1].split("`")[0].split()
+    assert command[:3] == ["optimize", "--target", "tflm"]
+    assert cli.main([*command, name, "-o", str(out)]) == 0
     assert "verified: outputs equal in litert" in capsys.readouterr().out
     assert outputs_in(out, "tflm")
+    # inspect gives the same advice for the hybrid original
+    assert cli.main(["inspect", name, "--target", "tflm"]) == 0
+    advice = "it has 2 hybrid layer(s) (int8 weights, float activations) TFLM cannot run: "
+    assert f"{advice}`tflgraph {' '.join(command)}`" in capsys.readouterr().out
     step1 = ["optimize", name, "-o", str(floats), "--target", "tflm", "--no-verify"]
     assert cli.main(step1 + ["--passes", "dequantize-hybrid"]) == 0
     said = capsys.readouterr().out
