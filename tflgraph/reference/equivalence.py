@@ -165,6 +165,7 @@ def check_equal(
     feeds: Callable[[np.random.Generator], dict] | None = None,
     sampler: Sampler | None = None,
     rtol: float = RTOL,
+    hybrid_as_float: bool = False,
 ) -> str | None:
     """None if `new` equals `old` on the reference interpreter, else why not.
 
@@ -172,7 +173,8 @@ def check_equal(
     subgraph's inputs); its inputs get seeded random values from `random_feed`, or from
     `sampler(tensor, rng, trial)` (e.g. `probe_feed`), or `feeds(rng)` gives them all as
     {tensor: array}; `trials` times. Tensors may be lists of equal length (each pair is
-    compared)."""
+    compared). `hybrid_as_float`: hybrid layers compute the float layers they approximate, for
+    rewrites that leave them as they are (tflgraph/reference/hybrid.py)."""
     olds = list(old) if isinstance(old, (list, tuple)) else [old]
     news = list(new) if isinstance(new, (list, tuple)) else [new]
     if feeds is None:
@@ -186,7 +188,7 @@ def check_equal(
                 return f"not equal: {why}"
         return None
 
-    return _trials(sg, olds + news, feeds, judge, trials, seed)
+    return _trials(sg, olds + news, feeds, judge, trials, seed, hybrid_as_float)
 
 
 def check_values(
@@ -218,7 +220,7 @@ def check_values(
     return _trials(sg, tensors, feeds, judge, trials, seed)
 
 
-def _trials(sg: Subgraph, wanted: list[Tensor], feeds, judge, trials: int, seed: int):
+def _trials(sg: Subgraph, wanted: list[Tensor], feeds, judge, trials: int, seed: int, hybrid=False):
     """Evaluate `wanted` on `feeds(rng)` (a dict, or a str saying why there are none) `trials`
     times; the first reason `judge(feeds, values)` gives, else None."""
     rng = np.random.default_rng(seed)
@@ -227,7 +229,7 @@ def _trials(sg: Subgraph, wanted: list[Tensor], feeds, judge, trials: int, seed:
         if isinstance(values, str):
             return values
         try:
-            got = evaluate_tensors(sg, values, wanted)
+            got = evaluate_tensors(sg, values, wanted, hybrid_as_float=hybrid)
         except (TflgraphError, ValueError) as e:
             return f"cannot check: {e}"
         why = judge(values, got)
