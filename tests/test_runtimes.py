@@ -80,3 +80,14 @@ def test_tflm_blocker_names_the_loop_subgraph_by_its_role():
     cond = loop.option("cond_subgraph_index")
     assert any(t.is_dynamic for t in cond.tensors)
     assert tflm_blocker(model).startswith(f"WHILE cond {cond.name!r} has dynamic-shape tensors")
+
+
+def test_glued_runtime_messages_are_split_into_sentences():
+    glued = RuntimeError(
+        "Quantization parameters has non-null scale but null zero_point.Tensor 43 has invalid "
+        "quantization parameters.Quantization parameters has ..."
+    )
+    assert runtimes._first_line(glued) == (
+        "Quantization parameters has non-null scale but null zero_point. Tensor 43 has invalid "
+        "quantization parameters. Quantization parameters has ..."
+    )

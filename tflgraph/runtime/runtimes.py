@@ -160,6 +160,7 @@ def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     line = text[0] if text else type(e).__name__
     line = re.sub(r"(?<=\w)(?=Node number \d+ )", ". ", line)
+    line = re.sub(r"(?<=[a-z]\.)(?=[A-Z])", " ", line)  # "...zero_point.Tensor 43 has ..."
     if "Select TensorFlow op(s)" in line:
         node = re.search(r"Node number \d+ \(\w+\) failed to prepare", line)
         where = f" ({node.group(0)})" if node else ""
