@@ -528,14 +528,15 @@ def cmd_verify(args) -> int:
         timeout=args.timeout,
     )
     original = load(args.a) if report.verdict == "unverified" and not args.inputs else None
-    if original is None or not all(can_evaluate(op) for op in original.main.operators):
+    hybrid = original is not None and bool(hybrid_layers(original))
+    if original is None or not all(can_evaluate(op, hybrid) for op in original.main.operators):
         print(report.to_json() if args.json else report.format())
         if report.verdict == "unverified":
             return _die(f"no runtime could compare the models: {report.reason()}")
         return report.exit_code
-    # no runtime runs A (Flex ops, say), but the interpreter computes all of it: compare B
-    # with the interpreter's outputs for A on seeded random inputs
-    why = check_models(original, load(args.b), seed=args.seed)
+    # no runtime runs A (Flex ops, say), but the interpreter computes all of it (hybrid layers
+    # as the float layers they approximate): compare B with its outputs for A on seeded inputs
+    why = check_models(original, load(args.b), seed=args.seed, hybrid_as_float=hybrid)
     verdict = "different" if why else "equal"
     if args.json:
         d = json.loads(report.to_json())
@@ -544,6 +545,8 @@ def cmd_verify(args) -> int:
     else:
         print(report.format())
         ref = "the reference interpreter's outputs for A (no runtime could compare the models"
+        if hybrid:
+            ref += "; it computes A's hybrid layers with their dequantized weights"
         print(f"DIFFERENT from {ref}): {why}" if why else f"verified: B equals {ref}; 3 invokes)")
     return int(bool(why))
 

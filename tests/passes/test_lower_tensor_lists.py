@@ -292,3 +292,14 @@ def test_hybrid_flex_model_runs_in_tflm_with_dequantized_weights(tmp_path):
         (got,) = runtimes.run_isolated(out.read_bytes(), [inputs], rt, modes=("reset",))["reset"]
         assert_equal_values(ref, got[0], where=rt)
         assert_equal_values(want[0], got[0], rtol=1e-2, where=rt)
+
+
+def test_verify_compares_a_hybrid_flex_original_on_the_interpreter(tmp_path):
+    """`tflgraph verify` of the hybrid Flex original against its lowered form: no runtime runs
+    the original, the interpreter computes it (hybrid layers as floats) and says so."""
+    out = tmp_path / "lowered.tflite"
+    tflgraph.save(run(HYBRID, FRONT, target="tflm")[0], out)
+    done = tflgraph_cli("verify", fixture(HYBRID), out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "verified: B equals the reference interpreter's outputs for A" in done.stdout
+    assert "hybrid layers with their dequantized weights" in done.stdout
