@@ -39,11 +39,9 @@ Invariant: shapes, op types and every float operand unchanged; only int8 weight 
 
 from __future__ import annotations
 
-import numpy as np
-
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Pass, register
-from tflgraph.runtime.targets import is_hybrid, is_int8_weight
+from tflgraph.reference.hybrid import dequantized, is_hybrid, is_int8_weight
 
 
 @register("dequantize-hybrid")
@@ -55,20 +53,25 @@ class DequantizeHybrid(Pass):
         if self.target != "tflm":
             self.explain(f"target {self.target}: hybrid layers stay (LiteRT runs them)")
             return False
+        floats: dict[int, Tensor] = {}  # id(int8 weight) -> its float32 constant
         for sg in model.subgraphs:
             for op in list(sg.iter_ops()):
                 if is_hybrid(op):
-                    self._dequantize(sg, op)
+                    self._dequantize(sg, op, floats)
         return bool(self.stats["layers"])
 
-    def _dequantize(self, sg: Subgraph, op: Operator) -> None:
+    def _dequantize(self, sg: Subgraph, op: Operator, floats: dict[int, Tensor]) -> None:
+        """Give `op` float weights; a weight several layers share (an unrolled RNN's steps)
+        gets one float constant, and its bytes count once."""
         for i, w in enumerate(list(op.inputs)):
             if i == 0 or not is_int8_weight(w):
                 continue
-            dense = sg.new_constant(dequantized(w), f"{w.name}_float")
+            dense = floats.get(id(w))
+            if dense is None:
+                floats[id(w)] = dense = sg.new_constant(dequantized(w), f"{w.name}_float")
+                self.stats["bytes_before"] += w.buffer.nbytes
+                self.stats["bytes_after"] += dense.buffer.nbytes
             sg.set_input(op, i, dense)
-            self.stats["bytes_before"] += w.buffer.nbytes
-            self.stats["bytes_after"] += dense.buffer.nbytes
         self.stats["layers"] += 1
 
     @staticmethod
@@ -80,15 +83,3 @@ class DequantizeHybrid(Pass):
             f"{before:,} -> {after:,} bytes ({after - before:+,})",
             "for int8 weights on TFLM, quantize the whole model (tflgraph quantize, planned)",
         ]
-
-
-def dequantized(w: Tensor) -> np.ndarray:
-    """(w - zero_point) * scale, per channel along quantized_dimension, as float32."""
-    q = w.quantization
-    scale = np.asarray(q["scale"], np.float32)
-    zp = np.asarray(q.get("zero_point", np.zeros_like(scale)), np.float32)
-    if scale.size > 1:
-        shape = [1] * w.data.ndim
-        shape[int(q.get("quantized_dimension", 0))] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((w.data.astype(np.float32) - zp) * scale).astype(np.float32)

@@ -4,7 +4,13 @@ Pattern:   an op of every subgraph whose operands are all constant (no variable 
            SHAPE or RANK of a tensor whose shape is static (no -1 in shape_signature, rank
            known: freeze-shapes makes them so); batch-None shape code such as
            SHAPE -> STRIDED_SLICE -> PACK -> FILL folds op by op, in graph order.
-Rewrite:   op(c1, c2, ...) -> the constant the reference interpreter computes for it.
+           Also a constant (of at most `max_bytes`) that a WHILE passes to its cond and body
+           and the body hands back unchanged (a loop invariant: the trip count that older
+           converters compute from the input's shape and pass in, which the cond compares
+           the counters with).
+Rewrite:   op(c1, c2, ...) -> the constant the reference interpreter computes for it; the ops
+           of cond and body that read such an invariant read a copy of the constant instead
+           (the operand itself stays: drop-dead-loop-values removes it when unused).
 Kept:      ops with side effects or subgraphs (WHILE, IF, CALL_ONCE, VAR_HANDLE, custom ops);
            ops the interpreter has no kernel for or refuses (quantized operands); ops with a
            quantized output, but for those that copy stored integers (FILL, RESHAPE, ...:
@@ -20,7 +26,8 @@ Kept:      ops with side effects or subgraphs (WHILE, IF, CALL_ONCE, VAR_HANDLE,
            REDUCE_PROD, TILE fold on TFLM whatever their size).
 Proof:     the interpreter's kernels compute what LiteRT computes (tests/test_interpreter.py
            checks each against LiteRT, exactly for integer ops); for SHAPE and RANK the value
-           is the shape itself, which freeze-shapes proved static.
+           is the shape itself, which freeze-shapes proved static; a WHILE operand the body
+           returns as it got it holds its initial value in every iteration.
 Invariant: every model output is unchanged (the value of each folded op does not depend on
            the inputs); no variable tensor becomes a constant.
 """
@@ -61,8 +68,46 @@ class FoldConstants(Pass):
             for op in list(sg.operators):  # in graph order: a fold makes its readers foldable
                 if op in sg and self._foldable(sg, op):
                     folded += self._fold(sg, op)
-        self.stats = {"ops_folded": folded}
-        return bool(folded)
+        forwarded = sum(
+            self._forward_invariants(model, op)
+            for sg in model.subgraphs
+            for op in sg.ops_of_type("WHILE")
+        )
+        self.stats = {"ops_folded": folded, "loop_invariants_forwarded": forwarded}
+        return bool(folded or forwarded)
+
+    def _forward_invariants(self, model: Model, op: Operator) -> int:
+        """Let cond and body of WHILE `op` read its constant loop invariants as constants;
+        how many operands were forwarded."""
+        cond, body = op.option("cond_subgraph_index"), op.option("body_subgraph_index")
+        if not isinstance(cond, Subgraph) or not isinstance(body, Subgraph):
+            return 0
+        if len(model.subgraph_users(cond)) != 1 or len(model.subgraph_users(body)) != 1:
+            return 0  # another WHILE passes other values at this operand
+        forwarded = 0
+        for k, t in enumerate(op.inputs):
+            if (
+                t is None
+                or not t.is_constant
+                or t.is_variable
+                or t.data is None
+                or t.buffer.nbytes > self.max_bytes
+                or k >= min(len(body.inputs), len(body.outputs), len(cond.inputs))
+                or body.outputs[k] is not body.inputs[k]
+            ):
+                continue
+            for s in (cond, body):
+                arg = s.inputs[k]
+                readers = s.consumers(arg)
+                if not readers:
+                    continue
+                c = s.new_constant(t.data, f"{arg.name}/constant", t.quantization)
+                for reader in readers:
+                    for i, x in enumerate(reader.inputs):
+                        if x is arg:
+                            s.set_input(reader, i, c)
+                forwarded += 1
+        return forwarded
 
     def _foldable(self, sg: Subgraph, op: Operator) -> bool:
         outputs = [t for t in op.outputs if t is not None]

@@ -24,7 +24,11 @@ Proof:     a list that is reserved and never set reads as zeros in TensorFlow, a
            Reserve's subgraph (Stack, GetItem, Length results, the WHILE's other results) is
            evaluated on the reference interpreter, whose kernels model the TensorList ops
            (kernels_flex.py), before and after, on seeded random inputs, and must be
-           identical; otherwise the rewrite is undone.
+           identical; otherwise the rewrite is undone. Hybrid layers (int8 weights, float
+           activations: published dynamic-range models) compute, on both sides, the float
+           layer with their dequantized weights: the rewrite leaves them as they are, so
+           equal values through one deterministic function of their inputs show equal values
+           through LiteRT's hybrid kernels too.
 Refused:   (--explain) a list used by any other op, a WHILE cond/body shared with another
            op, a body that does not return the list at its operand, element shapes that stay
            unknown or disagree, or values that cannot be checked.
@@ -81,10 +85,10 @@ class LowerTensorLists(Pass):
                 t for s, op in uses if s is sg for t in op.outputs if t.type_name != "VARIANT"
             ]
             feeds = _feeds(sg)
-            before = evaluate_tensors(sg, feeds, leaving)
+            before = evaluate_tensors(sg, feeds, leaving, hybrid_as_float=True)
             replaced = _rewrite(sg, root, uses, held, shape, dtype)
             after = [replaced.get(id(t), t) for t in leaving]
-            got = evaluate_tensors(sg, feeds, after)
+            got = evaluate_tensors(sg, feeds, after, hybrid_as_float=True)
         except (_Refused, EvaluationError, UnsupportedOp) as e:
             snapshot.restore()
             self.explain(f"TensorList {name!r}: left alone: {e}")

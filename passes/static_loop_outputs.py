@@ -16,8 +16,9 @@ Rewrite:   (1) acc' = DYNAMIC_UPDATE_SLICE(acc, RESHAPE(h', [1, B, u]), PACK(t, 
 Proof:     (1) analyze_loop proves t runs 0..T-1 with T = len(acc), where both forms write
            h' at row t and keep every other row; the old and new acc' are evaluated on the
            reference interpreter for random body inputs at t = 0, T // 2 and T - 1, and must
-           be identical, else nothing is rewritten. (2) both splits are evaluated on random
-           data; the used outputs must be identical.
+           be identical, else nothing is rewritten (hybrid layers in the body, which neither
+           form touches, compute their float approximation on both sides). (2) both splits
+           are evaluated on random data; the used outputs must be identical.
 Invariant: the model's outputs are bit-identical; every body tensor the rewrite touches has
            a static shape; ops emitted (DYNAMIC_UPDATE_SLICE, PACK, SPLIT, SPLIT_V) run in
            both LiteRT and TFLM.
@@ -94,6 +95,7 @@ class StaticLoopOutputs(Pass):
             trials=len(steps),
             feeds=lambda rng: loops.step_feeds(loop, next(step), rng),
             rtol=EXACT,
+            hybrid_as_float=True,
         )
 
     # ------------------------------------------------------------------ SPLIT_V

@@ -92,3 +92,23 @@ def test_optimize_says_what_was_verified_where(tmp_path):
     assert lines[1].endswith(
         "TFLM runs the optimized model and gives LiteRT's outputs (one invoke)"
     )
+
+
+def test_a_result_tflm_cannot_be_trusted_with_is_not_run_there(tmp_path, monkeypatch, capsys):
+    """A result whose loop body keeps dynamic-shape tensors (static-loop-outputs not run) makes
+    TFLM hang or return wrong values: optimize says so at once instead of running TFLM on it
+    (a published GRU waited 10 s for TFLM's timeout)."""
+    from loop_models import keras_lstm_loop
+
+    from tflgraph import cli
+    from tflgraph.runtime import tflm_check
+
+    def never(*args, **kwargs):
+        raise AssertionError("TFLM was run on a model it cannot be trusted with")
+
+    monkeypatch.setattr(tflm_check, "check", never)
+    source, out = tmp_path / "seq.tflite", tmp_path / "out.tflite"
+    source.write_bytes(keras_lstm_loop(steps=4, features=3, units=5, sequences=True))
+    assert cli.main(["optimize", str(source), "-o", str(out), "--passes", "cleanup"]) == 0
+    said = capsys.readouterr().out
+    assert "the optimized model: WHILE body 'while_body' has dynamic-shape tensors" in said

@@ -531,3 +531,36 @@ def test_unknown_op_is_named():
 def test_activation_litert_ignores_is_refused(op_type, code):
     with pytest.raises(UnsupportedOp, match=op_type):
         single_op(op_type, [f(2), f(2)], {"fused_activation_function": code})
+
+
+def test_hybrid_layer_as_float_only_when_asked():
+    """A FULLY_CONNECTED with per-channel int8 weights and float input: refused by default
+    (LiteRT's hybrid kernel quantizes the input), and with hybrid_as_float the float layer
+    on (w - zero_point) * scale, which LiteRT's hybrid result approximates."""
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, (3, 4)).astype(np.int8)
+    scale = np.float32([0.01, 0.02, 0.03])
+    quant = {"scale": scale.tolist(), "zero_point": [0, 0, 0], "quantized_dimension": 0}
+    x = rng.uniform(-1, 1, (2, 4)).astype(np.float32)
+    model = Model()
+    sg = model.add_subgraph("main")
+    xt, y = sg.new_tensor("x", (2, 4)), sg.new_tensor("y", (2, 3))
+    sg.add_op("FULLY_CONNECTED", [xt, sg.new_constant(q, "w", quant), None], [y], {})
+    sg.inputs, sg.outputs = [xt], [y]
+    with pytest.raises(UnsupportedOp, match="quantized operand"):
+        evaluate_tensors(sg, {xt: x}, [y])
+    (got,) = evaluate_tensors(sg, {xt: x}, [y], hybrid_as_float=True)
+    assert_equal_values(x @ (q.astype(np.float32) * scale[:, None]).T, got)
+    litert = runtimes.run_isolated(tflgraph.to_bytes(model), [[x]], "litert", modes=("reset",))
+    assert_equal_values(got, litert["reset"][0][0], rtol=2e-2)  # the input's int8 rounding
+
+
+def test_select_v2_broadcasts_a_vector_condition_along_the_last_axis():
+    """SELECT picks rows with a vector condition; SELECT_V2 broadcasts it like any operand
+    (along the last axis), as LiteRT does."""
+    cond = np.array([True, False, False, True])
+    a, b = np.ones((4, 4), np.float32), np.zeros((4, 4), np.float32)
+    model, feeds = single_op("SELECT_V2", [cond, a, b], out_dtype="float32")
+    litert = runtimes.run_isolated(tflgraph.to_bytes(model), [feeds], "litert", modes=("reset",))
+    np.testing.assert_array_equal(litert["reset"][0][0], np.where(cond, a, b))
+    np.testing.assert_array_equal(evaluate(model, feeds)[0], np.where(cond, a, b))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import fixture
 
+import tflgraph
 from tflgraph.runtime import runtimes
 
 needs_both = pytest.mark.skipif(
@@ -51,3 +52,42 @@ def test_modes_keep_or_reset_variable_state():
         assert not np.array_equal(got["no-reset"][0][0], got["no-reset"][1][0])
         np.testing.assert_array_equal(got["reset"][0][0], got["reset"][1][0])
         np.testing.assert_array_equal(got["reset"][0][0], got["no-reset"][0][0])
+
+
+def test_a_flex_model_is_refused_in_one_sentence_with_the_node():
+    """LiteRT's refusal of a Select TF model glues a paragraph on linking the Flex delegate to
+    the failing node ("...ops_selectNode number 0"); the reason says it in one sentence, and
+    the same way through the child process."""
+    data = fixture("k3_lstm_flex_bnone").read_bytes()
+    feeds = [[np.zeros((1, 10, 8), np.float32)]]
+    with pytest.raises(runtimes.RuntimeUnavailable) as direct:
+        runtimes.Session(data, "litert")
+    with pytest.raises(runtimes.RuntimeUnavailable) as isolated:
+        runtimes.run_isolated(data, feeds, "litert")
+    want = (
+        "litert cannot load the model: it has Select TensorFlow (Flex) ops, which run only "
+        "with the Flex delegate (Node number 0 (FlexTensorListReserve) failed to prepare)"
+    )
+    assert str(direct.value) == str(isolated.value) == want
+
+
+def test_tflm_blocker_names_the_loop_subgraph_by_its_role():
+    """A batch-None loop's cond has dynamic-shape tensors too: the reason calls it the cond."""
+    from tflgraph.runtime.verify import tflm_blocker
+
+    model = tflgraph.load(fixture("k2_lstm_flex_bnone_tf215"))
+    (loop,) = model.main.ops_of_type("WHILE")
+    cond = loop.option("cond_subgraph_index")
+    assert any(t.is_dynamic for t in cond.tensors)
+    assert tflm_blocker(model).startswith(f"WHILE cond {cond.name!r} has dynamic-shape tensors")
+
+
+def test_glued_runtime_messages_are_split_into_sentences():
+    glued = RuntimeError(
+        "Quantization parameters has non-null scale but null zero_point.Tensor 43 has invalid "
+        "quantization parameters.Quantization parameters has ..."
+    )
+    assert runtimes._first_line(glued) == (
+        "Quantization parameters has non-null scale but null zero_point. Tensor 43 has invalid "
+        "quantization parameters. Quantization parameters has ..."
+    )

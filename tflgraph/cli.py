@@ -41,7 +41,7 @@ from tflgraph.runtime.targets import (
     shape_problems,
     unsupported_ops,
 )
-from tflgraph.runtime.verify import verify
+from tflgraph.runtime.verify import tflm_blocker, verify
 from tflgraph.tools.dot import dot_after, to_dot
 from tflgraph.tools.dot import write as write_dot
 from tflgraph.tools.passdoc import passes_markdown
@@ -402,11 +402,7 @@ def cmd_optimize(args) -> int:
         print(f"note: {output} has ops {who} cannot run: {_fmt_counts(missing)}")
     hybrid = hybrid_layers(model) if args.target != "litert" else []
     if hybrid and not args.quiet:
-        print(
-            f"note: {output} has {len(hybrid)} hybrid layer(s) (int8 weights, float "
-            "activations) TFLM cannot run: --passes dequantize-hybrid --no-verify gives them "
-            "float weights, then optimize that file (`tflgraph passes` says why)"
-        )
+        print(f"note: {output} has {_hybrid_advice(len(hybrid))}")
     shapes = shape_problems(model) if args.target != "litert" else {}
     if any(shapes.values()) and not args.quiet:
         counts = ", ".join(f"{len(v)} {SHAPE_PROBLEMS[k]}" for k, v in shapes.items() if v)
@@ -439,6 +435,20 @@ def cmd_optimize(args) -> int:
         }
         _write_json(args.report, report)
     return 0
+
+
+# the one-step route to TFLM for hybrid layers (passes/dequantize_hybrid.py): its bound is the
+# activation quantization error of LiteRT's hybrid kernels
+HYBRID_ROUTE = "--passes default,dequantize-hybrid --rtol 2e-2"
+
+
+def _hybrid_advice(count: int) -> str:
+    """What `count` hybrid layers mean for TFLM, and the command that gives them float weights."""
+    return (
+        f"{count} hybrid layer(s) (int8 weights, float activations) TFLM cannot run: "
+        f"`tflgraph optimize --target tflm {HYBRID_ROUTE}` gives them float weights, checked "
+        "within the hybrid kernels' activation quantization error (`tflgraph passes` says why)"
+    )
 
 
 def _with_batch(path: str, batch: int) -> bytes:
@@ -532,7 +542,11 @@ def _not_compared(status, data: bytes) -> str:
     why = status.message.replace("cannot run A:", "it cannot run the original:", 1)
     if status.runtime != "tflm" or not status.message.startswith("cannot run A"):
         return why
-    result = tflm_check.check(load(data), data, arena=False)
+    optimized = load(data)
+    blocker = tflm_blocker(optimized)  # TFLM would hang or return wrong values: say so now
+    if blocker:
+        return f"{why}; the optimized model: {blocker}"
+    result = tflm_check.check(optimized, data, arena=False)
     if result.runs and result.compared_with:
         return (
             f"{why}; TFLM runs the optimized model and gives {result.compared_with}'s outputs "
@@ -549,11 +563,14 @@ def _check_on_reference(args, data: bytes, unverified: str, records, output, ran
     """No runtime could compare the models: compare them on the reference interpreter (around
     ops it cannot run). A result nothing could check is written only with --allow-unverified
     (or when no pass changed the model)."""
-    original = load(args.reference)
-    why = check_models(original, load(data))
+    original, result = load(args.reference), load(data)
+    why, hybrid = check_models(original, result), False
+    if why and why.startswith("cannot check") and hybrid_layers(original):
+        why, hybrid = check_models(original, result, hybrid_as_float=True), True
     if why is None:
         if not args.quiet:
-            print(f"verified: {_reference_claim(original)}; no runtime could compare the models")
+            claim = _reference_claim(original, hybrid)
+            print(f"verified: {claim}; no runtime could compare the models")
         return 0
     if why.startswith("not equal"):
         return _die(
@@ -570,10 +587,17 @@ def _check_on_reference(args, data: bytes, unverified: str, records, output, ran
     )
 
 
-def _reference_claim(original) -> str:
+def _reference_claim(original, hybrid: bool = False) -> str:
     """What check_models proved, in words: all of the original's outputs when the interpreter
     computes the whole original (a Flex TensorList model, say), else the values at the ops it
-    cannot run (the same ops in both models)."""
+    cannot run (the same ops in both models). `hybrid`: it computed hybrid layers as the float
+    layers they approximate."""
+    if hybrid:
+        return (
+            "outputs equal the reference interpreter's outputs for the original, which computes "
+            "its hybrid layers with their dequantized weights (LiteRT's hybrid kernels differ "
+            "from that by the activations' quantization error; 3 invokes)"
+        )
     if all(can_evaluate(op) for op in original.main.operators):
         return "outputs equal the reference interpreter's outputs for the original (3 invokes)"
     return (
@@ -643,14 +667,15 @@ def cmd_verify(args) -> int:
         timeout=args.timeout,
     )
     original = load(args.a) if report.verdict == "unverified" and not args.inputs else None
-    if original is None or not all(can_evaluate(op) for op in original.main.operators):
+    hybrid = original is not None and bool(hybrid_layers(original))
+    if original is None or not all(can_evaluate(op, hybrid) for op in original.main.operators):
         print(report.to_json() if args.json else report.format())
         if report.verdict == "unverified":
             return _die(f"no runtime could compare the models: {report.reason()}")
         return report.exit_code
-    # no runtime runs A (Flex ops, say), but the interpreter computes all of it: compare B
-    # with the interpreter's outputs for A on seeded random inputs
-    why = check_models(original, load(args.b), seed=args.seed)
+    # no runtime runs A (Flex ops, say), but the interpreter computes all of it (hybrid layers
+    # as the float layers they approximate): compare B with its outputs for A on seeded inputs
+    why = check_models(original, load(args.b), seed=args.seed, hybrid_as_float=hybrid)
     verdict = "different" if why else "equal"
     if args.json:
         d = json.loads(report.to_json())
@@ -659,6 +684,8 @@ def cmd_verify(args) -> int:
     else:
         print(report.format())
         ref = "the reference interpreter's outputs for A (no runtime could compare the models"
+        if hybrid:
+            ref += "; it computes A's hybrid layers with their dequantized weights"
         print(f"DIFFERENT from {ref}): {why}" if why else f"verified: B equals {ref}; 3 invokes)")
     return int(bool(why))
 
@@ -710,6 +737,9 @@ def _target_verdict(args, model, info: dict) -> tuple[bool, list[str]]:
     if not asked:
         runs = not missing and not any(shapes.values())
         lines.append("(judged from the op table and the tensor shapes only)")
+    hybrid = info["hybrid_layers"] = hybrid_layers(model)
+    if hybrid and not tflm.runs:
+        lines.append(f"it has {_hybrid_advice(len(hybrid))}")
     if not asked or not tflm.runs:
         for kind, names in shapes.items():
             if names:

@@ -56,10 +56,11 @@ LOOP_PASSES = [
 PIPELINES: dict[str, list[str]] = {
     "default": [
         "freeze-shapes",
-        "densify-weights",  # these five: --target tflm/any only (TFLM lacks the ops)
+        "densify-weights",  # these six: --target tflm/any only (TFLM lacks the ops)
         "float16-weights",
         "reduce-any-for-tflm",
         "gather-bool-for-tflm",
+        "select-for-tflm",
         "pow-by-constant",
         "fold-constants",
         "lower-tensor-lists",

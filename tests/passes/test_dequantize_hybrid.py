@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from helpers import (
+    assert_equal_values,
     assert_gives_litert_reference,
     assert_second_run_changes_nothing,
     changed,
@@ -22,6 +23,7 @@ from helpers import (
 import tflgraph
 from tflgraph.pipeline import resolve, run_passes
 from tflgraph.reference import kernels
+from tflgraph.reference.interpreter import evaluate_tensors
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.targets import unsupported_ops
 
@@ -110,7 +112,18 @@ def test_optimize_points_tflm_users_to_the_pass_and_prints_the_size_cost(tmp_pat
     floats, out = tmp_path / "float.tflite", tmp_path / "out.tflite"
     name = str(fixture("k3_lstm_dynrange"))
     assert cli.main(["optimize", name, "-o", str(out), "--target", "tflm"]) == 0
-    assert "2 hybrid layer(s) (int8 weights, float activations) TFLM" in capsys.readouterr().out
+    note = capsys.readouterr().out
+    assert "2 hybrid layer(s) (int8 weights, float activations) TFLM" in note
+    # the note's own one-step route, followed as printed, gives a model TFLM runs
+    command = note.split("TFLM cannot run: `tflgraph ")[1].split("`")[0].split()
+    assert command[:3] == ["optimize", "--target", "tflm"]
+    assert cli.main([*command, name, "-o", str(out)]) == 0
+    assert "verified: outputs equal in litert" in capsys.readouterr().out
+    assert outputs_in(out, "tflm")
+    # inspect gives the same advice for the hybrid original
+    assert cli.main(["inspect", name, "--target", "tflm"]) == 0
+    advice = "it has 2 hybrid layer(s) (int8 weights, float activations) TFLM cannot run: "
+    assert f"{advice}`tflgraph {' '.join(command)}`" in capsys.readouterr().out
     step1 = ["optimize", name, "-o", str(floats), "--target", "tflm", "--no-verify"]
     assert cli.main(step1 + ["--passes", "dequantize-hybrid"]) == 0
     said = capsys.readouterr().out
@@ -134,3 +147,32 @@ def test_one_verified_step_with_a_stated_bound(tmp_path, capsys):
     assert "verified: outputs equal in litert" in capsys.readouterr().out
     assert not unsupported_ops(tflgraph.load(out), "tflm")
     assert outputs_in(out, "tflm")  # TFLM allocates and runs it
+
+
+def test_a_weight_shared_by_unrolled_steps_becomes_one_float_constant():
+    """Unrolled RNNs (published: 122 hybrid layers reading 6 weights) share one int8 weight
+    among their steps: it gets one float constant, and the size cost counts it once."""
+    rng = np.random.default_rng(0)
+    model = tflgraph.Model()
+    sg = model.add_subgraph("main")
+    w = sg.new_constant(rng.integers(-127, 128, (4, 4)).astype(np.int8), "w", {"scale": [0.02]})
+    x = sg.new_tensor("x", (1, 4))
+    sg.inputs = [x]
+    for step in range(3):  # h = FC(h, w), three steps
+        h = sg.new_tensor(f"h{step}", (1, 4))
+        sg.add_op("FULLY_CONNECTED", [x, w, None], [h], {})
+        x = h
+    sg.outputs = [x]
+    original = tflgraph.load(tflgraph.to_bytes(model))
+    model, records = run(model, PASSES, target="tflm")
+    stats = next(r.stats for r in records if r.name == "dequantize-hybrid")
+    assert stats == {"layers": 3, "bytes_before": 16, "bytes_after": 64}
+    assert len({id(op.inputs[1]) for op in model.main.operators}) == 1
+    feed = rng.uniform(-1, 1, (1, 4)).astype(np.float32)
+    (want,) = evaluate_tensors(
+        original.main, {original.main.inputs[0]: feed}, original.main.outputs, hybrid_as_float=True
+    )
+    (got,) = runtimes.run_isolated(tflgraph.to_bytes(model), [[feed]], "tflm", modes=("reset",))[
+        "reset"
+    ]
+    assert_equal_values(want, got[0])

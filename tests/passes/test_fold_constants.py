@@ -176,3 +176,45 @@ def test_zero_states_built_by_fill_feed_the_fused_lstm(max_bytes, folded):
 @pytest.mark.parametrize("name", sorted(LEFT))
 def test_second_run_changes_nothing(name):
     assert_second_run_changes_nothing(name, WILD, target="tflm")
+
+
+def trip_count_passed_in() -> Model:
+    """A Keras LSTM loop whose cond compares the counters with a WHILE operand (a constant
+    the body hands back unchanged), as older converters pass the trip count they computed
+    from the input's shape."""
+    from loop_models import keras_lstm_loop
+
+    from tflgraph.rnn.loops import rebuild_while
+
+    model = tflgraph.load(keras_lstm_loop(steps=5, features=3, units=4))
+    main, cond = model.main, model.subgraphs[1]
+    (loop,) = main.ops_of_type("WHILE")
+    limit = main.new_constant(np.array(5, np.int32), "strided_slice_3")
+    rebuild_while(main, loop, add=[limit])
+    for less in cond.ops_of_type("LESS"):
+        cond.set_input(less, 1, cond.inputs[-1])
+    model.check()
+    return model
+
+
+def test_a_constant_loop_invariant_reaches_the_cond():
+    """The cond reads the passed-in trip count as a constant after fold-constants: the loop is
+    then recognised (and fused for TFLM); without it, no loop pass applies."""
+    original = trip_count_passed_in()
+    assert analyze_loop(original.main, original.main.ops_of_type("WHILE")[0]) is None
+    model, records = run(tflgraph.load(tflgraph.to_bytes(original)), WILD, target="tflm")
+    assert changed(records, "fold-constants")
+    cond = model.subgraphs[1]
+    assert all(op.inputs[1].is_constant for op in cond.ops_of_type("LESS"))
+    assert analyze_loop(model.main, model.main.ops_of_type("WHILE")[0]).trip_count == 5
+    tflgraph.optimize(model, "default", target="tflm", check_each=True)
+    assert model.op_counts().get("UNIDIRECTIONAL_SEQUENCE_LSTM") == 1
+    assert_same_outputs(original, model, runtime_names=("litert",))
+    assert_same_outputs(original, model, runtime_names=("tflm",))
+
+
+def test_an_operand_the_body_changes_is_not_forwarded():
+    """The counter starts at a constant too, but the body steps it: it stays an operand."""
+    model, _ = run(trip_count_passed_in(), WILD, target="tflm")
+    body = model.subgraphs[2]
+    assert all(not op.inputs[0].is_constant for op in body.ops_of_type("ADD")[:2])

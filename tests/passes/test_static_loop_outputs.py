@@ -167,3 +167,25 @@ def test_synthetic_batch_sequence_loops(steps, batch):
     assert dynamic_tensors(model) == []
     assert_same_outputs(data, model, runtime_names=("litert",))
     assert_gives_litert_reference(data, model, ("tflm",))
+
+
+def test_a_loop_body_with_hybrid_layers_gets_a_static_accumulator():
+    """Dynamic-range models keep int8 weights (float activations) in the body: the proof
+    computes them as floats on both sides, and LiteRT's hybrid kernels give identical outputs
+    before and after, as the rewrite only moves rows."""
+    original = tflgraph.load(keras_lstm_loop(steps=6, features=4, units=8, sequences=True))
+    body = original.subgraphs[2]
+    for fc in body.ops_of_type("FULLY_CONNECTED"):
+        w = fc.inputs[1].data
+        scale = float(np.abs(w).max()) / 127
+        q = np.round(w / scale).astype(np.int8)
+        body.set_input(
+            fc,
+            1,
+            body.new_constant(
+                q, f"{fc.inputs[1].name}_int8", {"scale": [scale], "zero_point": [0]}
+            ),
+        )
+    model, records = run(tflgraph.load(tflgraph.to_bytes(original)), ["static-loop-outputs"])
+    assert changed(records, "static-loop-outputs") and not dynamic_tensors(model)
+    assert_same_outputs(original, model, runtime_names=("litert",), exact=True)

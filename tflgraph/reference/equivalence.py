@@ -29,6 +29,7 @@ import numpy as np
 
 from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
+from tflgraph.reference.hybrid import is_hybrid
 from tflgraph.reference.interpreter import (
     KERNELS,
     QUANTIZED_OPERANDS_OK,
@@ -164,6 +165,7 @@ def check_equal(
     feeds: Callable[[np.random.Generator], dict] | None = None,
     sampler: Sampler | None = None,
     rtol: float = RTOL,
+    hybrid_as_float: bool = False,
 ) -> str | None:
     """None if `new` equals `old` on the reference interpreter, else why not.
 
@@ -171,7 +173,8 @@ def check_equal(
     subgraph's inputs); its inputs get seeded random values from `random_feed`, or from
     `sampler(tensor, rng, trial)` (e.g. `probe_feed`), or `feeds(rng)` gives them all as
     {tensor: array}; `trials` times. Tensors may be lists of equal length (each pair is
-    compared)."""
+    compared). `hybrid_as_float`: hybrid layers compute the float layers they approximate, for
+    rewrites that leave them as they are (tflgraph/reference/hybrid.py)."""
     olds = list(old) if isinstance(old, (list, tuple)) else [old]
     news = list(new) if isinstance(new, (list, tuple)) else [new]
     if feeds is None:
@@ -185,7 +188,7 @@ def check_equal(
                 return f"not equal: {why}"
         return None
 
-    return _trials(sg, olds + news, feeds, judge, trials, seed)
+    return _trials(sg, olds + news, feeds, judge, trials, seed, hybrid_as_float)
 
 
 def check_values(
@@ -217,7 +220,7 @@ def check_values(
     return _trials(sg, tensors, feeds, judge, trials, seed)
 
 
-def _trials(sg: Subgraph, wanted: list[Tensor], feeds, judge, trials: int, seed: int):
+def _trials(sg: Subgraph, wanted: list[Tensor], feeds, judge, trials: int, seed: int, hybrid=False):
     """Evaluate `wanted` on `feeds(rng)` (a dict, or a str saying why there are none) `trials`
     times; the first reason `judge(feeds, values)` gives, else None."""
     rng = np.random.default_rng(seed)
@@ -226,7 +229,7 @@ def _trials(sg: Subgraph, wanted: list[Tensor], feeds, judge, trials: int, seed:
         if isinstance(values, str):
             return values
         try:
-            got = evaluate_tensors(sg, values, wanted)
+            got = evaluate_tensors(sg, values, wanted, hybrid_as_float=hybrid)
         except (TflgraphError, ValueError) as e:
             return f"cannot check: {e}"
         why = judge(values, got)
@@ -262,7 +265,9 @@ def _ancestors(sg: Subgraph, tensors: list[Tensor]) -> set[Operator]:
     return ops
 
 
-def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str | None:
+def check_models(
+    old: Model, new: Model, invokes: int = 3, seed: int = 0, hybrid_as_float: bool = False
+) -> str | None:
     """None if `new` computes what `old` does on the reference interpreter, else why not
     ("not equal: ..." or "cannot check: ...").
 
@@ -271,8 +276,10 @@ def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str
     stands between the inputs and an output, the check is made at the values that op reads
     (matched by tensor name) instead, provided everything from those ops on is the same in both
     models (same ops, operand names, options and constants): equal values there give equal
-    outputs."""
-    (seen_a, beyond_a), (seen_b, beyond_b) = _observed(old.main), _observed(new.main)
+    outputs. `hybrid_as_float`: hybrid layers compute the float layers they approximate
+    (tflgraph/reference/hybrid.py) instead of being ops the interpreter cannot run."""
+    (seen_a, beyond_a) = _observed(old.main, hybrid_as_float)
+    (seen_b, beyond_b) = _observed(new.main, hybrid_as_float)
     if beyond_a != beyond_b:
         return "cannot check: the ops the interpreter cannot run differ between the models"
     if set(seen_a) != set(seen_b):
@@ -290,8 +297,12 @@ def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str
             return "cannot check: an input is neither float nor bool"
         feeds = [dict(zip(old.main.inputs, xs)), dict(zip(new.main.inputs, xs))]
         try:
-            got_a = evaluate_tensors(old.main, feeds[0], [seen_a[n] for n in names], state_a)
-            got_b = evaluate_tensors(new.main, feeds[1], [seen_b[n] for n in names], state_b)
+            got_a = evaluate_tensors(
+                old.main, feeds[0], [seen_a[n] for n in names], state_a, hybrid_as_float
+            )
+            got_b = evaluate_tensors(
+                new.main, feeds[1], [seen_b[n] for n in names], state_b, hybrid_as_float
+            )
         except (TflgraphError, ValueError, TypeError, IndexError) as e:
             return f"cannot check: {e}"
         for name, x, y in zip(names, got_a, got_b):
@@ -301,12 +312,12 @@ def check_models(old: Model, new: Model, invokes: int = 3, seed: int = 0) -> str
     return None
 
 
-def _observed(sg: Subgraph) -> tuple[dict[str, Tensor], list[str]]:
+def _observed(sg: Subgraph, hybrid_as_float: bool) -> tuple[dict[str, Tensor], list[str]]:
     """({name: tensor} the check compares, a signature of the ops beyond the interpreter: the
     ops it cannot run and every op after them)."""
     beyond: set[Operator] = set()
     for op in sg.operators:  # the ops that cannot run, and everything after them
-        if not can_evaluate(op) or any(
+        if not can_evaluate(op, hybrid_as_float) or any(
             sg.producer(t) in beyond for t in op.inputs if t is not None
         ):
             beyond.add(op)
@@ -341,14 +352,15 @@ def _bytes_of(a) -> bytes | None:
     return None if a is None else np.asarray(a).tobytes()
 
 
-def can_evaluate(op: Operator) -> bool:
+def can_evaluate(op: Operator, hybrid_as_float: bool = False) -> bool:
     """The interpreter has a kernel for `op` and for every op of its subgraphs, and refuses
     none of its operands (quantized ones, but for QUANTIZED_OPERANDS_OK: DEQUANTIZE, SHAPE,
-    RANK). A kernel may still refuse an option it does not implement (evaluation then
-    raises)."""
+    RANK, and hybrid layers when evaluated `hybrid_as_float`). A kernel may still refuse an
+    option it does not implement (evaluation then raises)."""
     if op.type not in KERNELS and op.type not in STATEFUL:
         return False
     quantized = any(t.is_quantized for t in op.inputs if t is not None)
     if quantized and op.type not in QUANTIZED_OPERANDS_OK:
-        return False
-    return all(can_evaluate(o) for sub in op.subgraphs() for o in sub.iter_ops())
+        if not (hybrid_as_float and is_hybrid(op)):
+            return False
+    return all(can_evaluate(o, hybrid_as_float) for sub in op.subgraphs() for o in sub.iter_ops())

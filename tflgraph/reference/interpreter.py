@@ -10,7 +10,9 @@ the caller passes a `state` dict.
 
 Float32 semantics, as LiteRT computes them (agreement within 1e-5 relative is tested op by op).
 Quantized operands (int8 weights of dynamic-range models, int8/uint8 activations) are refused:
-their LiteRT numerics are not float numerics.
+their LiteRT numerics are not float numerics. A caller whose check does not depend on a hybrid
+layer's arithmetic may ask for hybrid layers (int8 weights, float activations) to be computed
+as the float layers they approximate (`hybrid_as_float`, tflgraph/reference/hybrid.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from tflgraph.errors import TflgraphError
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.reference import kernels, kernels_flex, kernels_nn, kernels_quant
+from tflgraph.reference.hybrid import dequantized, is_hybrid, is_int8_weight
 from tflgraph.reference.kernels import UnsupportedOp
 
 __all__ = [
@@ -76,6 +79,7 @@ SHAPES = ("SHAPES",)  # the key of `state` under which observe_shapes collects s
 # ops take (inside WHILE bodies once per step): calibration records ranges with it
 OBSERVER = ("OBSERVER",)
 _ANY_VALUES = ("ANY VALUES",)  # set in `state`: quantized operands are not refused
+_HYBRID_AS_FLOAT = ("HYBRID AS FLOAT",)  # set in `state`: hybrid layers use float weights
 
 
 def observe_shapes(sg: Subgraph, inputs: list[np.ndarray]) -> dict[Tensor, set[tuple]]:
@@ -104,10 +108,20 @@ def _record_shapes(state: dict, tensors, values: dict) -> None:
 
 
 def evaluate_tensors(
-    sg: Subgraph, feeds: dict[Tensor, np.ndarray], wanted: list[Tensor], state: dict | None = None
+    sg: Subgraph,
+    feeds: dict[Tensor, np.ndarray],
+    wanted: list[Tensor],
+    state: dict | None = None,
+    hybrid_as_float: bool = False,
 ) -> list:
     """Values of `wanted`, running only the ops they depend on. Tensors that are neither fed,
-    produced, constant nor variable raise EvaluationError (they would need a feed)."""
+    produced, constant nor variable raise EvaluationError (they would need a feed).
+    `hybrid_as_float`: hybrid layers (here and in the subgraphs they run) compute the float
+    layer with their dequantized weights instead of being refused; LiteRT's hybrid kernels
+    differ from that by the activations' quantization error."""
+    state = state if state is not None else {}
+    if hybrid_as_float:
+        state[_HYBRID_AS_FLOAT] = True
     values = _feed(list(feeds), list(feeds.values()))
     # by hand, as it stops at fed tensors (nx.ancestors on a view without them: 7x slower)
     needed, stack, seen = set(), [t for t in wanted], set()
@@ -124,7 +138,7 @@ def evaluate_tensors(
                 needed.add(op)
                 stack.extend(x for x in op.inputs if x is not None)
     ops = [op for op in sg.operators if op in needed]
-    _run(sg, ops, values, state if state is not None else {})
+    _run(sg, ops, values, state)
     return [_value(t, values, state) for t in wanted]
 
 
@@ -213,6 +227,9 @@ def _call(op: Operator, xs: list, state: dict):
     fn = KERNELS.get(op.type)
     if fn is None:
         raise UnsupportedOp(f"no reference kernel for {op.type}")
+    if state.get(_HYBRID_AS_FLOAT) and is_hybrid(op):
+        xs = [dequantized(t) if is_int8_weight(t) else x for t, x in zip(op.inputs, xs)]
+        return fn(op, *xs)
     if op.type not in QUANTIZED_OPERANDS_OK and not state.get(_ANY_VALUES):
         for t in op.inputs:
             if t is not None and t.is_quantized:

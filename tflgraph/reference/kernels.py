@@ -177,7 +177,7 @@ def dynamic_update_slice(op, x, update, start):
 
 
 def select(op, cond, x, y):
-    if cond.ndim == 1 and x.ndim > 1:  # SELECT (v1): a vector condition picks rows
+    if op.type == "SELECT" and cond.ndim == 1 and x.ndim > 1:  # a vector condition picks rows
         cond = cond.reshape((-1,) + (1,) * (x.ndim - 1))
     return np.where(cond, x, y)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,8 +154,18 @@ def _resolver(kernels: str) -> dict:
 
 
 def _first_line(e: Exception) -> str:
+    """The runtime's message, first line. LiteRT glues its reporter's messages together
+    ("...ops_selectNode number 1 (...) failed to prepare."): they are split again, and its
+    paragraph on linking the Flex delegate becomes one sentence."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    line = text[0] if text else type(e).__name__
+    line = re.sub(r"(?<=\w)(?=Node number \d+ )", ". ", line)
+    line = re.sub(r"(?<=[a-z]\.)(?=[A-Z])", " ", line)  # "...zero_point.Tensor 43 has ..."
+    if "Select TensorFlow op(s)" in line:
+        node = re.search(r"Node number \d+ \(\w+\) failed to prepare", line)
+        where = f" ({node.group(0)})" if node else ""
+        return f"it has Select TensorFlow (Flex) ops, which run only with the Flex delegate{where}"
+    return line
 
 
 def arena_for(model: bytes) -> int:

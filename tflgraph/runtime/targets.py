@@ -21,11 +21,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-
 from tflgraph.io.schema import CUSTOM, OP_CODES
 from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model, Operator
+from tflgraph.reference.hybrid import is_hybrid
 
 TARGETS = ("tflm", "litert", "any")
 
@@ -110,32 +109,6 @@ def shape_problems(model: Model) -> dict[str, list[str]]:
                 if t is not None and 0 in t.shape:
                     found["zero-size"].append(t.name)
     return found
-
-
-# layers that LiteRT runs with int8 weights and float activations ("hybrid", the converter's
-# dynamic-range quantization); TFLM has no hybrid kernels ("Input type: FLOAT32 with filter
-# type: INT8 not supported"), passes/dequantize_hybrid.py gives them float weights
-HYBRID_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "UNIDIRECTIONAL_SEQUENCE_LSTM")
-
-
-def is_int8_weight(t) -> bool:
-    """A dense int8 constant with a quantization scale: a hybrid layer's weight."""
-    scale = (t.quantization or {}).get("scale", []) if t is not None else []
-    return (
-        t is not None
-        and t.type_name == "INT8"
-        and t.is_constant
-        and t.sparsity is None
-        and np.size(scale) > 0
-    )
-
-
-def is_hybrid(op: Operator) -> bool:
-    """A float32-input HYBRID_OPS op with an int8 weight operand."""
-    x = op.inputs[0] if op.type in HYBRID_OPS and op.inputs else None
-    return (
-        x is not None and x.type_name == "FLOAT32" and any(is_int8_weight(w) for w in op.inputs[1:])
-    )
 
 
 def hybrid_layers(model: Model) -> list[str]:

@@ -28,7 +28,7 @@ import numpy as np
 from tflgraph.errors import TflgraphError
 from tflgraph.io.reader import load
 from tflgraph.io.writer import to_bytes
-from tflgraph.ir import Model, Tensor
+from tflgraph.ir import Model, Subgraph, Tensor
 from tflgraph.reference.equivalence import RTOL, bound, finite_max_abs, max_error
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.runtimes import MODES, IODetail, RuntimeUnavailable
@@ -441,7 +441,7 @@ class _Runs:
         self.kernels, self.note = "default", ""
 
     def run(self, model: Model, data: bytes, feeds) -> dict[str, list]:
-        blocker = _tflm_blocker(model) if self.rt == "tflm" else None
+        blocker = tflm_blocker(model) if self.rt == "tflm" else None
         if blocker:
             raise RuntimeUnavailable(blocker)
         try:
@@ -465,17 +465,18 @@ class _Runs:
         return runtimes.run_isolated(data, feeds, self.rt, self.timeout, self.modes, self.kernels)
 
 
-def _tflm_blocker(model: Model) -> str | None:
+def tflm_blocker(model: Model) -> str | None:
     """Why TFLM cannot be trusted with this model, known before running it. TFLM has no
     dynamic tensors: a WHILE body with dynamic-shape tensors (Keras' return_sequences
     accumulator) returns zeros or wrong values, or never ends (TFLITE_NOTES)."""
     for sg in model.reachable_subgraphs():
         for op in sg.ops_of_type("WHILE"):
-            for body in op.subgraphs():
-                if any(t.is_dynamic for t in body.tensors):
+            for role in ("cond", "body"):
+                loop_sg = op.option(f"{role}_subgraph_index")
+                if isinstance(loop_sg, Subgraph) and any(t.is_dynamic for t in loop_sg.tensors):
                     return (
-                        f"WHILE body {body.name!r} has dynamic-shape tensors, which TFLM does "
-                        "not support (it returns wrong values or hangs)"
+                        f"WHILE {role} {loop_sg.name!r} has dynamic-shape tensors, which TFLM "
+                        "does not support (it returns wrong values or hangs)"
                     )
     return None
 
