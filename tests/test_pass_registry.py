@@ -12,7 +12,7 @@ from helpers import fixture
 
 import tflgraph
 from tflgraph import Any, Op, cli
-from tflgraph.pipeline import PassError, get_pass, load_pass_file, register, unregister
+from tflgraph.pipeline import PIPELINES, PassError, get_pass, load_pass_file, register, unregister
 
 CLEANUP = '''
 import tflgraph
@@ -155,3 +155,11 @@ def test_an_unknown_pass_name_suggests_a_close_one_or_load(passes, hint, tmp_pat
     err = capsys.readouterr().err
     assert f"unknown pass {passes!r}" in err and hint in err and "--load FILE.py" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_run_passes_expands_pipeline_names():
+    """run_passes(model, ["default"]) runs the default pipeline, as optimize does."""
+    model = tflgraph.load(fixture("k3_lstm"))
+    records = tflgraph.run_passes(model, ["default"])
+    assert [r.name for r in records if r.iteration == 1] == PIPELINES["default"]
+    assert model.op_counts().get("UNIDIRECTIONAL_SEQUENCE_LSTM") == 1

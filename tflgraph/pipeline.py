@@ -500,8 +500,10 @@ def run_passes(
     graph raises PassError naming the pass and the ones that ran before it. `target` (tflm,
     litert, any) is given to every pass as `Pass.target`. `options` maps a pass name to
     values of the Options the pass declares, e.g. {"fuse-lstm": {"stateful_streaming": True}};
-    they are checked (names, types) before any pass runs."""
+    they are checked (names, types) before any pass runs. `names` may hold pipeline names
+    ("default"), expanded as `resolve` does."""
     check_target(target)
+    names = resolve(names)
     options = options or {}
     for name in options:
         if name not in names:
