@@ -1,0 +1,133 @@
+"""reroll: unrolled RNNs (Keras 3 and tf_keras `unroll=True`) become one WHILE loop, which
+fuse-lstm turns into UNIDIRECTIONAL_SEQUENCE_LSTM; GRU and SimpleRNN stay one loop that TFLM
+runs. The re-rolled models give the unrolled model's and Keras' outputs in LiteRT and TFLM;
+chains that are not T copies of one cell, and int8 chains, are left alone with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import (
+    assert_gives_tf_reference,
+    assert_same_outputs,
+    assert_second_run_changes_nothing,
+    fixture,
+    run,
+)
+
+import tflgraph
+
+PASSES = ("reroll", "fuse-lstm", "fuse-simple-rnn", "cleanup")
+
+# fixture -> fused LSTM layers, and the converter's own fused file for the same layer
+LSTMS = {
+    "k3_lstm_unroll": (1, "tfk_lstm_fused"),
+    "tfk_lstm_unroll": (1, "tfk_lstm_fused"),
+    "k3_lstm_unroll_seq": (1, "tfk_lstm_fused"),
+    "tfk_lstm_unroll_seq": (1, "tfk_lstm_fused"),
+    "k3_lstm_unroll_t50": (1, "tfk_lstm_big_fused"),
+    "k3_lstm_unroll_stacked": (2, None),
+    "k3_lstm_unroll_dense": (1, None),
+}
+# fixture -> the largest size of the loop against the unrolled file (issue 14)
+LOOPS = {
+    "k3_gru_unroll": 0.5,
+    "tfk_gru_unroll": 0.5,
+    "k3_gru_unroll_seq": 0.5,
+    "k3_simplernn_unroll": 0.6,
+    "tfk_simplernn_unroll": 0.6,
+    "k3_simplernn_unroll_seq": 0.7,
+    "k3_gru_unroll_t50": 0.4,  # 0.38x: the float weights (80 KB) are stored once either way
+}
+
+
+def explanations(records) -> list[str]:
+    return [e for r in records for e in r.explanations]
+
+
+@pytest.mark.parametrize("name", LSTMS)
+def test_unrolled_lstm_becomes_the_fused_op(name):
+    layers, converters = LSTMS[name]
+    model, records = run(name, PASSES, "tflm")
+    ops = model.op_counts()
+    assert ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == layers
+    assert not {"UNPACK", "WHILE", "LOGISTIC"} & set(ops), ops
+    data = tflgraph.to_bytes(model)
+    if converters is not None:  # no larger than the converter's fused LSTM (+5%)
+        assert len(data) <= 1.05 * fixture(converters).stat().st_size
+    assert_same_outputs(fixture(name), data, ("litert", "tflm"))
+    assert_gives_tf_reference(data, name, ("litert", "tflm"))
+
+
+@pytest.mark.parametrize("name", LOOPS)
+def test_unrolled_gru_and_simple_rnn_become_one_static_loop(name):
+    model, records = run(name, PASSES, "tflm")
+    ops = model.op_counts()
+    assert ops["WHILE"] == 1 and "UNPACK" not in ops
+    data = tflgraph.to_bytes(model)
+    assert len(data) <= LOOPS[name] * fixture(name).stat().st_size
+    # TFLM runs the loop (static shapes) with the unrolled model's and Keras' outputs
+    assert_same_outputs(fixture(name), data, ("litert", "tflm"))
+    assert_gives_tf_reference(data, name, ("litert", "tflm"))
+
+
+def test_simple_rnn_becomes_the_fused_rnn_op_for_litert():
+    model, records = run("k3_simplernn_unroll_seq", PASSES, "litert")
+    assert model.op_counts().get("UNIDIRECTIONAL_SEQUENCE_RNN") == 1
+    assert_gives_tf_reference(model, "k3_simplernn_unroll_seq", ("litert",))
+
+
+@pytest.mark.parametrize("name", ["k3_lstm_unroll_seq", "k3_gru_unroll"])
+def test_second_run_changes_nothing(name):
+    assert_second_run_changes_nothing(name, PASSES, "tflm")
+
+
+def test_int8_chain_is_left_alone_with_a_reason():
+    name = "k3_lstm_unroll_bnone_int8"
+    model, records = run(name, ("freeze-shapes", "fold-constants", "reroll"), "tflm")
+    assert "WHILE" not in model.op_counts()
+    assert any("not float32" in e for e in explanations(records)), explanations(records)
+
+
+def _step_weights(model, step: int):
+    """The FULLY_CONNECTED of the step-input projection of `step` and its weight tensor."""
+    (split,) = model.main.ops_of_type("UNPACK")
+    (fc,) = model.main.consumers(split.outputs[step])
+    return fc, fc.inputs[1]
+
+
+def _own_weights(model, step: int, scale: float) -> None:
+    """Give `step`'s input projection its own copy of the weights, times `scale`."""
+    fc, w = _step_weights(model, step)
+    twin = model.main.new_constant(np.array(w.data) * np.float32(scale), "own_weights")
+    model.main.set_input(fc, 1, twin)
+
+
+def test_equal_weights_in_separate_buffers_are_one_cell():
+    model = tflgraph.load(fixture("k3_lstm_unroll"))
+    _own_weights(model, 4, 1.0)  # the same values, another buffer
+    model, records = run(model, PASSES, "tflm")
+    assert model.op_counts()["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
+
+
+def test_a_step_with_other_weights_is_left_alone():
+    model = tflgraph.load(fixture("k3_lstm_unroll"))
+    _own_weights(model, 4, 1.5)
+    before = tflgraph.to_bytes(model)
+    model, records = run(model, ("reroll",), "tflm")
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in model.op_counts()
+    assert tflgraph.to_bytes(model) == before
+    why = explanations(records)
+    assert any("step 4 does not compute what step 5 does" in e for e in why), why
+
+
+def test_a_first_step_that_is_not_the_cell_is_left_alone():
+    """The first step is specialised, so only the numbers say whether it is the cell from a
+    zero state: other weights there are found by the proof, and the graph is restored."""
+    model = tflgraph.load(fixture("k3_lstm_unroll"))
+    _own_weights(model, 0, 1.5)
+    before = tflgraph.to_bytes(model)
+    model, records = run(model, ("reroll",), "tflm")
+    assert tflgraph.to_bytes(model) == before
+    why = explanations(records)
+    assert any("the loop is not the chain" in e for e in why), why
