@@ -25,8 +25,10 @@ Invariant: every model output equals the unrolled graph's within 1e-5; the model
 
 from __future__ import annotations
 
+import os
+
 from tflgraph.ir import Model, Operator, Snapshot, Subgraph
-from tflgraph.pipeline import Pass, register
+from tflgraph.pipeline import Pass, register, remove_dead_code
 from tflgraph.reference.equivalence import check_equal
 from tflgraph.rnn.loops import replace_result
 from tflgraph.rnn.reroll_find import find_unrolled, sequence_splits
@@ -48,8 +50,7 @@ class Reroll(Pass):
             return False
         for sg in list(model.subgraphs):
             for split in sequence_splits(sg):
-                if split in sg:  # (a re-rolled layer's UNPACK is gone)
-                    self.stats["chains_rerolled"] += self._reroll(model, sg, split)
+                self._reroll_split(model, sg, split)
         return bool(self.stats["chains_rerolled"])
 
     @staticmethod
@@ -57,34 +58,62 @@ class Reroll(Pass):
         """Readable lines for the optimize summary: one per re-rolled chain."""
         return stats.get("layers", [])
 
-    def _reroll(self, model: Model, sg: Subgraph, split: Operator) -> bool:
+    def _reroll_split(self, model: Model, sg: Subgraph, split: Operator) -> None:
+        """Re-roll the chains read from `split`: forwards, then backwards (a Bidirectional
+        layer reads the steps both ways; a go_backwards layer only from the last). While the
+        UNPACK stays in use, the first reason a direction was not re-rolled is explained."""
         where = f"UNPACK {split.inputs[0].name!r}"
-        chain = find_unrolled(sg, split)
+        reasons = []
+        for backwards in (False, True):
+            if split not in sg:  # every chain reading it re-rolled: the UNPACK is gone
+                return
+            why = self._reroll(model, sg, split, backwards)
+            if why is None:
+                self.stats["layers"][-1] = (
+                    f"{where}{' backwards' * backwards}: " + (self.stats["layers"][-1])
+                )
+            else:
+                reasons.append(f"{where}: not re-rolled{' backwards' * backwards}: {why}")
+        if split in sg and reasons:
+            self.explain(reasons[0])
+
+    def _reroll(self, model: Model, sg: Subgraph, split: Operator, backwards: bool):
+        """Re-roll the chain of one direction; None, or why not (the graph untouched)."""
+        chain = find_unrolled(sg, split, backwards)
         if isinstance(chain, str):
-            self.explain(f"{where}: not re-rolled: {chain}")
-            return False
+            return chain
         if any(t.type_name != "FLOAT32" for t in (chain.x, *chain.states)):
-            self.explain(f"{where}: not re-rolled: not float32 (int8 steps have their own scales)")
-            return False
+            return "not float32 (the steps of an int8 chain have their own scales)"
         snapshot = Snapshot(model)
-        _, moved = build_loop(chain, _layer(split))
+        _, moved = build_loop(chain, _layer(chain))
         olds = list(moved)
         why = check_equal(sg, olds, [moved[t] for t in olds])
         if why is not None:
             snapshot.restore()
-            self.explain(f"{where}: not re-rolled: the loop is not the chain: {why}")
-            return False
+            return f"the loop is not the chain: {why}"
         for old in olds:
             replace_result(sg, old, moved[old])
+        remove_dead_code(model)  # the chain's ops, and its UNPACK once no chain reads it
+        self.stats["chains_rerolled"] += 1
         self.stats["layers"].append(
-            f"{where}: {chain.steps} steps of {len(chain.body_ops)} ops -> one WHILE loop"
+            f"{chain.steps} steps of {len(chain.body_ops)} ops -> one WHILE loop"
         )
-        return True
+        return None
 
 
-def _layer(split: Operator) -> str:
-    """The layer's name scope, 'functional_1/lstm_1' for the UNPACK of
-    'functional_1/lstm_1/transpose;...': the loop is named '<scope>/while' like a converter's,
-    so a fused op made of it gets the layer's short name."""
-    parts = split.inputs[0].name.split(";")[0].split("/")
-    return "/".join(parts[:-1]) or "reroll"
+def _layer(chain) -> str:
+    """The cell's name scope, 'functional_1/lstm_1' for ops named
+    'functional_1/lstm_1/lstm_cell_5/...': the loop is named '<scope>/while' like a
+    converter's, so a fused op made of it gets the layer's short name."""
+    paths = [
+        next((p for p in o.name.split(";") if "/" in p), o.name).split("/")[:-1]
+        for op in chain.body_ops
+        for o in op.outputs
+        if o is not None
+    ]
+    common = paths[0]
+    for p in paths[1:]:
+        common = common[: len(os.path.commonprefix([common, p]))]
+    if common and "cell" in common[-1]:
+        common = common[:-1]
+    return "/".join(common) or "rnn"

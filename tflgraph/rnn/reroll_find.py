@@ -43,6 +43,7 @@ class Unrolled:
 
     sg: Subgraph
     split: Operator
+    backwards: bool  # step t reads x_{T-1-t}
     steps: int
     body_ops: list[Operator]
     x: Tensor
@@ -52,10 +53,6 @@ class Unrolled:
     pack: Operator | None
     y: Tensor | None
     exits: list[tuple[Tensor, int]]
-
-    @property
-    def seq(self) -> Tensor:
-        return self.split.inputs[0]
 
 
 def sequence_splits(sg: Subgraph) -> list[Operator]:
@@ -69,9 +66,10 @@ def sequence_splits(sg: Subgraph) -> list[Operator]:
     ]
 
 
-def find_unrolled(sg: Subgraph, split: Operator) -> Unrolled | str:
-    """The chain of cells read from `split`'s outputs, or why there is none."""
-    xs, steps = list(split.outputs), len(split.outputs)
+def find_unrolled(sg: Subgraph, split: Operator, backwards: bool = False) -> Unrolled | str:
+    """The chain of cells read from `split`'s outputs (last to first if `backwards`: the
+    backward layer of a Bidirectional), or why there is none."""
+    xs, steps = list(split.outputs)[:: -1 if backwards else 1], len(split.outputs)
     step_of = _steps(sg, xs)
     regions: list[list[Operator]] = [[] for _ in range(steps)]
     for op in sg.operators:
@@ -83,12 +81,17 @@ def find_unrolled(sg: Subgraph, split: Operator) -> Unrolled | str:
         if isinstance(got, str):
             return f"step {t}: {got}"
         keys.append(got)
-    m = steps // 2
-    by_key = [{k: op for op, k in ks.items()} for ks in keys]
+    m = (steps - 1) // 2
+    cell = {keys[m][op] for op in _chain_ops(sg, regions[m], regions[m + 1])}
+    raw, regions = regions, [regions[0]] + [[op for op in r if keys[t][op] in cell] for t, r in
+                                            enumerate(regions[1:], 1)]  # fmt: skip
+    by_key = [{keys[t][op]: op for op in r} for t, r in enumerate(regions)]
     for t in range(1, steps - 1):
-        if set(by_key[t]) != set(by_key[m]):
-            return f"step {t} does not compute what step {m} does (not one repeated cell)"
-    kept = {op for op in regions[-1] if keys[-1][op] in by_key[m]}
+        if set(by_key[t]) != cell:
+            int8 = any(o is not None and o.is_quantized for op in raw[t] for o in op.outputs)
+            why = "quantized with other scales" if int8 else "not one repeated cell"
+            return f"step {t} does not compute what step {m} does ({why})"
+    kept = set(regions[-1])
     exits = [
         (t, keys[-1][op], k)
         for op in kept
@@ -97,7 +100,7 @@ def find_unrolled(sg: Subgraph, split: Operator) -> Unrolled | str:
     ]
     if not exits:
         return "nothing after the last step reads it"
-    pack = _pack(sg, regions[:-1] + [list(kept)], keys, xs)
+    pack = _pack(sg, regions, keys, xs)
     if isinstance(pack, str):
         return pack
     out_keys = {(k, i) for _, k, i in exits}
@@ -120,7 +123,21 @@ def find_unrolled(sg: Subgraph, split: Operator) -> Unrolled | str:
             return f"{t.name}, read after the last step, is not a state the steps pass on"
         found.append((t, state_keys[(k, i)]))
     y = pack.inputs[m] if pack is not None else None
-    return Unrolled(sg, split, steps, body_ops, xs[m], states, nexts, invariants, pack, y, found)
+    return Unrolled(
+        sg, split, backwards, steps, body_ops, xs[m], states, nexts, invariants, pack, y, found
+    )
+
+
+def _chain_ops(sg: Subgraph, region: list, next_region: list) -> set[Operator]:
+    """The ops of a step that belong to its cell: those whose values the step itself, the next
+    step or a PACK reads. Not the other direction's input projection FC(x_t, W_backward),
+    which a Bidirectional layer computes from the same x_t."""
+    nxt, keep = set(next_region), set()
+    for op in reversed(region):
+        readers = [c for o in op.outputs if o is not None for c in sg.consumers(o)]
+        if any(c in nxt or c in keep or c.type == "PACK" for c in readers):
+            keep.add(op)
+    return keep
 
 
 def _steps(sg: Subgraph, xs: list[Tensor]) -> dict[Operator, int]:
@@ -160,12 +177,19 @@ def _keys(sg, region, t, x_t, step_of) -> dict[Operator, str] | str:
                 labels.append(f"s{i.type}{i.shape}")
             else:  # an older step's value: after the chain (PACK), never in a cell copy
                 labels.append(f"o{id(i)}")
-        shapes = [(o.type, o.shape) if o is not None else None for o in op.outputs]
+        shapes = [_form(o) for o in op.outputs]
         text = f"{op.type}|{op.options!r}|{labels}|{shapes}"
         keys[op] = hashlib.sha1(text.encode()).hexdigest()[:20]
     if len(set(keys.values())) != len(keys):
         return "two ops compute the same thing (ambiguous copy)"
     return keys
+
+
+def _form(t: Tensor | None) -> str:
+    """A value's type, shape and quantization (int8 steps must share their scales)."""
+    if t is None:
+        return "-"
+    return f"{t.type}{t.shape}{repr(t.quantization) if t.is_quantized else ''}"
 
 
 _DIGESTS: dict[int, tuple[object, str]] = {}
@@ -179,8 +203,7 @@ def _digest(t: Tensor) -> str:
     if hit is None or hit[0] is not buf:
         hit = (buf, hashlib.sha1(buf.data.tobytes()).hexdigest()[:20])
         _DIGESTS[id(buf)] = hit
-    scales = repr(t.quantization) if t.is_quantized else ""
-    return f"{t.type}{t.shape}{scales}{hit[1]}"
+    return f"{_form(t)}{hit[1]}"
 
 
 def _read_outside(sg: Subgraph, t: Tensor, ops: set) -> bool:
@@ -210,7 +233,7 @@ def _pack(sg, regions, keys, xs) -> Operator | None | str:
     pack = packs.pop()
     if packs or pack.type != "PACK" or pack.option("axis", 0) != 0 or len(pack.inputs) != len(xs):
         return "the per-step outputs are not PACKed along axis 0, one value per step"
-    m = len(xs) // 2
+    m = (len(xs) - 1) // 2
     y_op = sg.producer(pack.inputs[m])
     if y_op not in keys[m]:
         return "the PACKed values are not outputs of the steps"

@@ -1,6 +1,7 @@
 """Build the WHILE loop that replaces an unrolled chain (tflgraph.rnn.reroll_find.Unrolled).
 
     (t, *states, [acc], seq, *invariants) = WHILE(0, *zeros, [FILL([T, B, u], 0)], seq, ...)
+                                          # seq = REVERSE_V2(seq, [0]) for a backward chain
     cond:  LESS(t, T)
     body:  x_t = GATHER(seq, t); one copy of the cell (Unrolled.body_ops); t' = ADD(t, 1);
            acc' = DYNAMIC_UPDATE_SLICE(acc, RESHAPE(y, [1, B, u]), PACK(t, 0, 0))
@@ -34,7 +35,7 @@ def build_loop(u: Unrolled, name: str) -> tuple[Operator, dict[Tensor, Tensor]]:
     inits = [zero] + [sg.new_constant(np.zeros(s.shape, s.dtype), f"{name}/s0") for s in u.states]
     if u.pack is not None:
         inits.append(_zeros(sg, u.pack.outputs[0], name))
-    inits += [u.seq, *u.invariants]
+    inits += [_sequence(sg, u, name), *u.invariants]
     for g in (cond, body):
         g.inputs = [_like(g, t, f"{g.name}/arg{i}") for i, t in enumerate(inits)]
     limit = cond.new_constant(np.array(u.steps, np.int32), f"{cond.name}/T")
@@ -99,6 +100,18 @@ def _write_row(body: Subgraph, acc: Tensor, y: Tensor, t: Tensor) -> Tensor:
     new = _like(body, acc, f"{body.name}/acc_next")
     body.add_op("DYNAMIC_UPDATE_SLICE", [acc, row, index], [new])
     return new
+
+
+def _sequence(sg: Subgraph, u: Unrolled, name: str) -> Tensor:
+    """The time-major sequence in the order the steps read it: REVERSE_V2 along time for a
+    backward chain (the form of a go_backwards loop, which fuse-lstm knows)."""
+    seq = u.split.inputs[0]
+    if not u.backwards:
+        return seq
+    axis = sg.new_constant(np.array([0], np.int32), f"{name}/time_axis")
+    out = _like(sg, seq, f"{name}/reversed")
+    sg.add_op("REVERSE_V2", [seq, axis], [out])
+    return out
 
 
 def _zeros(sg: Subgraph, like: Tensor, name: str) -> Tensor:
