@@ -29,6 +29,8 @@ LSTMS = {
     "k3_lstm_unroll_t50": (1, "tfk_lstm_big_fused"),
     "k3_lstm_unroll_stacked": (2, None),
     "k3_lstm_unroll_dense": (1, None),
+    "k3_lstm_unroll_backwards": (1, "tfk_lstm_fused"),  # go_backwards: steps read last first
+    "k3_lstm_unroll_b4": (1, None),  # batch 4: TRANSPOSE to time-major
 }
 # fixture -> the largest size of the loop against the unrolled file (issue 14)
 LOOPS = {
@@ -38,6 +40,7 @@ LOOPS = {
     "k3_simplernn_unroll": 0.6,
     "tfk_simplernn_unroll": 0.6,
     "k3_simplernn_unroll_seq": 0.7,
+    "k3_custom_cell_unroll": 0.5,  # a user-written cell (fixtures: minimal_gated_cell)
     "k3_gru_unroll_t50": 0.4,  # 0.38x: the float weights (80 KB) are stored once either way
 }
 
