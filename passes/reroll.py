@@ -20,7 +20,7 @@ Proof:     the loop starts from zero states while the converter's first step fol
            given to --explain.
 Invariant: every model output equals the unrolled graph's within 1e-5; the model stays
            stateless (the loop's states are operands, not variable tensors); float32 only
-           (an int8 chain has its own scales per step: left alone).
+           (the steps of an int8 chain have their own scales: left alone, with that reason).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Reroll(Pass):
         if isinstance(chain, str):
             return chain
         if any(t.type_name != "FLOAT32" for t in (chain.x, *chain.states)):
-            return "not float32 (the steps of an int8 chain have their own scales)"
+            return "not float32: int8 chains are not re-rolled yet, even where steps share scales"
         snapshot = Snapshot(model)
         _, moved = build_loop(chain, _layer(chain))
         olds = list(moved)
