@@ -136,3 +136,16 @@ def test_a_first_step_that_is_not_the_cell_is_left_alone():
     assert tflgraph.to_bytes(model) == before
     why = explanations(records)
     assert any("the loop is not the chain" in e for e in why), why
+
+
+def test_a_middle_step_read_after_the_chain_is_left_alone():
+    """A value of step 5 that the model also outputs (a second consumer) is not the last step's
+    state nor a PACKed output: a loop cannot give it."""
+    model = tflgraph.load(fixture("k3_lstm_unroll"))
+    (split,) = model.main.ops_of_type("UNPACK")
+    (fc,) = model.main.consumers(split.outputs[5])
+    model.main.outputs.append(fc.outputs[0])
+    model, records = run(model, ("reroll",), "tflm")
+    assert "WHILE" not in model.op_counts()
+    why = explanations(records)
+    assert any("of step 5 is read after the chain" in e for e in why), why
