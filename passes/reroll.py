@@ -18,6 +18,11 @@ Proof:     the loop starts from zero states while the converter's first step fol
            random inputs (tflgraph.reference.equivalence.check_equal, 1e-5 relative) and any
            difference leaves the graph as it was (restored from a snapshot), with the reason
            given to --explain.
+           Hybrid layers (dynamic-range int8 weights, float activations) are checked with
+           their weights dequantized: the loop runs the chain's ops on the chain's values, so
+           the hybrid kernels see the same inputs, but for the first step, which the loop
+           computes from zero states (a hybrid FULLY_CONNECTED of zeros is its bias);
+           optimize's verification runs the hybrid model itself in LiteRT.
 Invariant: every model output equals the unrolled graph's within 1e-5; the model stays
            stateless (the loop's states are operands, not variable tensors); float32 only
            (the steps of an int8 chain have their own scales: left alone, with that reason).
@@ -33,7 +38,7 @@ from tflgraph.reference.equivalence import check_equal
 from tflgraph.rnn.loops import replace_result
 from tflgraph.rnn.reroll_find import find_unrolled, sequence_splits
 from tflgraph.rnn.reroll_loop import build_loop
-from tflgraph.runtime.targets import supports
+from tflgraph.runtime.targets import is_hybrid, is_int8_weight, supports
 
 _EMITS = ("WHILE", "LESS", "GATHER", "ADD", "DYNAMIC_UPDATE_SLICE", "PACK", "RESHAPE", "FILL")
 
@@ -85,9 +90,9 @@ class Reroll(Pass):
         if any(t.type_name != "FLOAT32" for t in (chain.x, *chain.states)):
             return "not float32: int8 chains are not re-rolled yet, even where steps share scales"
         snapshot = Snapshot(model)
-        _, moved = build_loop(chain, _layer(chain))
+        loop, moved = build_loop(chain, _layer(chain))
         olds = list(moved)
-        why = check_equal(sg, olds, [moved[t] for t in olds])
+        why = _prove(model, [sg, loop.option("body_subgraph_index")], olds, moved)
         if why is not None:
             snapshot.restore()
             return f"the loop is not the chain: {why}"
@@ -117,3 +122,21 @@ def _layer(chain) -> str:
     if common and "cell" in common[-1]:
         common = common[:-1]
     return "/".join(common) or "rnn"
+
+
+def _prove(model: Model, sgs: list[Subgraph], olds: list, moved: dict) -> str | None:
+    """check_equal of the chain's values and the loop's, or why they differ. Hybrid layers
+    (int8 weights, float activations: dynamic-range models), which the reference interpreter
+    does not run, are checked with DEQUANTIZE(w) for their weights, then restored."""
+    hybrid = [(g, op) for g in sgs for op in list(g.iter_ops()) if is_hybrid(op)]
+    view = Snapshot(model) if hybrid else None
+    for g, op in hybrid:
+        for i, w in enumerate(op.inputs):
+            if i and is_int8_weight(w):
+                dense = g.new_tensor(f"{w.name}/dequantized", w.shape)
+                g.add_op("DEQUANTIZE", [w], [dense])
+                g.set_input(op, i, dense)
+    why = check_equal(sgs[0], olds, [moved[t] for t in olds])
+    if view is not None:
+        view.restore()
+    return why

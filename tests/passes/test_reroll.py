@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import (
+    assert_gives_litert_reference,
     assert_gives_tf_reference,
     assert_same_outputs,
     assert_second_run_changes_nothing,
@@ -17,7 +18,8 @@ from helpers import (
 
 import tflgraph
 
-PASSES = ("reroll", "fuse-lstm", "fuse-simple-rnn", "cleanup")
+# freeze-shapes and fold-constants first, as in the default pipeline: batch-None models
+PASSES = ("freeze-shapes", "fold-constants", "reroll", "fuse-lstm", "fuse-simple-rnn", "cleanup")
 
 # fixture -> fused LSTM layers, and the converter's own fused file for the same layer
 LSTMS = {
@@ -31,6 +33,8 @@ LSTMS = {
     "k3_lstm_unroll_dense": (1, None),
     "k3_lstm_unroll_backwards": (1, "tfk_lstm_fused"),  # go_backwards: steps read last first
     "k3_lstm_unroll_b4": (1, None),  # batch 4: TRANSPOSE to time-major
+    "k3_lstm_unroll_bnone": (1, "tfk_lstm_fused"),  # batch None
+    "k2_lstm_unroll_tf215": (1, "tfk_lstm_fused"),  # Keras 2, converted by TF 2.15
 }
 # fixture -> the largest size of the loop against the unrolled file (issue 14)
 LOOPS = {
@@ -42,7 +46,17 @@ LOOPS = {
     "k3_simplernn_unroll_seq": 0.7,
     "k3_custom_cell_unroll": 0.5,  # a user-written cell (fixtures: minimal_gated_cell)
     "k3_gru_unroll_t50": 0.4,  # 0.38x: the float weights (80 KB) are stored once either way
+    "k2_gru_unroll_bnone_tf215": 0.4,  # Keras 2, TF 2.15, batch None, sequence output
 }
+
+
+def assert_same_outputs_as_unrolled(name: str, data: bytes) -> None:
+    """The unrolled model's outputs in LiteRT and TFLM, invoke after invoke; a batch-None
+    original does not allocate in TFLM (FILL with computed dims): LiteRT's then."""
+    if "bnone" in name:
+        assert_gives_litert_reference(fixture(name), data)
+    else:
+        assert_same_outputs(fixture(name), data, ("litert", "tflm"))
 
 
 def explanations(records) -> list[str]:
@@ -59,7 +73,7 @@ def test_unrolled_lstm_becomes_the_fused_op(name):
     data = tflgraph.to_bytes(model)
     if converters is not None:  # no larger than the converter's fused LSTM (+5%)
         assert len(data) <= 1.05 * fixture(converters).stat().st_size
-    assert_same_outputs(fixture(name), data, ("litert", "tflm"))
+    assert_same_outputs_as_unrolled(name, data)
     assert_gives_tf_reference(data, name, ("litert", "tflm"))
 
 
@@ -71,8 +85,19 @@ def test_unrolled_gru_and_simple_rnn_become_one_static_loop(name):
     data = tflgraph.to_bytes(model)
     assert len(data) <= LOOPS[name] * fixture(name).stat().st_size
     # TFLM runs the loop (static shapes) with the unrolled model's and Keras' outputs
-    assert_same_outputs(fixture(name), data, ("litert", "tflm"))
+    assert_same_outputs_as_unrolled(name, data)
     assert_gives_tf_reference(data, name, ("litert", "tflm"))
+
+
+def test_dynamic_range_gru_becomes_one_hybrid_loop():
+    """int8 weights, float activations: proved with the weights dequantized; LiteRT's hybrid
+    kernels give the unrolled model's outputs (TFLM has no hybrid kernels, either way)."""
+    name = "k3_gru_unroll_dynrange"
+    model, records = run(name, PASSES, "litert")
+    ops = model.op_counts()
+    assert ops["WHILE"] == 1 and "UNPACK" not in ops
+    assert len(tflgraph.to_bytes(model)) <= 0.6 * fixture(name).stat().st_size
+    assert_same_outputs(fixture(name), model, ("litert",))
 
 
 def test_simple_rnn_becomes_the_fused_rnn_op_for_litert():
