@@ -11,7 +11,9 @@ A converter writes an unrolled RNN layer as
 last x_t it depends on (region R_t), gives each op of a region a key made of its type,
 options, output shapes and operands (x_t, a constant's contents, an op of the same region by
 its key, a value of the previous step by its shape, a tensor from outside the chain by
-identity), and requires every middle region R_1..R_{T-2} to have the same keys, each once.
+identity). The cell is what the middle step m = (T-1) // 2 computes for itself, the next step
+or a PACK (not the other direction's input projection of a Bidirectional layer, which reads
+the same x_t), and every middle region R_1..R_{T-2} must hold the same keys, each once.
 The ops at the end of a region that only prepare the next step (the recurrent projection
 FC(h_t, U)) are its "tail": the loop body is tail_{m-1} + the rest of R_m for a middle step m,
 so that its states are what one step hands the next (h and c for an LSTM). What the last step
@@ -76,8 +78,9 @@ def find_unrolled(sg: Subgraph, split: Operator, backwards: bool = False) -> Unr
         if op in step_of:
             regions[step_of[op]].append(op)
     keys: list[dict] = []
+    digests: dict[int, str] = {}  # id(buffer) -> digest of its contents, for this search
     for t, region in enumerate(regions):
-        got = _keys(sg, region, t, xs[t], step_of)
+        got = _keys(sg, region, t, xs[t], step_of, digests)
         if isinstance(got, str):
             return f"step {t}: {got}"
         keys.append(got)
@@ -156,7 +159,7 @@ def _steps(sg: Subgraph, xs: list[Tensor]) -> dict[Operator, int]:
     return out
 
 
-def _keys(sg, region, t, x_t, step_of) -> dict[Operator, str] | str:
+def _keys(sg, region, t, x_t, step_of, digests) -> dict[Operator, str] | str:
     """Each op of region t keyed by what it computes from what (see the module docstring)."""
     keys: dict[Operator, str] = {}
     for op in region:
@@ -168,7 +171,7 @@ def _keys(sg, region, t, x_t, step_of) -> dict[Operator, str] | str:
             elif i is x_t:
                 labels.append("x")
             elif i.is_constant:
-                labels.append(f"c{_digest(i)}")
+                labels.append(f"c{_digest(i, digests)}")
             elif p is None or p not in step_of:
                 labels.append(f"e{id(i)}")
             elif step_of[p] == t:
@@ -192,18 +195,13 @@ def _form(t: Tensor | None) -> str:
     return f"{t.type}{t.shape}{repr(t.quantization) if t.is_quantized else ''}"
 
 
-_DIGESTS: dict[int, tuple[object, str]] = {}
-
-
-def _digest(t: Tensor) -> str:
-    """A constant's type, shape and contents as a short hex string (equal weights, equal
-    digests, whether or not they share a buffer)."""
-    buf = t.buffer
-    hit = _DIGESTS.get(id(buf))
-    if hit is None or hit[0] is not buf:
-        hit = (buf, hashlib.sha1(buf.data.tobytes()).hexdigest()[:20])
-        _DIGESTS[id(buf)] = hit
-    return f"{_form(t)}{hit[1]}"
+def _digest(t: Tensor, digests: dict) -> str:
+    """A constant's type, shape, scales and contents as a short string (equal weights, equal
+    digests, whether or not they share a buffer); `digests` caches the contents' hash."""
+    key = id(t.buffer)
+    if key not in digests:
+        digests[key] = hashlib.sha1(t.buffer.data.tobytes()).hexdigest()[:20]
+    return f"{_form(t)}{digests[key]}"
 
 
 def _read_outside(sg: Subgraph, t: Tensor, ops: set) -> bool:
