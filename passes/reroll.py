@@ -1,10 +1,12 @@
 """Re-roll an unrolled RNN (`unroll=True`: T copies of one cell in a flat graph) into one loop.
 
-Pattern:   x_0..x_{T-1} = UNPACK(seq [T, B, F], axis 0); T >= 3 chained copies of one cell,
+Pattern:   x_0..x_{T-1} = UNPACK(seq [T, B, F], axis 0) (or SPLIT, or one STRIDED_SLICE or
+           GATHER per step, along any axis: tflgraph.rnn.reroll_steps); T >= 3 chained
+           copies of one cell,
            step t reading x_t and the previous step's values: the same ops with the same
            weights (one buffer or equal contents) in every middle step, the first step
            specialised as converters write it (zero state folded away); what leaves the chain
-           is the last step's state (h, c) or PACK(y_0..y_{T-1}, axis 0)
+           is the last step's state (h, c) or PACK(y_0..y_{T-1}) (or a CONCATENATION)
            (tflgraph.rnn.reroll_find).
 Rewrite:   (t, *states, [acc], seq) = WHILE(0, zeros, [FILL(0)], seq) whose body is one copy
            of the cell, x_t = GATHER(seq, t), the per-step output written with
@@ -32,12 +34,13 @@ from __future__ import annotations
 
 import os
 
-from tflgraph.ir import Model, Operator, Snapshot, Subgraph
+from tflgraph.ir import Model, Snapshot, Subgraph
 from tflgraph.pipeline import Pass, register, remove_dead_code
 from tflgraph.reference.equivalence import check_equal
 from tflgraph.rnn.loops import replace_result
-from tflgraph.rnn.reroll_find import find_unrolled, sequence_splits
+from tflgraph.rnn.reroll_find import find_unrolled
 from tflgraph.rnn.reroll_loop import build_loop
+from tflgraph.rnn.reroll_steps import Steps, sequence_steps
 from tflgraph.runtime.targets import is_hybrid, is_int8_weight, supports
 
 _EMITS = ("WHILE", "LESS", "GATHER", "ADD", "DYNAMIC_UPDATE_SLICE", "PACK", "RESHAPE", "FILL")
@@ -54,8 +57,8 @@ class Reroll(Pass):
             self.explain(f"target {self.target} lacks {', '.join(missing)}")
             return False
         for sg in list(model.subgraphs):
-            for split in sequence_splits(sg):
-                self._reroll_split(model, sg, split)
+            for steps in sequence_steps(sg):
+                self._reroll_steps(model, sg, steps)
         return bool(self.stats["chains_rerolled"])
 
     @staticmethod
@@ -63,28 +66,30 @@ class Reroll(Pass):
         """Readable lines for the optimize summary: one per re-rolled chain."""
         return stats.get("layers", [])
 
-    def _reroll_split(self, model: Model, sg: Subgraph, split: Operator) -> None:
-        """Re-roll the chains read from `split`: forwards, then backwards (a Bidirectional
+    def _reroll_steps(self, model: Model, sg: Subgraph, steps: Steps) -> None:
+        """Re-roll the chains that read `steps`: forwards, then backwards (a Bidirectional
         layer reads the steps both ways; a go_backwards layer only from the last). While the
-        UNPACK stays in use, the first reason a direction was not re-rolled is explained."""
-        where = f"UNPACK {split.inputs[0].name!r}"
+        steps are still read, the first reason a direction was not re-rolled is explained."""
+        where = steps.name
         reasons = []
         for backwards in (False, True):
-            if split not in sg:  # every chain reading it re-rolled: the UNPACK is gone
+            if not all(op in sg for op in steps.ops):  # every chain reading them re-rolled
                 return
-            why = self._reroll(model, sg, split, backwards)
+            why = self._reroll(model, sg, steps, backwards)
             if why is None:
                 self.stats["layers"][-1] = (
                     f"{where}{' backwards' * backwards}: " + (self.stats["layers"][-1])
                 )
             else:
                 reasons.append(f"{where}: not re-rolled{' backwards' * backwards}: {why}")
-        if split in sg and reasons:
+        if all(op in sg for op in steps.ops) and reasons:
             self.explain(reasons[0])
 
-    def _reroll(self, model: Model, sg: Subgraph, split: Operator, backwards: bool):
+    def _reroll(self, model: Model, sg: Subgraph, steps: Steps, backwards: bool):
         """Re-roll the chain of one direction; None, or why not (the graph untouched)."""
-        chain = find_unrolled(sg, split, backwards)
+        if steps.source.is_dynamic:
+            return "the sequence has a dynamic shape (batch None: freeze-shapes first, --batch)"
+        chain = find_unrolled(sg, steps, backwards)
         if isinstance(chain, str):
             return chain
         if any(t.type_name != "FLOAT32" for t in (chain.x, *chain.states)):

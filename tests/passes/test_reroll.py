@@ -174,3 +174,64 @@ def test_a_middle_step_read_after_the_chain_is_left_alone():
     assert "WHILE" not in model.op_counts()
     why = explanations(records)
     assert any("of step 5 is read after the chain" in e for e in why), why
+
+
+def _steps_read_otherwise(model, how: str) -> None:
+    """Replace the UNPACK of k3_lstm_unroll's time-major sequence [10, 1, 8]: "split": one
+    SPLIT along time and a RESHAPE per step; "slice": one STRIDED_SLICE of the batch-major
+    input [1, 10, 8] per step (as a PyTorch loop over x[:, t] converts)."""
+    sg = model.main
+    (unpack,) = sg.ops_of_type("UNPACK")
+    i32 = np.int32
+    if how == "split":
+        parts = [sg.new_tensor(f"part{t}", (1, 1, 8)) for t in range(10)]
+        axis = sg.new_constant(np.array(0, i32), "time")
+        sg.add_op("SPLIT", [axis, unpack.inputs[0]], parts, {"num_splits": 10})
+    for t, x_t in enumerate(unpack.outputs):
+        new = sg.new_tensor(f"x{t}", (1, 8))
+        if how == "split":
+            shape = sg.new_constant(np.array([1, 8], i32), "step_shape")
+            sg.add_op("RESHAPE", [parts[t], shape], [new], {"new_shape": [1, 8]})
+        else:
+            ends = [np.array(v, i32) for v in ([0, t, 0], [0, t + 1, 0], [1, 1, 1])]
+            options = {"begin_mask": 5, "end_mask": 5, "shrink_axis_mask": 2}
+            consts = [sg.new_constant(v, "slice") for v in ends]
+            sg.add_op("STRIDED_SLICE", [sg.inputs[0], *consts], [new], options)
+        sg.replace_all_uses(x_t, new)
+
+
+def _outputs_concatenated(model) -> None:
+    """Replace k3_lstm_unroll_seq's PACK (time-major) and RESHAPE to [1, 10, 16] by a RESHAPE
+    of every step's h to [1, 1, 16] and one CONCATENATION along axis 1."""
+    sg = model.main
+    (pack,) = sg.ops_of_type("PACK")
+    (to_batch_major,) = sg.consumers(pack.outputs[0])
+    rows = []
+    for t, h in enumerate(pack.inputs):
+        rows.append(sg.new_tensor(f"row{t}", (1, 1, 16)))
+        shape = sg.new_constant(np.array([1, 1, 16], np.int32), "row_shape")
+        sg.add_op("RESHAPE", [h, shape], [rows[-1]], {"new_shape": [1, 1, 16]})
+    y = sg.new_tensor("sequence", (1, 10, 16))
+    sg.add_op("CONCATENATION", rows, [y], {"axis": 1})
+    sg.replace_all_uses(to_batch_major.outputs[0], y, keep_name=True)
+
+
+@pytest.mark.parametrize(
+    "name, change",
+    [
+        ("k3_lstm_unroll", lambda m: _steps_read_otherwise(m, "split")),
+        ("k3_lstm_unroll", lambda m: _steps_read_otherwise(m, "slice")),
+        ("k3_lstm_unroll_seq", _outputs_concatenated),
+    ],
+    ids=["SPLIT", "STRIDED_SLICE", "CONCATENATION"],
+)
+def test_steps_split_or_sliced_and_outputs_concatenated(name, change):
+    model = tflgraph.load(fixture(name))
+    change(model)
+    changed_input = tflgraph.to_bytes(model)
+    model, records = run(model, PASSES, "tflm")
+    ops = model.op_counts()
+    assert ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1, explanations(records)
+    assert not {"UNPACK", "SPLIT", "WHILE", "CONCATENATION", "LOGISTIC"} & set(ops), ops
+    assert_same_outputs(changed_input, model, ("litert", "tflm"))
+    assert_gives_tf_reference(model, name, ("litert", "tflm"))

@@ -2,12 +2,13 @@
 
 A converter writes an unrolled RNN layer as
 
-    x_0, ..., x_{T-1} = UNPACK(seq [T, B, F], axis 0)
+    x_0, ..., x_{T-1} = UNPACK(seq [T, B, F], axis 0)   # or SPLIT, STRIDED_SLICE, GATHER
     step t:  states_t = cell(x_t, states_{t-1})      # the same ops and weights every step;
                                                     # step 0 specialised (zero state folded)
     y = PACK(h_0, ..., h_{T-1}, axis 0)   or   h_{T-1} read after the chain
 
-`find_unrolled(sg, split)` assigns every op that depends on the sequence to the step t of the
+(tflgraph.rnn.reroll_steps reads the steps and the per-step outputs in their other forms.)
+`find_unrolled(sg, steps)` assigns every op that depends on the sequence to the step t of the
 last x_t it depends on (region R_t), gives each op of a region a key made of its type,
 options, output shapes and operands (x_t, a constant's contents, an op of the same region by
 its key, a value of the previous step by its shape, a tensor from outside the chain by
@@ -29,6 +30,7 @@ import hashlib
 from dataclasses import dataclass
 
 from tflgraph.ir import Operator, Subgraph, Tensor
+from tflgraph.rnn.reroll_steps import Steps, step_outputs
 
 
 @dataclass(eq=False)
@@ -39,12 +41,13 @@ class Unrolled:
     x:          x_m, the step input the body reads
     states:     values of step m-1 the body reads; nexts: the body's values for step m + 1
     invariants: tensors from outside the chain the body reads (not constants)
-    pack:       PACK(y_0..y_{T-1}) of the per-step output, or None; y: y_m
+    pack:       the PACK (or CONCATENATION) of the per-step outputs y_t along `out_axis`, or
+                None; y: y_m
     exits:      (tensor of the last step read after the chain, index of its state)
     """
 
     sg: Subgraph
-    split: Operator
+    source: Steps
     backwards: bool  # step t reads x_{T-1-t}
     steps: int
     body_ops: list[Operator]
@@ -53,25 +56,15 @@ class Unrolled:
     nexts: list[Tensor]
     invariants: list[Tensor]
     pack: Operator | None
+    out_axis: int
     y: Tensor | None
     exits: list[tuple[Tensor, int]]
 
 
-def sequence_splits(sg: Subgraph) -> list[Operator]:
-    """UNPACK ops that cut a [T, ...] tensor into its T steps along axis 0 (T >= 3)."""
-    return [
-        op
-        for op in sg.ops_of_type("UNPACK")
-        if op.option("axis", 0) == 0
-        and len(op.outputs) >= 3
-        and op.inputs[0].shape[:1] == (len(op.outputs),)
-    ]
-
-
-def find_unrolled(sg: Subgraph, split: Operator, backwards: bool = False) -> Unrolled | str:
-    """The chain of cells read from `split`'s outputs (last to first if `backwards`: the
+def find_unrolled(sg: Subgraph, source: Steps, backwards: bool = False) -> Unrolled | str:
+    """The chain of cells that reads the steps of `source` (last to first if `backwards`: the
     backward layer of a Bidirectional), or why there is none."""
-    xs, steps = list(split.outputs)[:: -1 if backwards else 1], len(split.outputs)
+    xs, steps = source.xs[:: -1 if backwards else 1], len(source.xs)
     step_of = _steps(sg, xs)
     regions: list[list[Operator]] = [[] for _ in range(steps)]
     for op in sg.operators:
@@ -106,6 +99,7 @@ def find_unrolled(sg: Subgraph, split: Operator, backwards: bool = False) -> Unr
     pack = _pack(sg, regions, keys, xs)
     if isinstance(pack, str):
         return pack
+    out_axis = step_outputs(pack, steps) if pack is not None else 0
     out_keys = {(k, i) for _, k, i in exits}
     if pack is not None:
         y_op = sg.producer(pack.inputs[m])
@@ -127,8 +121,12 @@ def find_unrolled(sg: Subgraph, split: Operator, backwards: bool = False) -> Unr
         found.append((t, state_keys[(k, i)]))
     y = pack.inputs[m] if pack is not None else None
     return Unrolled(
-        sg, split, backwards, steps, body_ops, xs[m], states, nexts, invariants, pack, y, found
-    )
+        sg, source, backwards, steps, body_ops, xs[m], states, nexts, invariants, pack,
+        out_axis, y, found,
+    )  # fmt: skip
+
+
+_GATHERS = ("PACK", "CONCATENATION")  # what collects the per-step outputs (step_outputs)
 
 
 def _chain_ops(sg: Subgraph, region: list, next_region: list) -> set[Operator]:
@@ -138,7 +136,7 @@ def _chain_ops(sg: Subgraph, region: list, next_region: list) -> set[Operator]:
     nxt, keep = set(next_region), set()
     for op in reversed(region):
         readers = [c for o in op.outputs if o is not None for c in sg.consumers(o)]
-        if any(c in nxt or c in keep or c.type == "PACK" for c in readers):
+        if any(c in nxt or c in keep or c.type in _GATHERS for c in readers):
             keep.add(op)
     return keep
 
@@ -229,8 +227,8 @@ def _pack(sg, regions, keys, xs) -> Operator | None | str:
     if not packs:
         return None
     pack = packs.pop()
-    if packs or pack.type != "PACK" or pack.option("axis", 0) != 0 or len(pack.inputs) != len(xs):
-        return "the per-step outputs are not PACKed along axis 0, one value per step"
+    if packs or step_outputs(pack, len(xs)) is None:
+        return "the per-step outputs are not PACKed or CONCATENATED along one axis, one per step"
     m = (len(xs) - 1) // 2
     y_op = sg.producer(pack.inputs[m])
     if y_op not in keys[m]:
