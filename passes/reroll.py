@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import os
 
-from tflgraph.ir import Model, Snapshot, Subgraph
+import networkx as nx
+
+from tflgraph.ir import Model, Operator, Snapshot, Subgraph
 from tflgraph.pipeline import Pass, register, remove_dead_code
 from tflgraph.reference.equivalence import check_equal
 from tflgraph.rnn.loops import replace_result
@@ -94,12 +96,14 @@ class Reroll(Pass):
             return chain
         if any(t.type_name != "FLOAT32" for t in (chain.x, *chain.states)):
             return "not float32: int8 chains are not re-rolled yet, even where steps share scales"
-        snapshot = Snapshot(model)
+        before, subgraphs = set(sg.iter_ops()), len(model.subgraphs)
         loop, moved = build_loop(chain, _layer(chain))
         olds = list(moved)
-        why = _prove(model, [sg, loop.option("body_subgraph_index")], olds, moved)
-        if why is not None:
-            snapshot.restore()
+        why = _prove(model, sg, loop, steps.source, olds, moved)
+        if why is not None:  # nothing reads the loop yet: remove what build_loop added
+            for op in reversed([op for op in sg.iter_ops() if op not in before]):
+                sg.remove_op(op)
+            del model.subgraphs[subgraphs:]
             return f"the loop is not the chain: {why}"
         for old in olds:
             replace_result(sg, old, moved[old])
@@ -129,19 +133,29 @@ def _layer(chain) -> str:
     return "/".join(common) or "rnn"
 
 
-def _prove(model: Model, sgs: list[Subgraph], olds: list, moved: dict) -> str | None:
-    """check_equal of the chain's values and the loop's, or why they differ. Hybrid layers
-    (int8 weights, float activations: dynamic-range models), which the reference interpreter
-    does not run, are checked with DEQUANTIZE(w) for their weights, then restored."""
-    hybrid = [(g, op) for g in sgs for op in list(g.iter_ops()) if is_hybrid(op)]
+def _prove(model: Model, sg: Subgraph, loop, source, olds: list, moved: dict) -> str | None:
+    """check_equal of the chain's values and the loop's on random sequences (the ops from
+    `source` on: what feeds the sequence is not evaluated), or why they differ. Hybrid
+    layers (int8 weights, float activations: dynamic-range models), which the reference
+    interpreter does not run, are checked with DEQUANTIZE(w) for their weights, then
+    restored."""
+    news = [moved[t] for t in olds]
+    upstream = nx.ancestors(sg.graph, source)
+    region = [
+        op
+        for op in set().union(*(nx.ancestors(sg.graph, t) for t in olds + news))
+        if isinstance(op, Operator) and op not in upstream
+    ]
+    subgraphs = [sg, loop.option("body_subgraph_index")]
+    hybrid = [(g, op) for g in subgraphs for op in list(g.iter_ops()) if is_hybrid(op)]
     view = Snapshot(model) if hybrid else None
     for g, op in hybrid:
         for i, w in enumerate(op.inputs):
             if i and is_int8_weight(w):
                 dense = g.new_tensor(f"{w.name}/dequantized", w.shape)
-                g.add_op("DEQUANTIZE", [w], [dense])
+                region.append(g.add_op("DEQUANTIZE", [w], [dense]))
                 g.set_input(op, i, dense)
-    why = check_equal(sgs[0], olds, [moved[t] for t in olds])
+    why = check_equal(sg, olds, news, region=region)
     if view is not None:
         view.restore()
     return why
