@@ -6,7 +6,7 @@ layer where there is one; TFLM's smallest arena (tflgraph.runtime.tflm_check: bi
 print_allocations' total) before and after; the largest error of the re-rolled model against
 the unrolled one in LiteRT and in TFLM, relative to max(1, max |output|) (the equivalence
 checker's measure: 1e-5 is its bound), over five random inputs invoked in sequence without
-reset; and the median TFLM invoke time of both, interleaved.
+reset; and the median TFLM and LiteRT invoke times of both, interleaved.
 
 Usage:  python benchmarks/reroll.py [--invokes N] > benchmarks/reroll.md
 """
@@ -44,6 +44,9 @@ CASES = [
     ("tfk_simplernn_unroll", None),
     ("k3_simplernn_unroll_seq", None),
     ("k3_custom_cell_unroll", None),
+    ("k3_gru_unroll_dynrange", None),
+    ("k2_lstm_unroll_tf215", "tfk_lstm_fused"),
+    ("k2_gru_unroll_bnone_tf215", None),
     ("k3_lstm_unroll_bnone_int8", None),
 ]
 
@@ -87,11 +90,12 @@ def row(name: str, converter: str | None, invokes: int) -> dict:
             out[f"{short} rel. error"] = f"{err:.1e}"
         except runtimes.RuntimeUnavailable as e:
             out[f"{short} rel. error"] = f"fails: {str(e)[:40]}"
-    try:
-        us = median_invoke_us([data, after], "tflm", invokes)
-        out["TFLM us before -> after"] = f"{us[0]:.0f} -> {us[1]:.0f}"
-    except runtimes.RuntimeUnavailable:
-        out["TFLM us before -> after"] = "(input fails in TFLM)"
+    for rt, short in (("tflm", "TFLM"), ("litert", "LiteRT")):
+        try:
+            us = median_invoke_us([data, after], rt, invokes)
+            out[f"{short} us before -> after"] = f"{us[0]:.0f} -> {us[1]:.0f}"
+        except runtimes.RuntimeUnavailable:
+            out[f"{short} us before -> after"] = f"(input fails in {short})"
     out["optimize s"] = f"{seconds:.2f}"
     return out
 
