@@ -2,8 +2,8 @@
 
 Pattern:   x_0..x_{T-1} = UNPACK(seq [T, B, F], axis 0) (or SPLIT, or one STRIDED_SLICE or
            GATHER per step, along any axis: tflgraph.rnn.reroll_steps); T >= 3 chained
-           copies of one cell,
-           step t reading x_t and the previous step's values: the same ops with the same
+           copies of one cell, step t reading x_t and the previous step's values (last to
+           first for a backward layer): the same ops with the same
            weights (one buffer or equal contents) in every middle step, the first step
            specialised as converters write it (zero state folded away); what leaves the chain
            is the last step's state (h, c) or PACK(y_0..y_{T-1}) (or a CONCATENATION)
@@ -18,8 +18,8 @@ Rewrite:   (t, *states, [acc], seq) = WHILE(0, zeros, [FILL(0)], seq) whose body
 Proof:     the loop starts from zero states while the converter's first step folded them; the
            chain's and the loop's outputs are evaluated on the reference interpreter on
            random inputs (tflgraph.reference.equivalence.check_equal, 1e-5 relative) and any
-           difference leaves the graph as it was (restored from a snapshot), with the reason
-           given to --explain.
+           difference leaves the graph as it was (the loop, which nothing reads yet, is
+           removed again), with the reason given to --explain.
            Hybrid layers (dynamic-range int8 weights, float activations) are checked with
            their weights dequantized: the loop runs the chain's ops on the chain's values, so
            the hybrid kernels see the same inputs, but for the first step, which the loop
@@ -46,6 +46,7 @@ from tflgraph.rnn.reroll_steps import Steps, sequence_steps
 from tflgraph.runtime.targets import is_hybrid, is_int8_weight, supports
 
 _EMITS = ("WHILE", "LESS", "GATHER", "ADD", "DYNAMIC_UPDATE_SLICE", "PACK", "RESHAPE", "FILL")
+# (and TRANSPOSE, REVERSE_V2 for batch-major and backward chains: both runtimes have them)
 
 
 @register("reroll")
