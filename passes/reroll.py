@@ -45,8 +45,10 @@ from tflgraph.rnn.reroll_loop import build_loop
 from tflgraph.rnn.reroll_steps import Steps, sequence_steps
 from tflgraph.runtime.targets import is_hybrid, is_int8_weight, supports
 
-_EMITS = ("WHILE", "LESS", "GATHER", "ADD", "DYNAMIC_UPDATE_SLICE", "PACK", "RESHAPE", "FILL")
-# (and TRANSPOSE, REVERSE_V2 for batch-major and backward chains: both runtimes have them)
+_EMITS = (
+    "WHILE", "LESS", "GATHER", "ADD", "DYNAMIC_UPDATE_SLICE", "PACK", "RESHAPE", "FILL",
+    "TRANSPOSE", "REVERSE_V2",  # batch-major and backward chains
+)  # fmt: skip
 
 
 @register("reroll")
