@@ -63,6 +63,7 @@ PIPELINES: dict[str, list[str]] = {
         "select-for-tflm",
         "pow-by-constant",
         "fold-constants",
+        "reroll",  # unrolled RNNs -> one loop, which fuse-lstm may fuse
         "lower-tensor-lists",
         "strip-dead-channels",
         "fuse-lstm",
