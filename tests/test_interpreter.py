@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import FIXTURES as FIXTURES_DIR
 from helpers import all_fixtures, assert_equal_values
-from modelbuild import Const, Input, Var, densify_add_model, single_op
+from modelbuild import Const, Input, Var, bidi_lstm_operands, densify_add_model, single_op
 
 import tflgraph
 from tflgraph import Model, new_options
@@ -87,12 +87,8 @@ def lstm_operands(F=3, u=4, cifg=False, peephole=False, proj=0, layer_norm=False
     return w
 
 
-def bidi_operands(F=3, fw=4, bw=4, batch=2):
-    """The 48 operands of BIDIRECTIONAL_SEQUENCE_LSTM after the input: per direction its
-    weights, biases and peepholes/projection (absent), the four states, no aux input."""
-    fw_w, bw_w = lstm_operands(F, fw)[:17], lstm_operands(F, bw)[:17]
-    states = [Var((batch, fw)), Var((batch, fw)), Var((batch, bw)), Var((batch, bw))]
-    return [*fw_w, *bw_w, *states, *[None] * 9]
+def bidi_operands():
+    return bidi_lstm_operands(RNG)
 
 
 def bidi_options(**kw):

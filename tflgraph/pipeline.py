@@ -56,11 +56,12 @@ LOOP_PASSES = [
 PIPELINES: dict[str, list[str]] = {
     "default": [
         "freeze-shapes",
-        "densify-weights",  # these five: --target tflm/any only (TFLM lacks the ops)
+        "densify-weights",  # these six: --target tflm/any only (TFLM lacks the ops)
         "float16-weights",
         "reduce-any-for-tflm",
         "gather-bool-for-tflm",
         "pow-by-constant",
+        "split-bidirectional-lstm",
         "fold-constants",
         "lower-tensor-lists",
         "strip-dead-channels",
