@@ -143,3 +143,17 @@ def test_peepholes_stay_with_the_reason():
     assert not changed(records, "split-bidirectional-lstm")
     said = "\n".join(line for r in records for line in r.explanations)
     assert "peepholes or a projection" in said
+
+
+def test_the_forward_lstm_of_onnx2tf_2x_runs_in_tflm_with_onnxruntimes_outputs(tmp_path):
+    """onnx2tf 2.x's forward LSTM is already an UNIDIRECTIONAL_SEQUENCE_LSTM (nothing to split)
+    with the same producer-free states: equal to onnxruntime after a reset, in both runtimes."""
+    name, out = "onnx_lstm_onnx2tf2", tmp_path / "out.tflite"
+    done = tflgraph_cli("optimize", fixture(name), "-o", out, "--target", "tflm")
+    assert done.returncode == 0, done.stderr
+    model = tflgraph.load(out)
+    assert model.op_counts()["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
+    assert not unsupported_ops(model, "tflm")
+    inputs, onnxruntime = tf_reference(name)
+    for rt in ("litert", "tflm"):
+        assert_equal_runs([onnxruntime] * 3, outputs(out, rt, [inputs] * 3, "reset"), rt)
