@@ -129,14 +129,14 @@ class _Split:
 
     def commit(self, reset_states: bool) -> None:
         """Give the new LSTMs the op's states (re-zeroed every invoke if `reset_states` and
-        nothing writes them), and move the readers of each final h onto the output's last
-        step."""
+        neither an op nor a feed writes them), and move the readers of each final h onto the
+        output's last step."""
         sg, state_of = self.sg, self.op.inputs
         readers = {k: [p for p in sg.consumers(state_of[k]) if p is not self.op] for k in (35, 37)}
         for lstm in (o for o in self.made if o.type == "UNIDIRECTIONAL_SEQUENCE_LSTM"):
             for k in (18, 19):
                 state = self.copies[lstm.inputs[k]]
-                if reset_states and sg.producer(state) is None:
+                if reset_states and sg.producer(state) is None and state not in sg.inputs:
                     state = self._zeroed(state)
                 sg.set_input(lstm, k, state)
         for k, seq, step in ((35, self.fw, -1), (37, self.bw, 0)):

@@ -145,6 +145,21 @@ def test_peepholes_stay_with_the_reason():
     assert "peepholes or a projection" in said
 
 
+def test_a_final_cell_state_read_after_the_op_stays_with_the_reason():
+    """The final c is no output of the op (the final h is: its readers move to the last
+    step), and reading the variable after the new LSTMs would depend on op order."""
+    model, _ = bilstm(True, True)
+    sg = model.main
+    (op,) = sg.operators
+    c = sg.new_tensor("final_c", op.inputs[36].shape)
+    sg.add_op("RESHAPE", [op.inputs[36]], [c], {"new_shape": list(c.shape)})
+    sg.outputs.append(c)
+    model, records = run(model, PASSES, target="tflm")
+    assert not changed(records, "split-bidirectional-lstm")
+    said = "\n".join(line for r in records for line in r.explanations)
+    assert "is read by RESHAPE other than as a final h" in said
+
+
 def test_the_forward_lstm_of_onnx2tf_2x_runs_in_tflm_with_onnxruntimes_outputs(tmp_path):
     """onnx2tf 2.x's forward LSTM is already an UNIDIRECTIONAL_SEQUENCE_LSTM (nothing to split)
     with the same producer-free states: equal to onnxruntime after a reset, in both runtimes."""
