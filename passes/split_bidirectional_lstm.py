@@ -7,7 +7,8 @@ Pattern:   y = BIDIRECTIONAL_SEQUENCE_LSTM(x, fw weights, bw weights, fw h, fw c
 Rewrite:   fw = UNIDIRECTIONAL_SEQUENCE_LSTM(x, fw weights, fw h, fw c)
            bw = REVERSE_V2(UNIDIRECTIONAL_SEQUENCE_LSTM(REVERSE_V2(x, t), bw weights, bw h,
                 bw c), t)                                      t: the time axis
-           y = CONCATENATION([fw, bw], axis -1) (merge_outputs), else y_fw = fw, y_bw = bw.
+           y = CONCATENATION([fw, bw], axis -1) (merge_outputs), else y_fw = fw, y_bw = bw;
+           readers of SPLIT(y) into its halves on the last axis read fw and bw instead.
            Each direction keeps its own variable state tensors, so the file keeps state
            across invokes exactly when the original did (onnx2tf 2.x's zero states are
            variable tensors without a producer: the original carries the last invoke's state
@@ -69,6 +70,8 @@ class SplitBidirectionalLstm(RewriteForTflm):
             self.explain(f"{op.type} -> {y.name}: refused: {why}")
             return False  # the new ops are dead: the pipeline removes them
         split.commit(self.reset_states)
+        if len(split.outputs) == 1:
+            _bypass_splits(sg, y, split.fw, split.bw)
         for t, new in zip(old, split.outputs):
             sg.replace_all_uses(t, new, keep_name=True)
         sg.remove_op(op)  # dead code removal keeps an op that writes variable tensors
@@ -97,6 +100,18 @@ def _refusal(sg: Subgraph, op: Operator) -> str | None:
             if reader is not op and (order[reader] < order[op] or k in (36, 38)):
                 return f"state {w[k].name} is read by {reader.type} other than as a final h"
     return None
+
+
+def _bypass_splits(sg: Subgraph, y: Tensor, fw: Tensor, bw: Tensor) -> None:
+    """Readers of SPLIT(y) into its two halves on the last axis (onnx2tf 2.x splits the
+    merged output right away) read fw and bw themselves: the halves are copies of them."""
+    for p in sg.consumers(y):
+        axis = p.inputs[0] if p.type == "SPLIT" else None
+        last = axis is not None and axis.is_constant and axis.data.size == 1
+        last = last and int(axis.data.reshape(-1)[0]) in (2, -1)
+        if last and p.inputs[1] is y and fw.shape == bw.shape and len(p.outputs) == 2:
+            for half, new in zip(p.outputs, (fw, bw)):
+                sg.replace_all_uses(half, new, keep_name=True)
 
 
 class _Split:
