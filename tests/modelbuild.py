@@ -81,6 +81,22 @@ def single_op(
     return model, feeds
 
 
+def bidi_lstm_operands(rng, F=3, units=4, batch=2, peepholes=False) -> list:
+    """The 47 operands of BIDIRECTIONAL_SEQUENCE_LSTM after its input, for `single_op`: per
+    direction the gate weights [units, F], recurrent weights, (peepholes,) biases, then the
+    four variable states [batch, units], no aux input."""
+
+    def direction():
+        w = [Const(rng.uniform(-1, 1, (units, F)).astype(np.float32)) for _ in range(4)]
+        w += [Const(rng.uniform(-1, 1, (units, units)).astype(np.float32)) for _ in range(4)]
+        w += [Const(rng.uniform(-1, 1, units).astype(np.float32)) if peepholes else None] * 3
+        w += [Const(rng.uniform(-1, 1, units).astype(np.float32)) for _ in range(4)]
+        return w + [None, None]
+
+    states = [Var((batch, units)) for _ in range(4)]
+    return [*direction(), *direction(), *states, *[None] * 9]
+
+
 def _dtype(x) -> np.dtype:
     if isinstance(x, (Const, Input)):
         return np.asarray(x.value).dtype

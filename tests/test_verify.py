@@ -421,3 +421,18 @@ def test_check_each_names_the_pass_that_broke_the_graph(tmp_path, pass_file):
     line = one_error_line(proc)
     assert "pass 'break-graph' broke the graph" in line and "passes before it: cleanup" in line
     assert not out.exists()
+
+
+def test_a_reader_of_an_lstm_state_is_compared_on_builtin_kernels():
+    """onnx2tf 2.x reshapes the LSTM's final h (a variable tensor) into an output; XNNPACK
+    runs that RESHAPE before the LSTM (zeros on the first invoke), LiteRT's builtin kernels
+    after it. The split BiLSTM reads h from the output instead: only on the builtin kernels
+    is it equal to the original, as it is to onnxruntime."""
+    original = tflgraph.load(fixture("onnx_bilstm_onnx2tf2"))
+    split = tflgraph.load(fixture("onnx_bilstm_onnx2tf2"))
+    tflgraph.optimize(split, ["split-bidirectional-lstm"], target="tflm")
+    report = verify(original, split, runtime="litert")
+    assert report.verdict == "equal"
+    (status,) = report.runtimes
+    assert "RESHAPE reads the variable tensor" in status.message
+    assert "builtin kernels" in status.message

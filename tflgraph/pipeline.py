@@ -62,6 +62,7 @@ PIPELINES: dict[str, list[str]] = {
         "gather-bool-for-tflm",
         "select-for-tflm",
         "pow-by-constant",
+        "split-bidirectional-lstm",
         "fold-constants",
         "reroll",  # unrolled RNNs -> one loop, which fuse-lstm may fuse
         "lower-tensor-lists",

@@ -240,6 +240,31 @@ def sequence_lstm(op, x, *w):
     return out, h.astype(x.dtype), c.astype(x.dtype)
 
 
+# BIDIRECTIONAL_SEQUENCE_LSTM's operands: per direction the 17 of UNIDIRECTIONAL_SEQUENCE_LSTM
+# after its input (weights, peepholes, biases, projection), then the states, then the aux input
+BIDI_FW, BIDI_BW = slice(1, 18), slice(18, 35)
+BIDI_STATES = (35, 36, 37, 38)  # forward h, c, backward h, c
+BIDI_AUX = slice(39, 48)
+
+
+def bidirectional_lstm(op, x, *operands):
+    """BIDIRECTIONAL_SEQUENCE_LSTM (float, no aux input) as LiteRT computes it: a forward
+    sequence_lstm, and a backward one over x reversed in time whose outputs are put back in
+    time order; merge_outputs concatenates them on the last axis (else two outputs). Returns
+    the outputs, then the final states fw h, fw c, bw h, bw c."""
+    w = (x, *operands)
+    if any(t is not None for t in w[BIDI_AUX]):
+        raise UnsupportedOp(f"{op.type} with an aux input")
+    axis = 0 if op.option("time_major") else 1
+    fw, fw_h, fw_c = sequence_lstm(op, x, *w[BIDI_FW], *w[35:37], *[None] * 4)
+    rev = np.flip(x, axis)
+    bw, bw_h, bw_c = sequence_lstm(op, rev, *w[BIDI_BW], *w[37:39], *[None] * 4)
+    bw = np.flip(bw, axis)
+    outs = [np.concatenate([fw, bw], -1)] if op.option("merge_outputs") else [fw, bw]
+    outs += [None] * (len(op.outputs) - len(outs))
+    return (*outs, fw_h, fw_c, bw_h, bw_c)
+
+
 def rnn(op, x, w, r, b, h):
     """RNN, one step: h = act(x W^T + h R^T + b); returns (h, h) (output, new state)."""
     h = ACTIVATIONS[op.activation](x @ w.T + h @ r.T + b)
@@ -269,6 +294,7 @@ NN_KERNELS = {
     "DEPTH_TO_SPACE": depth_to_space,
     "UNIDIRECTIONAL_SEQUENCE_LSTM": sequence_lstm,
     "UNIDIRECTIONAL_SEQUENCE_RNN": sequence_rnn,
+    "BIDIRECTIONAL_SEQUENCE_LSTM": bidirectional_lstm,
     "RNN": rnn,
 }
 
@@ -276,5 +302,6 @@ NN_KERNELS = {
 STATE_OPERANDS = {
     "UNIDIRECTIONAL_SEQUENCE_LSTM": (18, 19),
     "UNIDIRECTIONAL_SEQUENCE_RNN": (4,),
+    "BIDIRECTIONAL_SEQUENCE_LSTM": BIDI_STATES,
     "RNN": (4,),
 }

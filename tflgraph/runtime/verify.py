@@ -30,6 +30,7 @@ from tflgraph.io.reader import load
 from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model, Subgraph, Tensor
 from tflgraph.reference.equivalence import RTOL, bound, finite_max_abs, max_error
+from tflgraph.reference.kernels_nn import STATE_OPERANDS
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.runtimes import MODES, IODetail, RuntimeUnavailable
 
@@ -444,6 +445,10 @@ class _Runs:
         blocker = tflm_blocker(model) if self.rt == "tflm" else None
         if blocker:
             raise RuntimeUnavailable(blocker)
+        misread = _state_reader(model) if self.rt == "litert" else None
+        if misread and self.kernels == "default":
+            self.kernels = "builtin"
+            self.note = f"{misread}; compared on LiteRT's builtin kernels"
         try:
             return self._invoke(data, feeds)
         except RuntimeUnavailable as e:
@@ -463,6 +468,19 @@ class _Runs:
 
     def _invoke(self, data: bytes, feeds) -> dict[str, list]:
         return runtimes.run_isolated(data, feeds, self.rt, self.timeout, self.modes, self.kernels)
+
+
+def _state_reader(model: Model) -> str | None:
+    """Which op reads a variable tensor other than as its own state (onnx2tf 2.x reshapes an
+    LSTM's final state into an output): LiteRT's XNNPACK delegate gives such a reader the
+    value from before the LSTM ran (zeros on the first invoke), its builtin kernels do not."""
+    for sg in model.reachable_subgraphs():
+        for op in sg.iter_ops():
+            own = STATE_OPERANDS.get(op.type, ())
+            for k, t in enumerate(op.inputs):
+                if t is not None and t.is_variable and k not in own:
+                    return f"{op.type} reads the variable tensor {t.name}"
+    return None
 
 
 def tflm_blocker(model: Model) -> str | None:
