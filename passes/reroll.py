@@ -20,11 +20,12 @@ Proof:     the loop starts from zero states while the converter's first step fol
            random inputs (tflgraph.reference.equivalence.check_equal, 1e-5 relative) and any
            difference leaves the graph as it was (the loop, which nothing reads yet, is
            removed again), with the reason given to --explain.
-           Hybrid layers (dynamic-range int8 weights, float activations) are checked with
-           their weights dequantized: the loop runs the chain's ops on the chain's values, so
-           the hybrid kernels see the same inputs, but for the first step, which the loop
-           computes from zero states (a hybrid FULLY_CONNECTED of zeros is its bias);
-           optimize's verification runs the hybrid model itself in LiteRT.
+           Hybrid layers (dynamic-range int8 weights, float activations) are checked as the
+           float layers they approximate (the interpreter's hybrid_as_float): the loop
+           runs the chain's ops on the chain's values, so the hybrid kernels see the same
+           inputs, but for the first step, which the loop computes from zero states (a
+           hybrid FULLY_CONNECTED of zeros is its bias); optimize's verification runs the
+           hybrid model itself in LiteRT.
 Invariant: every model output equals the unrolled graph's within 1e-5; the model stays
            stateless (the loop's states are operands, not variable tensors); float32 only
            (the steps of an int8 chain have their own scales: left alone, with that reason).
@@ -36,10 +37,9 @@ import os
 
 import networkx as nx
 
-from tflgraph.ir import Model, Operator, Snapshot, Subgraph
+from tflgraph.ir import Model, Operator, Subgraph
 from tflgraph.pipeline import Pass, register, remove_dead_code
 from tflgraph.reference.equivalence import check_equal
-from tflgraph.reference.hybrid import is_hybrid, is_int8_weight
 from tflgraph.rnn.loops import replace_result
 from tflgraph.rnn.reroll_find import find_unrolled
 from tflgraph.rnn.reroll_loop import build_loop
@@ -103,7 +103,7 @@ class Reroll(Pass):
         before, subgraphs = set(sg.iter_ops()), len(model.subgraphs)
         loop, moved = build_loop(chain, _layer(chain))
         olds = list(moved)
-        why = _prove(model, sg, loop, steps.source, olds, moved)
+        why = _prove(sg, steps.source, olds, moved)
         if why is not None:  # nothing reads the loop yet: remove what build_loop added
             for op in reversed([op for op in sg.iter_ops() if op not in before]):
                 sg.remove_op(op)
@@ -137,12 +137,12 @@ def _layer(chain) -> str:
     return "/".join(common) or "rnn"
 
 
-def _prove(model: Model, sg: Subgraph, loop, source, olds: list, moved: dict) -> str | None:
+def _prove(sg: Subgraph, source, olds: list, moved: dict) -> str | None:
     """check_equal of the chain's values and the loop's on random sequences (the ops from
     `source` on: what feeds the sequence is not evaluated), or why they differ. Hybrid
-    layers (int8 weights, float activations: dynamic-range models), which the reference
-    interpreter does not run, are checked with DEQUANTIZE(w) for their weights, then
-    restored."""
+    layers (int8 weights, float activations: dynamic-range models) compute the float layers
+    they approximate (`hybrid_as_float`): the loop runs the chain's own ops on the chain's
+    values, so equal float results mean equal hybrid ones."""
     news = [moved[t] for t in olds]
     upstream = nx.ancestors(sg.graph, source)
     region = [
@@ -150,16 +150,4 @@ def _prove(model: Model, sg: Subgraph, loop, source, olds: list, moved: dict) ->
         for op in set().union(*(nx.ancestors(sg.graph, t) for t in olds + news))
         if isinstance(op, Operator) and op not in upstream
     ]
-    subgraphs = [sg, loop.option("body_subgraph_index")]
-    hybrid = [(g, op) for g in subgraphs for op in list(g.iter_ops()) if is_hybrid(op)]
-    view = Snapshot(model) if hybrid else None
-    for g, op in hybrid:
-        for i, w in enumerate(op.inputs):
-            if i and is_int8_weight(w):
-                dense = g.new_tensor(f"{w.name}/dequantized", w.shape)
-                region.append(g.add_op("DEQUANTIZE", [w], [dense]))
-                g.set_input(op, i, dense)
-    why = check_equal(sg, olds, news, region=region)
-    if view is not None:
-        view.restore()
-    return why
+    return check_equal(sg, olds, news, region=region, hybrid_as_float=True)
