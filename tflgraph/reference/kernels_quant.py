@@ -35,12 +35,10 @@ def multiply_by_quantized_multiplier(x: np.ndarray, q: int, shift: int) -> np.nd
     multiply, then a rounding right shift."""
     x = np.asarray(x, np.int64) << max(shift, 0)
     x = np.clip(x, _INT32_MIN, _INT32_MAX)
-    product = x * q
-    nudge = np.where(product >= 0, 1 << 30, 1 - (1 << 30))
-    high = (product + nudge) / (1 << 31)  # C's division truncates toward zero
-    high = np.trunc(high).astype(np.int64)
-    if q == _INT32_MIN:
-        high = np.where(x == _INT32_MIN, _INT32_MAX, high)
+    # q is positive (quantized_multiplier), so the product cannot saturate; C's division
+    # truncates toward zero, in integers (a float64 quotient loses bits above 2**53)
+    n = x * q + np.where(x >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(n >= 0, n >> 31, -((-n) >> 31))
     exponent = max(-shift, 0)
     if not exponent:
         return high
