@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from tflgraph.ir import Operator, Tensor
+from tflgraph.reference.kernels import dequantize_array
 
 HYBRID_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 
@@ -39,12 +40,6 @@ def is_hybrid(op: Operator) -> bool:
 
 
 def dequantized(w: Tensor) -> np.ndarray:
-    """(w - zero_point) * scale, per channel along quantized_dimension, as float32."""
-    q = w.quantization
-    scale = np.asarray(q["scale"], np.float32)
-    zp = np.asarray(q.get("zero_point", np.zeros_like(scale)), np.float32)
-    if scale.size > 1:
-        shape = [1] * w.data.ndim
-        shape[int(q.get("quantized_dimension", 0))] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((w.data.astype(np.float32) - zp) * scale).astype(np.float32)
+    """(w - zero_point) * scale, per channel along quantized_dimension, as float32: what a
+    DEQUANTIZE of `w` computes."""
+    return dequantize_array(w.data, w.quantization)

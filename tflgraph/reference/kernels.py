@@ -222,7 +222,12 @@ def arg_reduce(fn):
 def dequantize(op, x):
     if x.dtype == np.float16:
         return x.astype(np.float32)
-    q = op.inputs[0].quantization or {}
+    return dequantize_array(x, op.inputs[0].quantization or {})
+
+
+def dequantize_array(x: np.ndarray, q: dict) -> np.ndarray:
+    """(x - zero_point) * scale as float32, per channel along quantized_dimension when `q`
+    (QuantizationParameters) holds several scales."""
     scale, zp = np.asarray(q.get("scale", [1.0])), np.asarray(q.get("zero_point", [0]))
     if scale.size > 1:
         shape = [1] * x.ndim
