@@ -15,10 +15,10 @@ Kept:      ops with side effects or subgraphs (WHILE, IF, CALL_ONCE, VAR_HANDLE,
            ops the interpreter has no kernel for or refuses (quantized operands); ops with a
            quantized output, but for those that copy stored integers (FILL, RESHAPE, ...:
            the constant keeps the output's quantization); ops that write a variable tensor
-           or a subgraph output: LiteRT
-           computes a constant-only op once, at Prepare, so the variable tensors a fused
-           sequence op updates in place are (re)set by a FILL or RESHAPE of constants every
-           invoke (tflgraph.rnn.rewrite) and must never become constants themselves;
+           or a subgraph output: LiteRT computes a constant-only op once, at Prepare, so
+           the variable tensors a fused sequence op updates in place are (re)set by a FILL
+           or RESHAPE of constants every invoke (tflgraph.rnn.rewrite) and must never become
+           constants themselves;
            DEQUANTIZE and DENSIFY (they keep weights small on purpose; for TFLM,
            float16-weights and densify-weights expand them); and ops
            whose constant would be larger than `max_bytes` (a FILL of a big buffer: the op
