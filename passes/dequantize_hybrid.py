@@ -5,34 +5,27 @@ Pattern:   FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D or UNIDIRECTIONAL_SEQUENC
            input is float32 and some of whose weight operands are int8 constants with a
            scale (the converter's dynamic-range quantization), in any subgraph.
 Rewrite:   each such operand w -> a float32 constant (w - zero_point) * scale (per channel
-           along quantized_dimension when the scale is a vector); the op is then a float op.
-Values:    NOT the hybrid op's outputs. LiteRT's hybrid kernels quantize the float input to
-           int8 on the fly (per row, asymmetric when asymmetric_quantize_inputs) and
-           multiply integers, so their result carries the input's quantization error (up to
-           half a step, max|x| / 254 per element, times the weights) on top of the weights'.
-           The float layer computes exactly what the hybrid one approximates: the model with
-           the dequantized weights. So the result equals the original in LiteRT only within
-           that activation-quantization error (measured: tests/passes/
-           test_dequantize_hybrid.py), far above tflgraph's verification bound of 1e-5.
-Checked:   hence the pass is opt-in (not in the default pipeline: `optimize` verification
-           would refuse its result against the hybrid original at 1e-5). In one step, with
-           the bound stated:
-             tflgraph optimize --target tflm --passes default,dequantize-hybrid --rtol 2e-2 \
-                 in.tflite -o out.tflite
-           or in two, the second verified at 1e-5 against the dequantized-float reference:
-             tflgraph optimize --target tflm --passes dequantize-hybrid --no-verify \
-                 in.tflite -o float.tflite
-             tflgraph optimize --target tflm float.tflite -o out.tflite
-           Every
-           dequantized weight equals the reference interpreter's DEQUANTIZE of the int8 one;
-           tests/passes/test_dequantize_hybrid.py checks the route on three converter
-           fixtures: TFLM gives LiteRT's outputs of the float reference, and that reference
-           is within 2e-2 of max|y| of the hybrid original in LiteRT (measured 2e-3 to 6e-3).
-Target:    `tflm` only (`any` keeps the hybrid op, which LiteRT runs, and TFLM does not
-           either way; `litert` runs hybrid kernels well). The weights grow 4x: the summary
-           prints the cost; `optimize --target tflm` names hybrid layers it leaves
-           (runtime.targets.hybrid_layers). For int8 weights on TFLM, quantize the whole model
-           (`tflgraph quantize`, planned): int8 activations and weights, which TFLM runs.
+           along quantized_dimension when the scale is a vector); the op is then a float op,
+           which the passes after it treat as any float layer (a hybrid LSTM loop fuses).
+Values:    the float layer computes exactly what the hybrid layer stands for: the model with
+           the dequantized weights (the weights are the only thing dynamic-range quantization
+           changed). LiteRT's hybrid kernels approximate that: they quantize the float input
+           to int8 on the fly (per row, asymmetric when asymmetric_quantize_inputs) and
+           multiply integers, adding the input's quantization error (up to max|x| / 254 per
+           element, times the weights). The result therefore differs from the hybrid
+           original in LiteRT by that error (0.2-0.6% of max|y| on the converter fixtures),
+           far above tflgraph's bound of 1e-5, and is closer to the float model the user
+           trained (tests/passes/test_dequantize_hybrid.py measures both).
+Checked:   `optimize` compares its result, in LiteRT and TFLM at the usual bound, with the
+           original whose hybrid layers have their dequantized weights (this pass alone, on
+           the input: exact weight by weight, the reference interpreter's DEQUANTIZE). It
+           then measures the hybrid kernels' own difference from that reference in LiteRT
+           and prints it, so the user sees what LiteRT's hybrid arithmetic added; `verify
+           --hybrid-as-float` does the same comparison outside `optimize`.
+Target:    `tflm` only (in the default pipeline; `any` and `litert` keep the hybrid op,
+           which LiteRT runs well). The weights grow 4x: the summary prints the cost and the
+           int8 route (`tflgraph optimize --target tflm --quantize data.npz` quantizes the
+           whole model: int8 weights and activations, which TFLM runs).
 Invariant: shapes, op types and every float operand unchanged; only int8 weight operands
            of float layers become float32.
 """
@@ -46,7 +39,7 @@ from tflgraph.reference.hybrid import dequantized, is_hybrid, is_int8_weight
 
 @register("dequantize-hybrid")
 class DequantizeHybrid(Pass):
-    """Give hybrid (int8-weight, float-activation) layers float32 weights (TFLM; opt-in)."""
+    """Give hybrid (int8-weight, float-activation) layers float32 weights (--target tflm)."""
 
     def run(self, model: Model) -> bool:
         self.stats = {"layers": 0, "bytes_before": 0, "bytes_after": 0}
@@ -81,5 +74,6 @@ class DequantizeHybrid(Pass):
         return [
             f"{stats.get('layers', 0)} hybrid layer(s) given float32 weights for TFLM: "
             f"{before:,} -> {after:,} bytes ({after - before:+,})",
-            "for int8 weights on TFLM, quantize the whole model (tflgraph quantize, planned)",
+            "for int8 weights on TFLM, quantize the whole model instead: "
+            "tflgraph optimize --target tflm --quantize data.npz",
         ]

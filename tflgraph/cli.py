@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="R",
         help="the check's bound |B - A| <= R * max(1, max|A|) (default 1e-5), for passes whose "
-        "result differs within a stated error (dequantize-hybrid: about 1e-2)",
+        "result differs within a stated error (your own, say)",
     )
     o.add_argument(
         "--allow-unverified",
@@ -225,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--inputs", metavar="DATA.npz", help="inputs keyed by input name or position")
     v.add_argument("--timeout", type=float, default=60.0, help="seconds per model and runtime")
     v.add_argument("--json", action="store_true", help="machine-readable report")
+    v.add_argument(
+        "--hybrid-as-float",
+        action="store_true",
+        help="compute A's hybrid layers (int8 weights, float activations) with their "
+        "dequantized weights, the float layers they stand for (what optimize --target tflm "
+        "checks its result against)",
+    )
 
     i = sub.add_parser("inspect", help="describe a model")
     i.add_argument("input")
@@ -358,15 +365,23 @@ def cmd_optimize(args) -> int:
         kept = _keep_within_objective(args, data, names, options)
         if kept.data is not data:
             data, model = kept.data, load(kept.data)
-    checked = None
+    checked, hybrid_source = None, None
+    if hybrid_layers(load(args.reference)) and not hybrid_layers(model):
+        # dequantize-hybrid gave the hybrid layers float weights: the result is checked
+        # against the original with those weights, what the hybrid kernels approximate
+        hybrid_source, args.reference = args.reference, _with_float_weights(args.reference)
     if _verification_wanted(args):
         stateful = carries_state(options)
-        refused, checked = _verify_before_writing(args, data, names, records, output, stateful)
+        refused, checked = _verify_before_writing(
+            args, data, names, records, output, stateful, hybrid_source
+        )
         if refused:
             return refused
     elif args.verify is None:  # no runtime installed: the reference interpreter judges
         ran = _ran(args, names)
-        refused = _check_on_reference(args, data, "no runtime installed", records, output, ran)
+        refused = _check_on_reference(
+            args, data, "no runtime installed", records, output, ran, hybrid_source is not None
+        )
         if refused:
             return refused
     if args.quantize:  # the optimized model, verified above, is the float reference
@@ -437,18 +452,32 @@ def cmd_optimize(args) -> int:
     return 0
 
 
-# the one-step route to TFLM for hybrid layers (passes/dequantize_hybrid.py): its bound is the
-# activation quantization error of LiteRT's hybrid kernels
-HYBRID_ROUTE = "--passes default,dequantize-hybrid --rtol 2e-2"
-
-
 def _hybrid_advice(count: int) -> str:
-    """What `count` hybrid layers mean for TFLM, and the command that gives them float weights."""
+    """What `count` hybrid layers mean for TFLM, and the commands that make them run there."""
     return (
         f"{count} hybrid layer(s) (int8 weights, float activations) TFLM cannot run: "
-        f"`tflgraph optimize --target tflm {HYBRID_ROUTE}` gives them float weights, checked "
-        "within the hybrid kernels' activation quantization error (`tflgraph passes` says why)"
+        "`tflgraph optimize --target tflm` gives them their dequantized float weights "
+        "(dequantize-hybrid), `tflgraph optimize --target tflm --quantize data.npz` makes the "
+        "whole model int8"
     )
+
+
+def _with_float_weights(source) -> bytes:
+    """`source` (a path or bytes) with its hybrid layers given their dequantized float weights
+    (dequantize-hybrid alone): the model the hybrid layers stand for."""
+    model = load(source)
+    run_passes(model, ["dequantize-hybrid"], target="tflm")
+    return to_bytes(model)
+
+
+def _hybrid_kernels_difference(hybrid_source, float_source, samples: int) -> str:
+    """In words: how far LiteRT's hybrid kernels are from the float layers they approximate,
+    on the original (max|hybrid - float| / max|float| over the outputs)."""
+    report = verify(float_source, hybrid_source, runtime="litert", modes=("reset",))
+    if not report.rows:
+        return f"not measured ({report.reason() or 'LiteRT compared nothing'})"
+    worst = max(r.max_rel for r in report.rows)
+    return f"{worst:.2%} of max|y| in LiteRT ({report.samples} samples)"
 
 
 def _with_batch(path: str, batch: int) -> bytes:
@@ -497,11 +526,14 @@ def _verification_wanted(args) -> bool:
     return importlib.util.find_spec("ai_edge_litert") is not None
 
 
-def _verify_before_writing(args, data: bytes, names, records, output, stateful: bool):
+def _verify_before_writing(
+    args, data: bytes, names, records, output, stateful: bool, hybrid_source=None
+):
     """With --verify (the default when LiteRT is installed): compare the optimized model with
     the input file in memory. Returns (exit code, report): the code is 1 after printing the
     difference (then nothing is written), 2 when --verify was asked for but impossible.
-    `stateful`: a pass option made the model carry state across invokes on purpose."""
+    `stateful`: a pass option made the model carry state across invokes on purpose.
+    `hybrid_source`: the hybrid original, when args.reference is it with float weights."""
     # a model optimized for LiteRT alone may use ops TFLM lacks: judge it in LiteRT only
     target = getattr(args, "target", "any")
     # a model that carries state across invokes on purpose (e.g. fuse-lstm's
@@ -515,7 +547,9 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
     if report.verdict == "unverified":
         if args.verify:
             return _die(f"cannot verify: {report.reason()}"), report
-        return _check_on_reference(args, data, report.reason(), records, output, ran), report
+        hybrid = hybrid_source is not None
+        refused = _check_on_reference(args, data, report.reason(), records, output, ran, hybrid)
+        return refused, report
     if report.verdict == "different":
         sys.stdout.flush()
         print(report.format(), file=sys.stderr)
@@ -532,6 +566,12 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
         for r in report.runtimes:
             if not r.compared:
                 print(f"  {r.runtime}: not compared: {_not_compared(r, data)}")
+        if hybrid_source is not None:
+            print(
+                "  the original's hybrid layers were computed with their dequantized weights, "
+                "the float layers they stand for; LiteRT's hybrid kernels differ from those by "
+                + _hybrid_kernels_difference(hybrid_source, args.reference, report.samples)
+            )
     return 0, report
 
 
@@ -559,12 +599,15 @@ def _ran(args, names) -> str:
     return f"pipeline {args.passes!r} ({', '.join(names) or 'no passes'})"
 
 
-def _check_on_reference(args, data: bytes, unverified: str, records, output, ran) -> int:
+def _check_on_reference(
+    args, data: bytes, unverified: str, records, output, ran, hybrid: bool = False
+) -> int:
     """No runtime could compare the models: compare them on the reference interpreter (around
     ops it cannot run). A result nothing could check is written only with --allow-unverified
-    (or when no pass changed the model)."""
+    (or when no pass changed the model). `hybrid`: args.reference is the hybrid original
+    with float weights."""
     original, result = load(args.reference), load(data)
-    why, hybrid = check_models(original, result), False
+    why = check_models(original, result)
     if why and why.startswith("cannot check") and hybrid_layers(original):
         why, hybrid = check_models(original, result, hybrid_as_float=True), True
     if why is None:
@@ -655,8 +698,9 @@ def _quantized(args, source, calibration: str, output: str, check: bool, quiet: 
 
 
 def cmd_verify(args) -> int:
+    reference = _with_float_weights(args.a) if args.hybrid_as_float else args.a
     report = verify(
-        args.a,
+        reference,
         args.b,
         runtime=args.runtime,
         samples=args.samples,
@@ -666,7 +710,9 @@ def cmd_verify(args) -> int:
         inputs=args.inputs,
         timeout=args.timeout,
     )
-    original = load(args.a) if report.verdict == "unverified" and not args.inputs else None
+    if args.hybrid_as_float:
+        report.a = f"{args.a} (hybrid layers with dequantized weights)"
+    original = load(reference) if report.verdict == "unverified" and not args.inputs else None
     hybrid = original is not None and bool(hybrid_layers(original))
     if original is None or not all(can_evaluate(op, hybrid) for op in original.main.operators):
         print(report.to_json() if args.json else report.format())

@@ -58,6 +58,7 @@ PIPELINES: dict[str, list[str]] = {
         "freeze-shapes",
         "densify-weights",  # these six: --target tflm/any only (TFLM lacks the ops)
         "float16-weights",
+        "dequantize-hybrid",  # --target tflm only: TFLM has no hybrid kernels
         "reduce-any-for-tflm",
         "gather-bool-for-tflm",
         "select-for-tflm",

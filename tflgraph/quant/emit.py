@@ -92,7 +92,7 @@ def refusals(model: Model) -> list[str]:
             why.setdefault(
                 "hybrid",
                 f"{op.type} has int8 weights and float activations (a dynamic-range model): "
-                "`tflgraph optimize --passes default,dequantize-hybrid` gives it float weights",
+                "`tflgraph optimize --target tflm` gives it float weights",
             )
         elif op.type not in RULES and _touches_float(op):
             kind = " (control flow)" if op.subgraphs() else ""
