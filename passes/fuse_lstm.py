@@ -28,6 +28,12 @@ Invariant: every model output equals the loop's, invoke after invoke without res
            (`--pass-option fuse-lstm.stateful_streaming=true`) drops those ops for loops
            starting from zeros: the state then carries over between invokes (chunked
            streaming), which changes outputs on purpose and is never the default.
+           The opposite option, `reset_states`, is for fused LSTMs a converter wrote (tf_keras
+           and TF 2.12-2.15 with a fixed batch): their states are variable tensors that only
+           the op writes, so each invoke starts from the last one's final state, unlike the
+           Keras model; with it such a state is re-zeroed by a FILL every invoke, giving the
+           Keras outputs invoke after invoke (equal to the original after a reset, which is
+           how it is verified).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Option, Pass, register
 from tflgraph.rnn.cells import GRU, LSTM, match_cell
+from tflgraph.rnn.fused import C_STATE, H_STATE, kept_across_invokes, zeroed_every_invoke
 from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
 from tflgraph.rnn.lstm_cell import LstmCell, match_lstm_cell, prove_lstm_cell
 from tflgraph.rnn.probe import probe_lstm_cell
@@ -69,13 +76,35 @@ class FuseLstm(Pass):
         "changes outputs on purpose, so verified with a reset between samples only)",
         carries_state=True,
     )
+    reset_states = Option(
+        False,
+        "fused LSTMs already in the file whose states carry over between invokes (the "
+        "tf_keras / TF 2.15 converter's) start from zeros every invoke, as the Keras model "
+        "does (equal to the original after a reset)",
+        carries_state=True,
+    )
 
     def run(self, model: Model) -> bool:
-        self.stats = {"loops_fused": 0, "layers": []}
+        self.stats = {"loops_fused": 0, "layers": [], "states_reset": 0}
         for sg in list(model.subgraphs):
             for op in while_loops(sg):
                 self.stats["loops_fused"] += self._fuse(sg, op)
-        return bool(self.stats["loops_fused"])
+            if self.reset_states:
+                self.stats["states_reset"] += self._reset_states(sg)
+        return bool(self.stats["loops_fused"] or self.stats["states_reset"])
+
+    def _reset_states(self, sg: Subgraph) -> int:
+        """Re-zero, every invoke, the states of the fused LSTMs of `sg` that keep theirs
+        across invokes; the number of states."""
+        count = 0
+        for op in sg.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM"):
+            for k in (H_STATE, C_STATE):
+                if kept_across_invokes(sg, op, op.inputs[k]):
+                    sg.set_input(op, k, zeroed_every_invoke(sg, op.inputs[k]))
+                    count += 1
+        if count:
+            self.stats["layers"].append(f"{count} fused LSTM state(s) now zero every invoke")
+        return count
 
     @staticmethod
     def format_stats(stats: dict) -> list[str]:

@@ -39,6 +39,7 @@ from tflgraph.legalize import RewriteForTflm
 from tflgraph.pipeline import Option, register
 from tflgraph.reference.equivalence import check_equal, random_feed, region_inputs
 from tflgraph.reference.kernels_nn import BIDI_AUX, BIDI_BW, BIDI_FW, BIDI_STATES
+from tflgraph.rnn.fused import zeroed_every_invoke
 
 # per direction, the operand slices after the input: weights, peepholes, biases, projection
 _PEEPHOLES, _PROJECTION = slice(8, 11), slice(15, 17)
@@ -152,7 +153,7 @@ class _Split:
             for k in (18, 19):
                 state = self.copies[lstm.inputs[k]]
                 if reset_states and sg.producer(state) is None and state not in sg.inputs:
-                    state = self._zeroed(state)
+                    state = zeroed_every_invoke(sg, state)
                 sg.set_input(lstm, k, state)
         for k, seq, step in ((35, self.fw, -1), (37, self.bw, 0)):
             last = self._step(seq, step) if readers[k] else None
@@ -192,14 +193,6 @@ class _Split:
         options = {"begin_mask": mask, "end_mask": mask, "shrink_axis_mask": 1 << self.axis}
         self.sg.add_op("STRIDED_SLICE", [seq, *consts], [out], options)
         return out
-
-    def _zeroed(self, state: Tensor) -> Tensor:
-        """A variable tensor FILL sets to zeros at the start of every invoke."""
-        sg = self.sg
-        var = sg.new_tensor(f"{state.name}/reset", state.shape, is_variable=True)
-        shape = sg.new_constant(np.array(state.shape, np.int32), f"{state.name}/shape")
-        sg.add_op("FILL", [shape, sg.new_constant(np.float32(0), f"{state.name}/zero")], [var])
-        return var
 
     def _new(self, tag: str, shape) -> Tensor:
         return self.sg.new_tensor(f"{self.name}/{tag}", tuple(shape), "float32")
