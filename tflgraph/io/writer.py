@@ -214,7 +214,8 @@ def _build(model: Model, external_buffers: bool | None = None):
             values = {} if buffer_offsets[i] is None else {"data": Offset(buffer_offsets[i])}
             buffer_tables.append(write_table(builder, spec("Buffer"), values))
 
-    sg_tables = [_write_subgraph(builder, plan, sg_index) for plan in plans]
+    shared = _SharedTables(builder)
+    sg_tables = [_write_subgraph(builder, plan, sg_index, shared) for plan in plans]
     oc_tables = []
     for code, custom, version, unknown in opcodes:
         oc_tables.append(
@@ -278,7 +279,42 @@ def _build(model: Model, external_buffers: bool | None = None):
     return builder, tail
 
 
-def _write_subgraph(builder, plan, sg_index) -> int:
+class _SharedTables:
+    """One QuantizationParameters table per distinct content, which every tensor with those
+    parameters points to (a flatbuffer may reference a table any number of times): int8
+    models repeat a few scales over many activations, and a table costs about 80 bytes."""
+
+    def __init__(self, builder: flatbuffers.Builder):
+        self.builder, self.written = builder, {}
+
+    def quantization(self, q: dict | None):
+        key = _content_key(q) if q is not None else None
+        if key is None:
+            return q  # nothing to share (or content we do not know how to compare)
+        off = self.written.get(key)
+        if off is None:
+            off = self.written[key] = Offset(
+                write_table(self.builder, spec("QuantizationParameters"), q)
+            )
+        return off
+
+
+def _content_key(value):
+    """A hashable key equal for equal contents (arrays by dtype, shape and bytes), or None
+    for a value this does not know how to compare."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, dict):
+        items = [(k, _content_key(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
+        if any(k is None for _, k in items):
+            return None
+        return ("dict", type(value).__name__, getattr(value, "kind", None), tuple(items))
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return ("scalar", type(value).__name__, value)
+    return None
+
+
+def _write_subgraph(builder, plan, sg_index, shared: _SharedTables) -> int:
     sg, tensors, tindex, tbuf, ops, op_codes = plan
 
     def idx(ts):
@@ -296,7 +332,7 @@ def _write_subgraph(builder, plan, sg_index) -> int:
                     "type": t.type,
                     "buffer": b,
                     "name": t.name,
-                    "quantization": t.quantization,
+                    "quantization": shared.quantization(t.quantization),
                     "is_variable": t.is_variable,
                     "sparsity": t.sparsity,
                     "shape_signature": (
