@@ -44,6 +44,8 @@ CASES = [
     ("tfk_simplernn_unroll", None),
     ("k3_simplernn_unroll_seq", None),
     ("k3_custom_cell_unroll", None),
+    ("k3_relu_lstm_unroll_stacked", None),  # relu: the last step fuses ADD + RELU of c_T
+    ("k3_relu_lstm_unroll_dynrange", None),
     ("k3_gru_unroll_dynrange", None),
     ("k2_lstm_unroll_tf215", "tfk_lstm_fused"),
     ("k2_gru_unroll_bnone_tf215", None),

@@ -5,7 +5,8 @@ Pattern:   x_0..x_{T-1} = UNPACK(seq [T, B, F], axis 0) (or SPLIT, or one STRIDE
            copies of one cell, step t reading x_t and the previous step's values (last to
            first for a backward layer): the same ops with the same
            weights (one buffer or equal contents) in every middle step, the first step
-           specialised as converters write it (zero state folded away); what leaves the chain
+           specialised as converters write it (zero state folded away), the last step's
+           activations fused where it hands nothing on (a relu LSTM's c_T); what leaves the chain
            is the last step's state (h, c) or PACK(y_0..y_{T-1}) (or a CONCATENATION)
            (tflgraph.rnn.reroll_find).
 Rewrite:   (t, *states, [acc], seq) = WHILE(0, zeros, [FILL(0)], seq) whose body is one copy
@@ -33,6 +34,7 @@ Invariant: every model output equals the unrolled graph's within 1e-5; the model
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import networkx as nx
@@ -64,7 +66,7 @@ class Reroll(Pass):
             return False
         for sg in list(model.subgraphs):
             for steps in sequence_steps(sg):
-                self._reroll_steps(model, sg, steps)
+                self._reroll_steps(model, sg, _current(steps))
         return bool(self.stats["chains_rerolled"])
 
     @staticmethod
@@ -117,6 +119,13 @@ class Reroll(Pass):
             f"{chain.steps} steps of {len(chain.body_ops)} ops -> one WHILE loop"
         )
         return None
+
+
+def _current(steps: Steps) -> Steps:
+    """`steps` with the sequence its ops read now: re-rolling the layer below replaced the
+    sequence (that layer's PACK) with its loop's result."""
+    op = steps.ops[0]
+    return dataclasses.replace(steps, source=op.inputs[1 if op.type == "SPLIT" else 0])
 
 
 def _layer(chain) -> str:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import (
+    assert_equal_values,
     assert_gives_litert_reference,
     assert_gives_tf_reference,
     assert_same_outputs,
     assert_second_run_changes_nothing,
     fixture,
+    outputs_in,
     run,
 )
 
@@ -235,3 +237,49 @@ def test_steps_split_or_sliced_and_outputs_concatenated(name, change):
     assert not {"UNPACK", "SPLIT", "WHILE", "CONCATENATION", "LOGISTIC"} & set(ops), ops
     assert_same_outputs(changed_input, model, ("litert", "tflm"))
     assert_gives_tf_reference(model, name, ("litert", "tflm"))
+
+
+def _loops_and_main_ops(model) -> tuple[list[int], set[str]]:
+    """The operand count of each WHILE (t, h, c, [acc], seq for an LSTM) and the main
+    subgraph's op types."""
+    loops = [len(op.inputs) for sg in model.subgraphs for op in sg.ops_of_type("WHILE")]
+    return loops, {op.type for op in model.main.iter_ops()}
+
+
+def test_relu_lstms_whose_last_step_fuses_add_and_relu_become_loops():
+    """A relu LSTM's last step computes RELU(c_T) with the ADD that makes c_T (the converter
+    fuses them: nothing else reads c_T), as Fred-pounds/edged_sign_talk's published model
+    does: both stacked layers become loops carrying h and c, with Keras' outputs."""
+    name = "k3_relu_lstm_unroll_stacked"
+    model, records = run(name, PASSES, "tflm")
+    loops, main = _loops_and_main_ops(model)
+    assert loops == [5, 4], explanations(records)
+    assert not {"UNPACK", "LOGISTIC", "RELU"} & main, main
+    assert_same_outputs_as_unrolled(name, tflgraph.to_bytes(model))
+    assert_gives_tf_reference(model, name, ("litert", "tflm"))
+
+
+def test_dynamic_range_relu_lstms_become_hybrid_loops():
+    """The same with int8 weights (Fred-pounds' model is hybrid): LiteRT's hybrid kernels give
+    the unrolled model's outputs; for TFLM dequantize-hybrid then gives the loops float
+    weights, within the hybrid kernels' activation quantization error."""
+    name = "k3_relu_lstm_unroll_dynrange"
+    model, records = run(name, PASSES, "litert")
+    loops, main = _loops_and_main_ops(model)
+    assert loops == [5, 4], explanations(records)
+    assert not {"UNPACK", "LOGISTIC", "RELU"} & main, main
+    assert_same_outputs(fixture(name), model, ("litert",))
+    model, _ = run(name, (*PASSES, "dequantize-hybrid"), "tflm")
+    assert _loops_and_main_ops(model)[0] == [5, 4]
+    want = outputs_in(fixture(name), "litert")
+    for w, g in zip(want, outputs_in(model, "tflm")):
+        assert_equal_values(w[0], g[0], rtol=2e-2, where="tflm against the hybrid original")
+
+
+def test_stacked_layers_are_rerolled_in_one_run():
+    """The upper layer's steps read the lower layer's loop once that is re-rolled (not the
+    PACK it replaced): both go in the pass's first run, with nothing to explain."""
+    model, records = run("k3_lstm_unroll_stacked", ("reroll",), "tflm")
+    first = next(r for r in records if r.name == "reroll")
+    assert first.stats["chains_rerolled"] == 2
+    assert not explanations(records)

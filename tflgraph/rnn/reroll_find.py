@@ -12,9 +12,11 @@ A converter writes an unrolled RNN layer as
 last x_t it depends on (region R_t), gives each op of a region a key made of its type,
 options, output shapes and operands (x_t, a constant's contents, an op of the same region by
 its key, a value of the previous step by its shape, a tensor from outside the chain by
-identity). The cell is what the middle step m = (T-1) // 2 computes for itself, the next step
-or a PACK (not the other direction's input projection of a Bidirectional layer, which reads
-the same x_t), and every middle region R_1..R_{T-2} must hold the same keys, each once.
+identity; a fused activation as the activation op reading the op without it, so the last
+step of a relu LSTM, whose ADD + RELU of c_T the converter fused, computes the same). The cell
+is what the middle step m = (T-1) // 2 computes for itself, the next step or a PACK (not the
+other direction's input projection of a Bidirectional layer, which reads the same x_t), and
+every middle region R_1..R_{T-2} must hold the same keys, each once.
 The ops at the end of a region that only prepare the next step (the recurrent projection
 FC(h_t, U)) are its "tail": the loop body is tail_{m-1} + the rest of R_m for a middle step m,
 so that its states are what one step hands the next (h and c for an LSTM). What the last step
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from tflgraph.io.schema import Options
 from tflgraph.ir import Operator, Subgraph, Tensor
 from tflgraph.rnn.reroll_steps import Steps, step_outputs
 
@@ -178,12 +181,34 @@ def _keys(sg, region, t, x_t, step_of, digests) -> dict[Operator, str] | str:
                 labels.append(f"s{i.type}{i.shape}")
             else:  # an older step's value: after the chain (PACK), never in a cell copy
                 labels.append(f"o{id(i)}")
-        shapes = [_form(o) for o in op.outputs]
-        text = f"{op.type}|{op.options!r}|{labels}|{shapes}"
-        keys[op] = hashlib.sha1(text.encode()).hexdigest()[:20]
+        keys[op] = _key(op, labels, [_form(o) for o in op.outputs])
     if len(set(keys.values())) != len(keys):
         return "two ops compute the same thing (ambiguous copy)"
     return keys
+
+
+_ACTIVATION_OPS = ("RELU", "RELU6", "RELU_N1_TO_1", "TANH")  # fused activations that are ops
+
+
+def _key(op: Operator, labels: list[str], shapes: list[str]) -> str:
+    """The key of `op` (type, options, operand labels, output forms). A fused activation is
+    keyed as the activation op reading the op without it: converters fuse ADD + RELU into one
+    ADD only where nothing else reads the sum, as in the last step of a relu LSTM (its c_T),
+    and that step must still compute what the middle steps do."""
+    options = op.options
+    if isinstance(options, Options):
+        options = Options(options.kind, options)
+        options.pop("fused_activation_function", None)
+    key = _hash(f"{op.type}|{options!r}|{labels}|{shapes}")
+    if op.activation == "NONE":
+        return key
+    if op.activation not in _ACTIVATION_OPS:
+        return _hash(f"{key}|{op.activation}")
+    return _hash(f"{op.activation}|None|{[f'i{key}.0']}|{shapes}")
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
 def _form(t: Tensor | None) -> str:
