@@ -66,3 +66,52 @@ def test_near_misses_stay(axes, last):
     model, records = run(reversed_twice(axes, last=last), PASSES)
     assert reverses(model) == 2
     assert all(r.stats["reverse_pairs_removed"] == 0 for r in records)
+
+
+def reshaped_twice(inner="RESHAPE", inner_read=False, quantized=False) -> tflgraph.Model:
+    """x [2, 6] -> `inner` ([3, 4], or [1, 2, 6] for EXPAND_DIMS) -> RESHAPE [4, 3] -> TANH;
+    inner_read: the inner result is a model output too; quantized: int8 tensors."""
+    model = tflgraph.Model()
+    sg = model.add_subgraph("main")
+    dtype, q = (
+        ("int8", {"scale": np.array([0.05], np.float32), "zero_point": np.array([3])})
+        if (quantized)
+        else ("float32", None)
+    )
+    x = sg.new_tensor("x", (2, 6), dtype, quantization=q)
+    sg.inputs = [x]
+    if inner == "EXPAND_DIMS":
+        z = sg.new_tensor("z", (1, 2, 6), dtype, quantization=q)
+        sg.add_op(inner, [x, sg.new_constant(np.array(0, np.int32), "axis")], [z])
+    else:
+        z = sg.new_tensor("z", (3, 4), dtype, quantization=q)
+        sg.add_op(inner, [x, sg.new_constant(np.array([3, 4], np.int32), "s1")], [z])
+    y = sg.new_tensor("y", (4, 3), dtype, quantization=q)
+    sg.add_op("RESHAPE", [z, sg.new_constant(np.array([4, 3], np.int32), "s2")], [y])
+    sg.outputs = [y] + ([z] if inner_read else [])
+    if not quantized:
+        out = sg.new_tensor("out", (4, 3), "float32")
+        sg.add_op("TANH", [y], [out])
+        sg.outputs[0] = out
+    return model
+
+
+@pytest.mark.parametrize("inner", ["RESHAPE", "EXPAND_DIMS"])
+@pytest.mark.parametrize("quantized", [False, True])
+def test_a_reshape_of_a_reshape_reads_the_first_input(inner, quantized):
+    model, records = run(reshaped_twice(inner, quantized=quantized), PASSES)
+    assert changed(records, "cleanup") and model.op_counts()["RESHAPE"] == 1
+    assert inner == "RESHAPE" or "EXPAND_DIMS" not in model.op_counts()
+    assert model.main.producer(model.main.outputs[0]) is not None
+    model.check()
+    original = reshaped_twice(inner, quantized=quantized)
+    assert_same_outputs(original, model, ("litert", "tflm"), exact=True)
+    assert not any(r.changed for r in run_passes(model, PASSES))
+
+
+def test_a_reshape_chain_whose_middle_is_read_keeps_it():
+    model, _ = run(reshaped_twice(inner_read=True), PASSES)
+    assert model.op_counts()["RESHAPE"] == 2  # z stays a model output
+    outer = next(op for op in model.main.iter_ops() if op.outputs[0].name == "y")
+    assert outer.inputs[0] is model.main.inputs[0]  # but y reads x
+    assert_same_outputs(reshaped_twice(inner_read=True), model, ("litert", "tflm"), exact=True)
