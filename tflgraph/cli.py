@@ -187,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
         "result differs within a stated error (dequantize-hybrid: about 1e-2)",
     )
     o.add_argument(
+        "--requantize",
+        type=float,
+        metavar="STEPS",
+        help="re-roll int8 unrolled RNNs whose steps have their own quantization parameters "
+        "(reroll.requantize): one set per recurring value, the union of the steps' ranges, kept "
+        "when every output stays within STEPS quantization steps of the input model's (one "
+        "step = 1/255 of an int8 output's range) in LiteRT and TFLM; the check before writing "
+        "then allows STEPS too, and the summary prints the error measured",
+    )
+    o.add_argument(
         "--allow-unverified",
         action="store_true",
         help="write the result even when no runtime and no reference evaluation can check it",
@@ -332,6 +342,8 @@ def cmd_optimize(args) -> int:
     options = parse_pass_options(args.pass_option)
     if args.batch:
         options.setdefault("freeze-shapes", {})["batch"] = args.batch
+    if args.requantize is not None:
+        options.setdefault("reroll", {})["requantize"] = args.requantize
     batch = options.get("freeze-shapes", {}).get("batch", 0)
     args.reference = _with_batch(args.input, batch) if batch else args.input
     model = load(args.input)
@@ -509,7 +521,11 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
     modes = ("reset",) if stateful else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
     rtol = getattr(args, "rtol", None)  # the checker's bound when given: atol = rtol
-    report = verify(args.reference, data, runtime=runtime, modes=modes, atol=rtol, rtol=rtol)
+    atol = rtol
+    requantized = _requantized_error(records)
+    if requantized is not None:  # int8 outputs, in quantization steps: --requantize's bound
+        atol, rtol = args.requantize, None
+    report = verify(args.reference, data, runtime=runtime, modes=modes, atol=atol, rtol=rtol)
     report.b = f"<optimized model for {output}>"  # B was bytes in memory: name what they are
     ran = _ran(args, names)
     if report.verdict == "unverified":
@@ -529,10 +545,25 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
         compared = [r.runtime for r in report.runtimes if r.compared]
         how = "with a reset between samples" if len(modes) == 1 else "with and without reset"
         print(f"verified: outputs equal in {', '.join(compared)} ({report.samples} samples, {how})")
+        if requantized is not None:
+            worst = {rt: max(r.max_abs for r in report.rows if r.runtime == rt) for rt in compared}
+            errors = ", ".join(f"{rt} {e:g}" for rt, e in worst.items())
+            print(
+                f"  requantized (--requantize {args.requantize:g}): max error {errors} "
+                f"quantization steps (bound {args.requantize:g}; reroll measured "
+                f"{requantized} against the model it got)"
+            )
         for r in report.runtimes:
             if not r.compared:
                 print(f"  {r.runtime}: not compared: {_not_compared(r, data)}")
     return 0, report
+
+
+def _requantized_error(records) -> int | None:
+    """The largest output error reroll's --requantize measured, None if it requantized no
+    chain (then the check keeps its default bounds)."""
+    errors = [r.stats["requantized_error"] for r in records if "requantized_error" in r.stats]
+    return max(errors) if errors else None
 
 
 def _not_compared(status, data: bytes) -> str:
