@@ -6,7 +6,8 @@ exact=False). One loop body needs one set per value (`requantize`):
 
     value v of the body, copies v_0..v_{T-1}:  [lo, hi] = union of [(-128 - z_t) s_t,
                                                                       (127 - z_t) s_t], 0 in it
-                                               s = (hi - lo) / 255, z = round(-128 - lo / s)
+                                               s = (hi - lo) / 255, z = round(-128 - lo / s),
+                                               s widened until [(-128-z)s, (127-z)s] covers it
     kept as they are: values every copy of which shares one set; outputs of the ops whose int8
     kernels fix them (LOGISTIC 1/256, -128; TANH 1/128, 0; SOFTMAX); the step input (the
     sequence's); tensors from outside the chain; constants
@@ -130,6 +131,10 @@ def _group_params(u: Unrolled, ts: list[Tensor]) -> dict | None | str:
     hi = max(0.0, *((127 - _zp(c)) * _scale(c) for c in copies))
     scale = (hi - lo) / 255 or 1.0
     zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+    if zp < 127:  # the rounded zero point shifts the range: widen the scale to cover it
+        scale = max(scale, hi / (127 - zp))
+    if zp > -128:
+        scale = max(scale, lo / (-128 - zp))
     return {**ts[0].quantization, "scale": np.array([scale], np.float32),
             "zero_point": np.array([zp], np.int64)}  # fmt: skip
 
