@@ -146,3 +146,32 @@ def test_cli_requantize_verifies_within_the_bound_and_reports_it(tmp_path):
     assert "requantized (--requantize 10): max error litert" in r.stdout, r.stdout
     assert "[reroll]" in r.stdout and "one WHILE loop (int8;" in r.stdout
     assert tflgraph.load(out).op_counts()["WHILE"] == 1
+
+
+def test_steps_sharing_their_scales_must_give_equal_outputs_without_requantize():
+    """An int8 chain whose steps share their parameters (here: set to the loop's) is one cell
+    without the option, but is re-rolled only if the outputs stay equal: the first step,
+    which the converter specialised for the zero state, rounds otherwise, so it stays, with
+    the measured error; the option accepts that error."""
+    from tflgraph.rnn.reroll_find import find_unrolled
+    from tflgraph.rnn.reroll_requant import requantize
+    from tflgraph.rnn.reroll_steps import sequence_steps
+
+    def shared():
+        model = tflgraph.load(fixture("k3_lstm_unroll_bnone_int8"))
+        run_passes(model, PASSES[:2], target="tflm")
+        chain = find_unrolled(model.main, sequence_steps(model.main)[0], exact=False)
+        for t, params in requantize(chain).params.items():
+            for copy in chain.copies.get(t, [t]):
+                copy.quantization = params
+        return model
+
+    model = shared()
+    records = run_passes(model, ["reroll"], explain=True, target="tflm")
+    assert "WHILE" not in model.op_counts()
+    why = reasons(records)
+    assert any("quantization steps (bound 0)" in e for e in why), why
+    model = shared()
+    options = {"reroll": {"requantize": 5}}
+    run_passes(model, ["reroll"], explain=True, target="tflm", options=options)
+    assert model.op_counts()["WHILE"] == 1
