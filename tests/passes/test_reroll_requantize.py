@@ -175,3 +175,12 @@ def test_steps_sharing_their_scales_must_give_equal_outputs_without_requantize()
     options = {"reroll": {"requantize": 5}}
     run_passes(model, ["reroll"], explain=True, target="tflm", options=options)
     assert model.op_counts()["WHILE"] == 1
+
+
+def test_a_second_run_changes_nothing():
+    _, model, _ = optimized("k3_gru_unroll_int8", 10)
+    before = tflgraph.to_bytes(model)
+    options = {"reroll": {"requantize": 10}}
+    records = run_passes(model, PASSES, check_each=True, target="tflm", options=options)
+    assert not any(r.changed for r in records)
+    assert tflgraph.to_bytes(model) == before
