@@ -51,6 +51,7 @@ import weakref
 
 import networkx as nx
 
+from tflgraph.io.reader import load
 from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model, Operator, Subgraph
 from tflgraph.pipeline import Option, Pass, register, remove_dead_code
@@ -68,7 +69,7 @@ _EMITS = (
 )  # fmt: skip
 
 
-# each model as reroll first saw an int8 chain in it, serialized: the pipeline runs the pass
+# each model as reroll first saw an int8 chain in it, a copy: the pipeline runs the pass
 # again (fixed point), and every int8 check measures the error from there, all chains together
 _ORIGINALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -138,7 +139,7 @@ class Reroll(Pass):
         if isinstance(rq, str):
             return rq
         if int8 and model not in _ORIGINALS:
-            _ORIGINALS[model] = to_bytes(model)
+            _ORIGINALS[model] = load(to_bytes(model))
         before, subgraphs = set(sg.iter_ops()), len(model.subgraphs)
         loop, moved = build_loop(chain, _layer(chain), rq)
         olds = list(moved)

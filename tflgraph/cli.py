@@ -32,6 +32,7 @@ from tflgraph.pipeline import (
 from tflgraph.quant.check import TOLERANCE
 from tflgraph.quant.quantize import IO_KINDS, LOOP_KINDS, quantize
 from tflgraph.reference.equivalence import can_evaluate, check_models
+from tflgraph.rnn.reroll_requant import output_steps
 from tflgraph.runtime import tflm_check
 from tflgraph.runtime.arena import OBJECTIVES
 from tflgraph.runtime.targets import (
@@ -521,10 +522,12 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
     modes = ("reset",) if stateful else ("no-reset", "reset")
     runtime = "litert" if target == "litert" else "both"
     rtol = getattr(args, "rtol", None)  # the checker's bound when given: atol = rtol
-    atol = rtol
+    atol, step = rtol, 1.0
     requantized = _requantized_error(records)
-    if requantized is not None:  # int8 outputs, in quantization steps: --requantize's bound
-        atol, rtol = args.requantize, None
+    if requantized is not None:  # --requantize's bound, in the outputs' quantization steps
+        steps = output_steps(load(data))  # 1 for int8 outputs; a float one's DEQUANTIZE scale
+        step = min(steps) if isinstance(steps, list) else 1.0
+        atol, rtol = args.requantize * step, None
     report = verify(args.reference, data, runtime=runtime, modes=modes, atol=atol, rtol=rtol)
     report.b = f"<optimized model for {output}>"  # B was bytes in memory: name what they are
     ran = _ran(args, names)
@@ -547,7 +550,7 @@ def _verify_before_writing(args, data: bytes, names, records, output, stateful: 
         print(f"verified: outputs equal in {', '.join(compared)} ({report.samples} samples, {how})")
         if requantized is not None:
             worst = {rt: max(r.max_abs for r in report.rows if r.runtime == rt) for rt in compared}
-            errors = ", ".join(f"{rt} {e:g}" for rt, e in worst.items())
+            errors = ", ".join(f"{rt} {e / step:.3g}" for rt, e in worst.items())
             print(
                 f"  requantized (--requantize {args.requantize:g}): max error {errors} "
                 f"quantization steps (bound {args.requantize:g}; reroll measured "

@@ -19,7 +19,8 @@ exact=False). One loop body needs one set per value (`requantize`):
 The loop built with these parameters (tflgraph.rnn.reroll_loop) computes what the chain does
 within the rounding of the wider scales; `measure` runs both models in LiteRT (builtin kernels,
 the ones TFLM's are ported from) and TFLM and returns the largest output difference in
-quantization steps, which the reroll pass holds against the user's bound.
+quantization steps (`output_steps`: an int8 output's integers, or a float output's DEQUANTIZE
+scale), which the reroll pass holds against the user's bound.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tflgraph.ir import Operator, Tensor
+from tflgraph.io.writer import to_bytes
+from tflgraph.ir import Model, Operator, Tensor
 from tflgraph.rnn.reroll_find import Unrolled
 from tflgraph.runtime import runtimes
 
@@ -158,17 +160,42 @@ def _zp(t: Tensor) -> int:
     return int(t.quantization["zero_point"][0])
 
 
-def measure(original: bytes, candidate: bytes, samples: int = 5, seed: int = 0) -> dict | str:
+def output_steps(model: Model) -> list[float] | str:
+    """One quantization step of each output of the main subgraph in the runtimes' units: 1
+    for a quantized output (its integers), the scale of the int8 value a float output's
+    DEQUANTIZE reads; or why the outputs have no such step (or both kinds: one bound cannot
+    hold both units in optimize's check)."""
+    sg, steps = model.main, []
+    for t in sg.outputs:
+        p = sg.producer(t)
+        if t.is_quantized:
+            steps.append(1.0)
+        elif p is not None and p.type == "DEQUANTIZE" and p.inputs[0].is_quantized:
+            scale = p.inputs[0].quantization["scale"]
+            if len(scale) != 1:
+                return f"output {t.name} is DEQUANTIZEd per channel"
+            steps.append(float(scale[0]))
+        else:
+            return f"output {t.name} is float: no quantization step to count the bound in"
+    if 1.0 in steps and any(s != 1.0 for s in steps):
+        return "the model has quantized and float outputs (the bound counts steps of one kind)"
+    return steps
+
+
+def measure(original: Model, candidate: bytes, samples: int = 5, seed: int = 0) -> dict | str:
     """{runtime: largest |candidate - original| over the outputs and `samples` random inputs
-    invoked in a row without reset, in quantization steps of each output}, LiteRT on its
-    builtin kernels and TFLM, or why the outputs cannot be compared. A runtime that cannot run
-    the original is left out; one that runs the original and not the candidate is an error."""
+    invoked in a row without reset, in quantization steps of each output (`output_steps`)},
+    LiteRT on its builtin kernels and TFLM, or why the outputs cannot be compared. A runtime
+    that cannot run the original is left out; one that runs the original and not the
+    candidate is an error."""
+    steps = output_steps(original)
+    if isinstance(steps, str):
+        return steps
+    original = to_bytes(original)
     try:
         probe = runtimes.Session(original, "litert", kernels="builtin")
     except runtimes.RuntimeUnavailable as e:
         return f"cannot check it: {str(e)[:120]}"
-    if any(d.dtype.kind not in "iu" or not d.scale for d in probe.outputs):
-        return "the bound is in quantization steps and the model has outputs not quantized"
     rng = np.random.default_rng(seed)
     feeds = [runtimes.random_inputs(probe.inputs, rng) for _ in range(samples)]
     errors = {}
@@ -182,9 +209,9 @@ def measure(original: bytes, candidate: bytes, samples: int = 5, seed: int = 0) 
         except runtimes.RuntimeUnavailable as e:
             return f"{rt} cannot run the loop: {str(e)[:120]}"
         errors[rt] = max(
-            int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)), initial=0))
+            int(np.round(np.max(np.abs(a.astype(np.float64) - b), initial=0) / step))
             for w, g in zip(want, got)
-            for a, b in zip(w, g)
+            for a, b, step in zip(w, g, steps)
         )
     return errors or "neither LiteRT nor TFLM runs the model"
 
