@@ -194,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-roll int8 unrolled RNNs whose steps have their own quantization parameters "
         "(reroll.requantize): one set per recurring value, the union of the steps' ranges, kept "
         "when every output stays within STEPS quantization steps of the input model's (one "
-        "step = 1/255 of an int8 output's range) in LiteRT and TFLM; the check before writing "
-        "then allows STEPS too, and the summary prints the error measured",
+        "step = 1/255 of an int8 output's range; a float output's: the scale its DEQUANTIZE "
+        "reads) in LiteRT and TFLM; the check before writing then allows STEPS too, and the "
+        "summary prints the error measured",
     )
     o.add_argument(
         "--allow-unverified",
