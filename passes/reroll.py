@@ -27,24 +27,40 @@ Proof:     the loop starts from zero states while the converter's first step fol
            inputs, but for the first step, which the loop computes from zero states (a
            hybrid FULLY_CONNECTED of zeros is its bias); optimize's verification runs the
            hybrid model itself in LiteRT.
-Invariant: every model output equals the unrolled graph's within 1e-5; the model stays
-           stateless (the loop's states are operands, not variable tensors); float32 only
-           (the steps of an int8 chain have their own scales: left alone, with that reason).
+           int8 chains: the loop runs the chain's int8 ops, checked on the real kernels:
+           the model with the loop and the model as the pass got it run in LiteRT (builtin
+           kernels) and TFLM on random inputs, five invokes in a row without reset, and the
+           largest output difference, in quantization steps, must be 0, or at most
+           `requantize` (below); otherwise the chain stays, with the measured error given.
+Requantize: a converter's int8 chain has its own calibrated scales in every step, so it is
+           no repeated cell and stays, unless the `requantize` option (`optimize
+           --requantize STEPS`) gives a bound: then steps that differ only in quantization
+           parameters are one cell, and the body gets one set of parameters per recurring
+           value, the union of the steps' ranges (tflgraph.rnn.reroll_requant; fixed-scale
+           outputs, the sequence's and biases' rules there), the loop's results going through
+           a QUANTIZE where the chain's readers expect other parameters.
+Invariant: every model output equals the unrolled graph's within 1e-5 (float; int8: equal,
+           or within the `requantize` bound); the model stays stateless (the loop's states
+           are operands, not variable tensors).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
 
 import networkx as nx
 
+from tflgraph.io.reader import load
+from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model, Operator, Subgraph
-from tflgraph.pipeline import Pass, register, remove_dead_code
+from tflgraph.pipeline import Option, Pass, register, remove_dead_code
 from tflgraph.reference.equivalence import check_equal
 from tflgraph.rnn.loops import replace_result
 from tflgraph.rnn.reroll_find import find_unrolled
 from tflgraph.rnn.reroll_loop import build_loop
+from tflgraph.rnn.reroll_requant import measure, requantize
 from tflgraph.rnn.reroll_steps import Steps, sequence_steps
 from tflgraph.runtime.targets import supports
 
@@ -54,9 +70,21 @@ _EMITS = (
 )  # fmt: skip
 
 
+# each model as reroll first saw an int8 chain in it, a copy: the pipeline runs the pass
+# again (fixed point), and every int8 check measures the error from there, all chains together
+_ORIGINALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @register("reroll")
 class Reroll(Pass):
     """Re-roll unrolled RNN layers (T copies of one cell) into one WHILE loop."""
+
+    requantize = Option(
+        0.0,
+        "re-roll int8 chains whose steps have their own quantization parameters with one set "
+        "per recurring value, kept when every output stays within this many quantization "
+        "steps of the model's in LiteRT and TFLM (0: only steps that share them, equal outputs)",
+    )
 
     def run(self, model: Model) -> bool:
         self.stats = {"chains_rerolled": 0, "layers": []}
@@ -95,30 +123,73 @@ class Reroll(Pass):
 
     def _reroll(self, model: Model, sg: Subgraph, steps: Steps, backwards: bool):
         """Re-roll the chain of one direction; None, or why not (the graph untouched)."""
+        now = steps.ops[0].inputs[1 if steps.ops[0].type == "SPLIT" else 0]
+        if now is not steps.source and now.is_quantized:  # a chain re-rolled before wrote it:
+            steps = dataclasses.replace(steps, source=now)  # int8 checks run once per pass
         if steps.source.is_dynamic:
             return "the sequence has a dynamic shape (batch None: freeze-shapes first, --batch)"
-        chain = find_unrolled(sg, steps, backwards)
+        chain = find_unrolled(sg, steps, backwards, exact=not self.requantize)
         if isinstance(chain, str):
+            if steps.source.is_quantized and not self.requantize:
+                chain += "; --requantize STEPS re-rolls it within a bound"
             return chain
-        if any(t.type_name != "FLOAT32" for t in (chain.x, *chain.states)):
-            return "not float32: int8 chains are not re-rolled yet, even where steps share scales"
+        int8 = any(t.is_quantized for t in (chain.x, *chain.states))
+        if not int8 and any(t.type_name != "FLOAT32" for t in (chain.x, *chain.states)):
+            return "neither float32 nor quantized"
+        rq = requantize(chain) if int8 else None
+        if isinstance(rq, str):
+            return rq
+        if int8 and model not in _ORIGINALS:
+            _ORIGINALS[model] = load(to_bytes(model))
         before, subgraphs = set(sg.iter_ops()), len(model.subgraphs)
-        loop, moved = build_loop(chain, _layer(chain))
+        loop, moved = build_loop(chain, _layer(chain), rq)
         olds = list(moved)
-        why = _prove(sg, steps.source, olds, moved)
-        if why is not None:  # nothing reads the loop yet: remove what build_loop added
+        if int8:
+            why = self._measure(model, sg, olds, moved)
+        else:
+            why = _prove(sg, steps.source, olds, moved)
+        if isinstance(why, str):  # nothing reads the loop now: remove what build_loop added
             for op in reversed([op for op in sg.iter_ops() if op not in before]):
                 sg.remove_op(op)
             del model.subgraphs[subgraphs:]
             return f"the loop is not the chain: {why}"
-        for old in olds:
-            replace_result(sg, old, moved[old])
+        if not int8:
+            for old in olds:
+                replace_result(sg, old, moved[old])
         remove_dead_code(model)  # the chain's ops, and its UNPACK once no chain reads it
         self.stats["chains_rerolled"] += 1
-        self.stats["layers"].append(
-            f"{chain.steps} steps of {len(chain.body_ops)} ops -> one WHILE loop"
-        )
+        line = f"{chain.steps} steps of {len(chain.body_ops)} ops -> one WHILE loop"
+        if int8:
+            worst = max(why.values())
+            self.stats["requantized_error"] = max(worst, self.stats.get("requantized_error", 0))
+            errors = ", ".join(f"{rt} {e}" for rt, e in why.items())
+            line += (
+                f" (int8; outputs within {worst} quantization step(s) of the unrolled "
+                f"model's, {100 * worst / 255:.2f}% of an int8 output's range: {errors}; "
+                f"bound {self.requantize:g})"
+            )
+        self.stats["layers"].append(line)
         return None
+
+    def _measure(self, model: Model, sg: Subgraph, olds: list, moved: dict) -> dict | str:
+        """Let the chain's readers read the loop and run the model in LiteRT and TFLM
+        against the model as the pass got it (reroll_requant.measure): {runtime: largest
+        output difference in quantization steps} when within the bound, else the readers
+        read the chain again and the reason is returned."""
+        if len({id(moved[t]) for t in olds}) != len(olds):
+            return "two values the chain hands on are one loop result"
+        for old in olds:
+            replace_result(sg, old, moved[old])
+        errors = measure(_ORIGINALS[model], to_bytes(model))
+        bound = self.requantize
+        if isinstance(errors, dict) and max(errors.values()) <= bound:
+            return errors
+        for old in olds:
+            replace_result(sg, moved[old], old)
+        if isinstance(errors, str):
+            return errors
+        got = ", ".join(f"{rt} {e}" for rt, e in errors.items())
+        return f"outputs differ by up to {got} quantization steps (bound {bound:g})"
 
 
 def _current(steps: Steps) -> Steps:

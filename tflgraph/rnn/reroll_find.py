@@ -24,6 +24,12 @@ hands to the rest of the graph must be one of those states, or the per-step outp
 
 The result is only a candidate: tflgraph.rnn.reroll_loop builds the loop and the reroll pass
 proves it on the reference interpreter (the specialised first step included).
+
+int8 chains: a key holds each value's quantization parameters, so the steps of a converter's
+int8 model (each with its own calibrated scales) are not one cell. `find_unrolled(...,
+exact=False)` leaves the scales of values and of int32 constants (biases, whose integers follow
+their input's scale) out of the keys, for `--requantize` (tflgraph.rnn.reroll_requant), which
+reads every step's copy of each body value in `Unrolled.copies`.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class Unrolled:
     pack:       the PACK (or CONCATENATION) of the per-step outputs y_t along `out_axis`, or
                 None; y: y_m
     exits:      (tensor of the last step read after the chain, index of its state)
+    copies:     each output of a body op and each state: the same value in every step that
+                computes it (step 0 too where it is not specialised)
     """
 
     sg: Subgraph
@@ -62,11 +70,15 @@ class Unrolled:
     out_axis: int
     y: Tensor | None
     exits: list[tuple[Tensor, int]]
+    copies: dict[Tensor, list[Tensor]]
 
 
-def find_unrolled(sg: Subgraph, source: Steps, backwards: bool = False) -> Unrolled | str:
+def find_unrolled(
+    sg: Subgraph, source: Steps, backwards: bool = False, exact: bool = True
+) -> Unrolled | str:
     """The chain of cells that reads the steps of `source` (last to first if `backwards`: the
-    backward layer of a Bidirectional), or why there is none."""
+    backward layer of a Bidirectional), or why there is none. `exact=False`: steps that differ
+    only in quantization parameters are copies of one cell (see the module docstring)."""
     xs, steps = source.xs[:: -1 if backwards else 1], len(source.xs)
     step_of = _steps(sg, xs)
     regions: list[list[Operator]] = [[] for _ in range(steps)]
@@ -76,7 +88,7 @@ def find_unrolled(sg: Subgraph, source: Steps, backwards: bool = False) -> Unrol
     keys: list[dict] = []
     digests: dict[int, str] = {}  # id(buffer) -> digest of its contents, for this search
     for t, region in enumerate(regions):
-        got = _keys(sg, region, t, xs[t], step_of, digests)
+        got = _keys(sg, region, t, xs[t], step_of, digests, exact)
         if isinstance(got, str):
             return f"step {t}: {got}"
         keys.append(got)
@@ -123,9 +135,17 @@ def find_unrolled(sg: Subgraph, source: Steps, backwards: bool = False) -> Unrol
             return f"{t.name}, read after the last step, is not a state the steps pass on"
         found.append((t, state_keys[(k, i)]))
     y = pack.inputs[m] if pack is not None else None
+    key_of = {op: keys[m - 1 if op in prev_tail else m][op] for op in body_ops}
+    key_of.update((sg.producer(s), keys[m - 1][sg.producer(s)]) for s in states)
+    copies = {
+        o: [c.outputs[k] for c in (b.get(key) for b in by_key) if c is not None]
+        for op, key in key_of.items()
+        for k, o in enumerate(op.outputs)
+        if o is not None
+    }
     return Unrolled(
         sg, source, backwards, steps, body_ops, xs[m], states, nexts, invariants, pack,
-        out_axis, y, found,
+        out_axis, y, found, copies,
     )  # fmt: skip
 
 
@@ -160,7 +180,7 @@ def _steps(sg: Subgraph, xs: list[Tensor]) -> dict[Operator, int]:
     return out
 
 
-def _keys(sg, region, t, x_t, step_of, digests) -> dict[Operator, str] | str:
+def _keys(sg, region, t, x_t, step_of, digests, exact=True) -> dict[Operator, str] | str:
     """Each op of region t keyed by what it computes from what (see the module docstring)."""
     keys: dict[Operator, str] = {}
     for op in region:
@@ -172,7 +192,7 @@ def _keys(sg, region, t, x_t, step_of, digests) -> dict[Operator, str] | str:
             elif i is x_t:
                 labels.append("x")
             elif i.is_constant:
-                labels.append(f"c{_digest(i, digests)}")
+                labels.append(f"c{_digest(i, digests, exact)}")
             elif p is None or p not in step_of:
                 labels.append(f"e{id(i)}")
             elif step_of[p] == t:
@@ -181,7 +201,7 @@ def _keys(sg, region, t, x_t, step_of, digests) -> dict[Operator, str] | str:
                 labels.append(f"s{i.type}{i.shape}")
             else:  # an older step's value: after the chain (PACK), never in a cell copy
                 labels.append(f"o{id(i)}")
-        keys[op] = _key(op, labels, [_form(o) for o in op.outputs])
+        keys[op] = _key(op, labels, [_form(o, exact) for o in op.outputs])
     if len(set(keys.values())) != len(keys):
         return "two ops compute the same thing (ambiguous copy)"
     return keys
@@ -211,16 +231,21 @@ def _hash(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
-def _form(t: Tensor | None) -> str:
-    """A value's type, shape and quantization (int8 steps must share their scales)."""
+def _form(t: Tensor | None, exact: bool = True) -> str:
+    """A value's type, shape and quantization (int8 steps must share their scales, unless not
+    `exact`)."""
     if t is None:
         return "-"
-    return f"{t.type}{t.shape}{repr(t.quantization) if t.is_quantized else ''}"
+    return f"{t.type}{t.shape}{repr(t.quantization) if t.is_quantized and exact else ''}"
 
 
-def _digest(t: Tensor, digests: dict) -> str:
+def _digest(t: Tensor, digests: dict, exact: bool = True) -> str:
     """A constant's type, shape, scales and contents as a short string (equal weights, equal
-    digests, whether or not they share a buffer); `digests` caches the contents' hash."""
+    digests, whether or not they share a buffer); `digests` caches the contents' hash. Not
+    `exact`: a quantized int32 constant (a bias, its scale the input's times the weights')
+    by its type and shape alone."""
+    if not exact and t.is_quantized and t.type_name == "INT32":
+        return _form(t, exact)
     key = id(t.buffer)
     if key not in digests:
         digests[key] = hashlib.sha1(t.buffer.data.tobytes()).hexdigest()[:20]
