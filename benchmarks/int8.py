@@ -11,8 +11,9 @@ Every number is measured in this run:
 - error: max |y_int8 - y_float| over the held-out inputs (the float model on the reference
   interpreter, from fresh state), the worse of LiteRT and TFLM, and as % of the float output's
   range; the converter's the same way; LiteRT-TFLM: their largest difference in LSB;
-- the loop rows come twice: all-int8 bodies (the default) and `--loops int16` (int16
-  activations and loop values, int8 weights);
+- the loop rows come twice: `--loops int8` (all-int8 bodies) and the default `--loops auto`
+  (int8 bodies where measured within the tolerance and 1 LSB, else int16 activations and loop
+  values with int8 weights); the "loop bodies" column says what each loop got;
 - RAM: the smallest TFLM arena each model allocates in (`tflgraph inspect --target tflm`);
 - time: median microseconds per invoke in TFLM and LiteRT (Python packages, reference kernels
   for TFLM), the float, int8 and converter models invoked interleaved after a warm-up.
@@ -50,14 +51,14 @@ CASES = [
     ("Keras 3 LSTM(16) T=10 F=8", "k3_lstm", 512, None),
     ("Keras 3 LSTM(16), return_sequences", "k3_lstm_seq", 512, None),
     ("Keras 3 LSTM(128) T=50 F=40", "k3_lstm_big", 128, None),
+    ("Keras 3 GRU(16) T=10 F=8, --loops int8", "k3_gru", 512, None, "int8"),
+    ("Keras 3 GRU(64) T=50 F=40, --loops int8", "k3_gru_big", 128, None, "int8"),
+    ("Keras 3 SimpleRNN(16), --loops int8", "k3_simplernn", 512, None, "int8"),
+    ("Keras 3 custom cell, --loops int8", "k3_custom_cell", 512, None, "int8"),
     ("Keras 3 GRU(16) T=10 F=8 (loop)", "k3_gru", 512, None),
     ("Keras 3 GRU(64) T=50 F=40 (loop)", "k3_gru_big", 128, None),
     ("Keras 3 SimpleRNN(16) (loop)", "k3_simplernn", 512, None),
     ("Keras 3 custom cell (loop)", "k3_custom_cell", 512, None),
-    ("Keras 3 GRU(16), --loops int16", "k3_gru", 512, None, "int16"),
-    ("Keras 3 GRU(64) T=50, --loops int16", "k3_gru_big", 128, None, "int16"),
-    ("Keras 3 SimpleRNN(16), --loops int16", "k3_simplernn", 512, None, "int16"),
-    ("Keras 3 custom cell, --loops int16", "k3_custom_cell", 512, None, "int16"),
     ("CNN 16x16x3 (conv, depthwise, dense)", "cnn", 256, None),
 ]
 HELD_OUT = 16
@@ -115,7 +116,7 @@ def feed_for(model, sample: list) -> list:
     ]
 
 
-def row(label, name, calibration, converter, invokes: int, folder: Path, loops="int8") -> dict:
+def row(label, name, calibration, converter, invokes: int, folder: Path, loops="auto") -> dict:
     float_bytes = optimized(name)
     float_model = tflgraph.load(float_bytes)
     calib, held = data_files(float_model, calibration, folder)
@@ -140,6 +141,8 @@ def row(label, name, calibration, converter, invokes: int, folder: Path, loops="
     r["int8 error (% of range)"] = err
     r["converter error"] = conv_err
     r["LiteRT-TFLM LSB (int8 / converter)"] = f"{lsb} / {conv_lsb}"
+    kinds = [c.kind for c in result.loops] if loops == "auto" else [loops]
+    r["loop bodies"] = ", ".join(kinds) if float_model.main.ops_of_type("WHILE") else ""
     arenas = [f"{tflm_check.check(tflgraph.load(m), m).arena_bytes:,}" for m in models]
     r["TFLM arena bytes (float / int8 / converter)"] = " / ".join(
         arenas + ["n/a"] * (3 - len(models))

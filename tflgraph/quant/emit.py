@@ -14,12 +14,12 @@ constant operands become (`emit`). Planning walks the ops in execution order:
 - "update": DYNAMIC_UPDATE_SLICE writes bytes of its update into its buffer: the output has the
   buffer's parameters, an update with others is requantized;
 - the fused LSTM: lstm.py (the output and h share parameters, the cell state is int16);
-- WHILE: loops.py (a loop-carried value has one set of parameters everywhere it lives); with
-  `loops="int16"` the values a body computes and carries are int16 (the 16x8 kernels: int8
-  weights, int16 activations with zero point 0, int32/int64 biases; LOGISTIC, TANH at 1/32768),
-  which both runtimes have for every op a recurrent cell uses; an operand of the other integer
-  type (x[t] read from the int8 input sequence, an int16 loop output read by an int8 op after
-  the loop) goes through a QUANTIZE.
+- WHILE: loops.py (a loop-carried value has one set of parameters everywhere it lives); in a
+  loop of kind "int16" (`loops`, per loop) the values the body computes and carries are int16
+  (the 16x8 kernels: int8 weights, int16 activations with zero point 0, int32/int64 biases;
+  LOGISTIC, TANH at 1/32768), which both runtimes have for every op a recurrent cell uses; an
+  operand of the other integer type (x[t] read from the int8 input sequence, an int16 loop
+  output read by an int8 op after the loop) goes through a QUANTIZE.
 Ops that touch no float tensor (counters, indices, comparisons) are left as they are.
 
 Weights become symmetric int8 (per channel where the kernel allows and it buys resolution, see
@@ -30,6 +30,8 @@ and CALL_ONCE: nothing is emitted wrong. The model's inputs and outputs: edges.p
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -124,15 +126,23 @@ def _activations(sg: Subgraph) -> list[Tensor]:
     return [t for t in sg.tensors if _is_float(t) and not t.is_constant]
 
 
-def quantize_model(model: Model, ranges: Ranges, io: str = "int8", loops: str = "int8") -> None:
+def quantize_model(
+    model: Model, ranges: Ranges, io: str = "int8", loops: str | Sequence[str] = "int8"
+) -> None:
     """Rewrite `model` in place into int8 (see the module docstring); `io` "int8" makes its
     inputs and outputs int8, "float" keeps them float with QUANTIZE / DEQUANTIZE at the edges;
-    `loops` "int16" gives WHILE bodies int16 activations."""
+    `loops`: what WHILE bodies compute in, "int8" or "int16" (int16 activations), for every
+    loop or one per WHILE of the main subgraph in order (a loop nested in a body computes in
+    its body's kind)."""
     check_quantizable(model)
     if io == "float":
         edges.check_float_outputs(model.main)
+    top = model.main.ops_of_type("WHILE")
+    kinds = [loops] * len(top) if isinstance(loops, str) else list(loops)
+    if len(kinds) != len(top) or not set(kinds) <= {"int8", "int16"}:
+        raise ValueError(f"loops: {loops!r} for {len(top)} loop(s)")
     plans: dict[Tensor, tuple] = {}
-    _plan(model.main, ranges, plans, {}, bodies=loops)
+    _plan(model.main, ranges, plans, {}, dict(zip(top, kinds)))
     subgraphs = model.reachable_subgraphs()
     for sg in subgraphs:
         for op in sg.operators:
@@ -155,11 +165,12 @@ def quantize_model(model: Model, ranges: Ranges, io: str = "int8", loops: str = 
 
 
 def _plan(
-    sg: Subgraph, ranges: Ranges, plans: dict, preset: dict, bodies: str, wide: bool = False
+    sg: Subgraph, ranges: Ranges, plans: dict, preset: dict, kinds: dict, wide: bool = False
 ) -> None:
     """Parameters for the float values of `sg` into `plans`; `preset`: what the outputs of
-    rescaling ops must carry (a loop body's outputs); `wide`: int16 values (a loop body with
-    `bodies` "int16")."""
+    rescaling ops must carry (a loop body's outputs); `kinds`: WHILE op -> "int8" / "int16"
+    (a WHILE not in it: "int16" in a wide subgraph, else "int8"); `wide`: int16 values (the
+    body of an "int16" loop)."""
 
     def from_range(t: Tensor) -> tuple:
         r = ranges.of(t)
@@ -167,9 +178,11 @@ def _plan(
             raise QuantizeError(f"tensor {t.name!r} took no finite value during calibration")
         return (np.int16, params.symmetric16(*r)) if wide else (np.int8, params.activation(*r))
 
-    def plan_body(body: Subgraph, body_preset: dict) -> None:
-        wide_body = bodies == "int16"
-        _plan(body, ranges, plans, {} if wide_body else body_preset, bodies, wide_body)
+    def loop_planner(wide_body: bool):
+        def plan_body(body: Subgraph, body_preset: dict) -> None:
+            _plan(body, ranges, plans, {} if wide_body else body_preset, kinds, wide_body)
+
+        return plan_body
 
     preset = {} if wide else {**_shared_presets(sg, ranges), **preset}
     for t in sg.inputs:
@@ -183,7 +196,8 @@ def _plan(
         if kind == "lstm":
             lstm.plan(sg, op, ranges, plans, preset)
         elif kind == "while":
-            loops.plan(sg, op, ranges, plans, plan_body, FIXED, bodies == "int16")
+            wide_body = kinds.get(op, "int16" if wide else "int8") == "int16"
+            loops.plan(sg, op, ranges, plans, loop_planner(wide_body), FIXED, wide_body)
         elif kind == "same":
             for t in outs:
                 plans[t] = plans[op.inputs[data]]

@@ -7,28 +7,30 @@ checked), in which case every calibration sample calibrates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tflgraph.io.reader import load
 from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model
+from tflgraph.quant import auto
 from tflgraph.quant.calibration import Ranges, calibrate, check_count, load_samples
 from tflgraph.quant.check import TOLERANCE, Report, check
 from tflgraph.quant.emit import check_quantizable, quantize_model
 
 IO_KINDS = ("int8", "float")
-LOOP_KINDS = ("int8", "int16")
+LOOP_KINDS = ("auto", "int8", "int16")
 MIN_SPLIT = 5  # without held-out data: 4 samples to calibrate and 1 to check
 
 
 @dataclass
 class Result:
     """The int8 model, the check's report (None when not checked), how many samples
-    calibrated."""
+    calibrated, what each loop computes in and why (with loops "auto")."""
 
     model: Model
     report: Report | None
     calibrated_on: int
+    loops: list[auto.LoopChoice] = field(default_factory=list)
 
 
 def quantize(
@@ -38,13 +40,14 @@ def quantize(
     held_out: str | None = None,
     tolerance: float = TOLERANCE,
     verify: bool = True,
-    loops: str = "int8",
+    loops: str = "auto",
 ) -> Result:
     """The int8 model of the float model `source` (a path, bytes or a Model, which is left as
     it is), calibrated on the .npz `calibration`, checked in LiteRT and TFLM on held-out samples
     (see the module docstring). `result.model` is the int8 Model, `result.report` the check's
-    errors per output (None with verify=False). `loops` "int16": WHILE bodies compute in int16
-    (emit.py)."""
+    errors per output (None with verify=False). `loops`: what WHILE bodies compute in, "int8",
+    "int16" (emit.py) or "auto": int8 where it is measured within the bounds, per loop
+    (auto.py; `result.loops` says what each loop got and why)."""
     if isinstance(source, Model):
         source = to_bytes(source)
     model = load(source)
@@ -63,11 +66,14 @@ def quantize(
         samples, tests = samples[:-n], samples[-n:]
     ranges = calibrate(model, samples)
     outside = beyond(ranges, calibrate(model, tests)) if verify else []
-    quantize_model(model, ranges, io, loops)
+    choices = []
+    if loops == "auto":
+        choices = auto.choose(model, ranges, tests if verify else [], io, tolerance)
+    quantize_model(model, ranges, io, [c.kind for c in choices] if loops == "auto" else loops)
     report = check(load(source), model, tests, tolerance, loops) if verify else None
     if report is not None:
         report.outside = outside
-    return Result(model, report, len(samples))
+    return Result(model, report, len(samples), choices)
 
 
 def beyond(calibrated: Ranges, held_out: Ranges, limit: int = 3) -> list[str]:
