@@ -1,7 +1,7 @@
 """int8 quantization (`tflgraph quantize`): size, error and invoke time of the float model, its
 int8 model and, where the converter can make one from the same weights, the converter's int8.
 
-For each row of CASES: the fixture is optimized with the default pipeline (which fuses LSTM
+For each row of CASES: the fixture is optimized as `tflgraph optimize` does (which fuses LSTM
 loops; GRU, SimpleRNN and custom-cell loops stay loops), then quantized from a calibration set:
 the fixture's own (the tfk_lstm_q* pairs store the converter's representative set and held-out
 inputs) or seeded uniform [-1, 1) inputs, the distribution the fixtures' models were made for.
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import tflgraph
-from tflgraph.pipeline import resolve, run_passes
+from tflgraph import cli
 from tflgraph.quant.check import check
 from tflgraph.quant.params import quantize as to_int8
 from tflgraph.quant.quantize import quantize
@@ -65,9 +65,14 @@ HELD_OUT = 16
 
 
 def optimized(name: str) -> bytes:
-    model = tflgraph.load(FIXTURES / f"{name}.tflite")
-    run_passes(model, resolve("default"), target="any")
-    return tflgraph.to_bytes(model)
+    """What `tflgraph optimize` writes for the fixture (the default pipeline within the
+    default objective: a pass whose result grows TFLM's arena or the file is not kept)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "opt.tflite"
+        args = ["optimize", str(FIXTURES / f"{name}.tflite"), "-o", str(out), "-q", "--no-verify"]
+        if cli.main(args) != 0:
+            raise SystemExit(f"tflgraph optimize failed on {name}")
+        return out.read_bytes()
 
 
 def data_files(model, calibration, folder: Path) -> tuple[str, str]:

@@ -412,16 +412,19 @@ def cmd_optimize(args) -> int:
     except OSError as e:
         return _die(f"{output}: cannot write ({e.strerror or e})")
     after = summary(model, os.path.getsize(output))
+    written = records  # the pass runs the written result has seen
+    if kept is not None and kept.pass_runs is not None:
+        written = records[: kept.pass_runs]
     if not args.quiet:
         print(format_summary_table(args.input, output, before, after))
-        changed = [r.name for r in records if r.changed]
+        changed = [r.name for r in written if r.changed]
         print(
             f"passes: {', '.join(names) or 'none'}; changed the model: "
             f"{', '.join(dict.fromkeys(changed)) or 'none'}"
         )
         for line in kept.lines() if kept is not None else ():
             print(line)
-        for r in records:  # passes may describe their stats (e.g. channels removed per layer)
+        for r in written:  # passes may describe their stats (e.g. channels removed per layer)
             fmt = getattr(get_pass(r.name), "format_stats", None)
             if r.changed and r.stats and fmt is not None:
                 for line in fmt(r.stats):

@@ -36,6 +36,7 @@ class Outcome:
     objective: str
     refused: list[str] = field(default_factory=list)  # what grew in the pipeline's result
     kept: str = "the whole pipeline"  # which result is written
+    pass_runs: int | None = None  # how many pass runs that result has seen (None: all)
 
     def to_dict(self) -> dict:
         return {
@@ -80,11 +81,11 @@ def keep_within(source: bytes, data: bytes, objective: str, target: str, rerun: 
     if not grew:
         return Outcome(data, before, after, objective)
     candidates = _intermediate_results(saved, rerun)
-    measured = _measure([d for _, d in candidates], asked)
-    for (name, candidate), fp in zip(reversed(candidates), reversed(measured)):
+    measured = _measure([d for _, d, _ in candidates], asked)
+    for (name, candidate, runs), fp in zip(reversed(candidates), reversed(measured)):
         if not regressions(before, fp, objective):
-            return Outcome(candidate, before, fp, objective, grew, name)
-    return Outcome(source, before, before, objective, grew, "the input, unchanged")
+            return Outcome(candidate, before, fp, objective, grew, name, runs)
+    return Outcome(source, before, before, objective, grew, "the input, unchanged", 0)
 
 
 def _measure(models: list[bytes], asked: bool) -> list[Footprint]:
@@ -94,17 +95,18 @@ def _measure(models: list[bytes], asked: bool) -> list[Footprint]:
     return [Footprint(len(d), why="not asked (target litert)", asked=False) for d in models]
 
 
-def _intermediate_results(saved: bytes, rerun: Rerun) -> list[tuple[str, bytes]]:
-    """(which result, its bytes): the input as loaded and saved, then the result of every
-    pass of the pipeline that changed the bytes, in order."""
-    out = [("the input, loaded and saved (no pass)", saved)]
+def _intermediate_results(saved: bytes, rerun: Rerun) -> list[tuple[str, bytes, int]]:
+    """(which result, its bytes, how many pass runs it has seen): the input as loaded and
+    saved, then the result of every pass of the pipeline that changed the bytes, in order."""
+    out = [("the input, loaded and saved (no pass)", saved, 0)]
     runs: dict[str, int] = {}
 
     def after_pass(name: str, model: Model) -> None:
         runs[name] = runs.get(name, 0) + 1
         data = to_bytes(model)
         if data != out[-1][1]:
-            out.append((f"the result after pass {name} (run {runs[name]})", data))
+            seen = sum(runs.values())
+            out.append((f"the result after pass {name} (run {runs[name]})", data, seen))
 
     rerun(after_pass)
     return out
