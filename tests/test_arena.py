@@ -85,3 +85,6 @@ def test_optimize_never_writes_a_larger_arena_by_default(tmp_path, capsys):
         assert fused == keeps
         assert (fp["after"]["arena"] > fp["before"]["arena"]) == keeps
         assert bool(fp["refused"]) == (not keeps) == ("was not kept" in said)
+        # the summary describes the written file: no pass changed it when it was refused
+        assert ("changed the model: none" in said) == (not keeps)
+        assert ("[fuse-lstm] WHILE" in said) == keeps
