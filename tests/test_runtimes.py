@@ -91,3 +91,16 @@ def test_glued_runtime_messages_are_split_into_sentences():
         "Quantization parameters has non-null scale but null zero_point. Tensor 43 has invalid "
         "quantization parameters. Quantization parameters has ..."
     )
+
+
+@pytest.mark.parametrize("runtime", ["litert", "tflm"])
+def test_a_scalar_input_stays_a_scalar(runtime):
+    """A 0-d input reaches the runtime as 0-d (np.ascontiguousarray would make it [1])."""
+    model = tflgraph.Model()
+    sg = model.add_subgraph("main")
+    x, y = sg.new_tensor("x", (), "float32"), sg.new_tensor("y", (), "float32")
+    sg.inputs, sg.outputs = [x], [y]
+    sg.add_op("TANH", [x], [y], None)
+    session = runtimes.Session(tflgraph.to_bytes(model), runtime)
+    (got,) = session.invoke([np.float32(0.5).reshape(())])
+    assert got.shape == () and abs(float(got) - np.tanh(0.5)) < 1e-6

@@ -133,15 +133,21 @@ class Session:
         try:
             if self.runtime == "litert":
                 for idx, x in zip(self._in_index, inputs):
-                    self._it.set_tensor(idx, np.ascontiguousarray(x))
+                    self._it.set_tensor(idx, _contiguous(x))
                 self._it.invoke()
                 return [np.array(self._it.get_tensor(idx)) for idx in self._out_index]
             for i, x in enumerate(inputs):
-                self._it.set_input(np.ascontiguousarray(x), i)
+                self._it.set_input(_contiguous(x), i)
             self._it.invoke()
             return [np.array(self._it.get_output(i)) for i in range(len(self.outputs))]
         except Exception as e:
             raise RuntimeUnavailable(f"{self.runtime} failed to invoke: {_first_line(e)}") from None
+
+
+def _contiguous(x) -> np.ndarray:
+    """x as a C-contiguous array of its own rank (np.ascontiguousarray makes a 0-d scalar
+    input 1-d, which the runtimes refuse: "Dimension mismatch")."""
+    return np.require(np.asarray(x), requirements="C")
 
 
 def _resolver(kernels: str) -> dict:
