@@ -51,6 +51,8 @@ CASES = [
     ("Keras 3 LSTM(16) T=10 F=8", "k3_lstm", 512, None),
     ("Keras 3 LSTM(16), return_sequences", "k3_lstm_seq", 512, None),
     ("Keras 3 LSTM(128) T=50 F=40", "k3_lstm_big", 128, None),
+    ("Keras 3 stacked LSTM(16) x2", "k3_lstm_stacked", 512, None),
+    ("Keras 3 Bidirectional(LSTM(16))", "k3_bilstm", 512, None),
     ("Keras 3 GRU(16) T=10 F=8, --loops int8", "k3_gru", 512, None, "int8"),
     ("Keras 3 GRU(64) T=50 F=40, --loops int8", "k3_gru_big", 128, None, "int8"),
     ("Keras 3 SimpleRNN(16), --loops int8", "k3_simplernn", 512, None, "int8"),
