@@ -43,6 +43,7 @@ import numpy as np
 from tflgraph.io.schema import ACTIVATION_CODES, new_options
 from tflgraph.ir import Model, Operator, Subgraph, Tensor
 from tflgraph.pipeline import Option, Pass, register
+from tflgraph.reference.hybrid import is_hybrid
 from tflgraph.rnn.cells import GRU, LSTM, match_cell
 from tflgraph.rnn.fused import C_STATE, H_STATE, kept_across_invokes, zeroed_every_invoke
 from tflgraph.rnn.loops import RnnLoop, analyze_loop, while_loops, with_static_accumulator
@@ -63,6 +64,16 @@ _EMITS = (
     "STRIDED_SLICE",
     "TRANSPOSE",
     "REVERSE_V2",
+)
+
+
+# why a loop with hybrid layers (int8 weights, float activations) stays a loop (measured in
+# tests/passes/test_dequantize_hybrid.py)
+HYBRID_BODY = (
+    "its layers are hybrid (int8 weights, float activations): the converter gives each weight "
+    "one scale per output channel, LiteRT's hybrid UNIDIRECTIONAL_SEQUENCE_LSTM reads one per "
+    "tensor, so fusing would requantize the weights and change the outputs; --target tflm "
+    "gives them float weights, which fuse"
 )
 
 
@@ -114,6 +125,9 @@ class FuseLstm(Pass):
     def _fuse(self, sg: Subgraph, op: Operator) -> bool:
         loop = analyze_loop(sg, op, self.explain)
         loop = with_static_accumulator(loop) if loop is not None else None  # any pass order
+        if loop is not None and any(is_hybrid(o) for o in loop.body.iter_ops()):
+            self.explain(f"{loop.name}: left alone: {HYBRID_BODY}")
+            return False
         cell = self._recognise(loop) if loop is not None else None
         if cell is None:
             return False

@@ -196,3 +196,49 @@ def test_a_weight_shared_by_unrolled_steps_becomes_one_float_constant():
         "reset"
     ]
     assert_equal_values(want, got[0])
+
+
+def test_why_hybrid_loops_stay_loops_for_litert():
+    """LiteRT's hybrid UNIDIRECTIONAL_SEQUENCE_LSTM reads one scale per weight tensor: given the
+    converter's per-channel int8 weights it is far off (it uses the first scale), and with the
+    weights requantized per tensor it differs from the hybrid loop by the requantization. So
+    fuse-lstm leaves hybrid loops for LiteRT and says why (for TFLM they fuse in float)."""
+    original = tflgraph.load(fixture("k3_lstm_dynrange"))
+    fcs = [op for sg in original.subgraphs for op in sg.ops_of_type("FULLY_CONNECTED")]
+    fused = tflgraph.load(fixture("k3_lstm_dynrange"))
+    run_passes(fused, resolve("default"), target="tflm")
+    lstm = next(iter(fused.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")))
+    units = lstm.inputs[1].shape[0]
+    blocks = {}  # fused weight operand -> (int8 rows, their scales), found by value
+    for k in range(1, 9):
+        for fc in fcs:
+            w = fc.inputs[1]
+            scales = w.quantization["scale"].astype(np.float32)
+            for g in range(4):
+                rows = slice(g * units, (g + 1) * units)
+                if np.array_equal(w.data[rows] * scales[rows, None], lstm.inputs[k].data):
+                    blocks[k] = (w.data[rows], scales[rows])
+    assert sorted(blocks) == list(range(1, 9))
+    errors = {}
+    for per_tensor in (False, True):
+        model = tflgraph.load(tflgraph.to_bytes(fused))
+        op = next(iter(model.main.ops_of_type("UNIDIRECTIONAL_SEQUENCE_LSTM")))
+        for k, (rows, scales) in blocks.items():
+            if per_tensor:
+                scale = scales.max()
+                rows = np.clip(np.round(rows * scales[:, None] / scale), -127, 127)
+                rows, scales = rows.astype(np.int8), np.array([scale], np.float32)
+            q = {"scale": scales, "zero_point": np.zeros(scales.size, np.int64)}
+            model.main.set_input(op, k, model.main.new_constant(rows, f"w{k}", quantization=q))
+        op.options["asymmetric_quantize_inputs"] = True  # as the loop's FULLY_CONNECTED ops
+        want, got = outputs_in(original, "litert"), outputs_in(model, "litert")
+        errors[per_tensor] = max(
+            np.abs(a - b).max() / max(1.0, np.abs(a).max())
+            for w, g in zip(want, got)
+            for a, b in zip(w, g)
+        )
+    assert errors[False] > 0.1  # per channel: the kernel reads the first scale only
+    assert 1e-5 < errors[True] < 1e-2  # per tensor: the requantization's error
+    _, records = run("k3_lstm_dynrange", ["fuse-lstm"], target="litert")
+    said = [x for r in records for x in r.explanations]
+    assert any("hybrid UNIDIRECTIONAL_SEQUENCE_LSTM reads one per tensor" in x for x in said)
