@@ -86,6 +86,12 @@ class Reroll(Pass):
         "steps of the model's in LiteRT and TFLM (0: only steps that share them, equal outputs)",
     )
 
+    check_inputs = Option(
+        "",
+        "an .npz of model inputs (as `verify --inputs`) that the requantize check runs on "
+        "instead of seeded random inputs (`optimize --inputs` sets it)",
+    )
+
     def run(self, model: Model) -> bool:
         self.stats = {"chains_rerolled": 0, "layers": []}
         missing = [op for op in _EMITS if not supports(self.target, op)]
@@ -180,7 +186,7 @@ class Reroll(Pass):
             return "two values the chain hands on are one loop result"
         for old in olds:
             replace_result(sg, old, moved[old])
-        errors = measure(_ORIGINALS[model], to_bytes(model))
+        errors = measure(_ORIGINALS[model], to_bytes(model), inputs=self.check_inputs or None)
         bound = self.requantize
         if isinstance(errors, dict) and max(errors.values()) <= bound:
             return errors

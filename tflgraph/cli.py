@@ -200,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         "summary prints the error measured",
     )
     o.add_argument(
+        "--inputs",
+        metavar="DATA.npz",
+        help="the inputs the check runs both models on (as `verify --inputs`: one array per "
+        "model input, keyed by name or position, samples on the first axis), and --requantize's "
+        "too; default: seeded random inputs over each input's whole range",
+    )
+    o.add_argument(
         "--allow-unverified",
         action="store_true",
         help="write the result even when no runtime and no reference evaluation can check it",
@@ -354,6 +361,8 @@ def cmd_optimize(args) -> int:
         options.setdefault("freeze-shapes", {})["batch"] = args.batch
     if args.requantize is not None:
         options.setdefault("reroll", {})["requantize"] = args.requantize
+        if args.inputs:
+            options["reroll"]["check_inputs"] = args.inputs
     batch = options.get("freeze-shapes", {}).get("batch", 0)
     args.reference = _with_batch(args.input, batch) if batch else args.input
     model = load(args.input)
@@ -488,10 +497,11 @@ def _with_float_weights(source) -> bytes:
     return to_bytes(model)
 
 
-def _hybrid_kernels_difference(hybrid_source, float_source, samples: int) -> str:
+def _hybrid_kernels_difference(hybrid_source, float_source, inputs=None) -> str:
     """In words: how far LiteRT's hybrid kernels are from the float layers they approximate,
-    on the original (max|hybrid - float| / max|float| over the outputs)."""
-    report = verify(float_source, hybrid_source, runtime="litert", modes=("reset",))
+    on the original (max|hybrid - float| / max|float| over the outputs; `inputs`: the
+    check's inputs, else seeded random ones)."""
+    report = verify(float_source, hybrid_source, runtime="litert", modes=("reset",), inputs=inputs)
     if not report.rows:
         return f"not measured ({report.reason() or 'LiteRT compared nothing'})"
     worst = max(r.max_rel for r in report.rows)
@@ -565,7 +575,15 @@ def _verify_before_writing(
         steps = output_steps(load(data))  # 1 for int8 outputs; a float one's DEQUANTIZE scale
         step = min(steps) if isinstance(steps, list) else 1.0
         atol, rtol = args.requantize * step, None
-    report = verify(args.reference, data, runtime=runtime, modes=modes, atol=atol, rtol=rtol)
+    report = verify(
+        args.reference,
+        data,
+        runtime=runtime,
+        modes=modes,
+        atol=atol,
+        rtol=rtol,
+        inputs=getattr(args, "inputs", None),
+    )
     report.b = f"<optimized model for {output}>"  # B was bytes in memory: name what they are
     ran = _ran(args, names)
     if report.verdict == "unverified":
@@ -602,7 +620,9 @@ def _verify_before_writing(
             print(
                 "  the original's hybrid layers were computed with their dequantized weights, "
                 "the float layers they stand for; LiteRT's hybrid kernels differ from those by "
-                + _hybrid_kernels_difference(hybrid_source, args.reference, report.samples)
+                + _hybrid_kernels_difference(
+                    hybrid_source, args.reference, getattr(args, "inputs", None)
+                )
             )
     return 0, report
 

@@ -187,3 +187,24 @@ def test_a_second_run_changes_nothing():
     records = run_passes(model, PASSES, check_each=True, target="tflm", options=options)
     assert not any(r.changed for r in records)
     assert tflgraph.to_bytes(model) == before
+
+
+def test_cli_inputs_are_what_both_checks_run_on(tmp_path):
+    """--inputs: the pass's check and optimize's check run on the user's samples (here the
+    zero point only, where the requantized loop gives the unrolled model's outputs exactly),
+    not on random inputs over the whole range; a file that does not fit is a clean error."""
+    zeros, out = tmp_path / "zeros.npz", tmp_path / "gru.tflite"
+    x = tflgraph.load(fixture("k3_gru_unroll_int8")).main.inputs[0]
+    zp = int(x.quantization["zero_point"][0])
+    np.savez(zeros, np.full((3, *x.shape), zp, np.int8))
+    args = ["optimize", fixture("k3_gru_unroll_int8"), "-o", out, "--requantize", "10"]
+    r = tflgraph_cli(*args, "--inputs", zeros)
+    assert r.returncode == 0, r.stderr
+    assert "(3 samples, with and without reset)" in r.stdout, r.stdout
+    said = r.stdout.split("requantized (--requantize 10): max error ")[1]
+    measured = said.split("reroll measured ")[1].split(" ")[0]
+    assert int(measured) < 6  # random inputs over the whole range: 6 steps
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, np.zeros((3, 7), np.int8))
+    r = tflgraph_cli(*args, "--inputs", bad)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

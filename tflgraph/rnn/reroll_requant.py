@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tflgraph.io.reader import load
 from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model, Operator, Tensor
 from tflgraph.rnn.reroll_find import Unrolled
 from tflgraph.runtime import runtimes
+from tflgraph.runtime.verify import load_inputs, ports
 
 FIXED = ("LOGISTIC", "TANH", "SOFTMAX", "LOG_SOFTMAX")  # int8 kernels fix the output's params
 # ops whose int8 kernels want one set of parameters on their data inputs and outputs
@@ -182,12 +184,15 @@ def output_steps(model: Model) -> list[float] | str:
     return steps
 
 
-def measure(original: Model, candidate: bytes, samples: int = 5, seed: int = 0) -> dict | str:
+def measure(
+    original: Model, candidate: bytes, samples: int = 5, seed: int = 0, inputs=None
+) -> dict | str:
     """{runtime: largest |candidate - original| over the outputs and `samples` random inputs
-    invoked in a row without reset, in quantization steps of each output (`output_steps`)},
-    LiteRT on its builtin kernels and TFLM, or why the outputs cannot be compared. A runtime
-    that cannot run the original is left out; one that runs the original and not the
-    candidate is an error."""
+    (or the samples of `inputs`, an .npz path as `verify --inputs` reads) invoked in a row
+    without reset, in quantization steps of each output (`output_steps`)}, LiteRT on its
+    builtin kernels and TFLM, or why the outputs cannot be compared. A runtime that cannot
+    run the original is left out; one that runs the original and not the candidate is an
+    error."""
     steps = output_steps(original)
     if isinstance(steps, str):
         return steps
@@ -196,8 +201,11 @@ def measure(original: Model, candidate: bytes, samples: int = 5, seed: int = 0) 
         probe = runtimes.Session(original, "litert", kernels="builtin")
     except runtimes.RuntimeUnavailable as e:
         return f"cannot check it: {str(e)[:120]}"
-    rng = np.random.default_rng(seed)
-    feeds = [runtimes.random_inputs(probe.inputs, rng) for _ in range(samples)]
+    if inputs is not None:
+        feeds = load_inputs(inputs, ports(load(original), "inputs"))  # `original`: bytes now
+    else:
+        rng = np.random.default_rng(seed)
+        feeds = [runtimes.random_inputs(probe.inputs, rng) for _ in range(samples)]
     errors = {}
     for rt in runtimes.RUNTIMES:
         try:
