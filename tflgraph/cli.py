@@ -777,6 +777,14 @@ def cmd_verify(args) -> int:
         print(report.to_json() if args.json else report.format())
         if report.verdict == "unverified":
             return _die(f"no runtime could compare the models: {report.reason()}")
+        if report.verdict == "different" and not args.hybrid_as_float and not args.json:
+            a = load(args.a)
+            if hybrid_layers(a) and not hybrid_layers(load(args.b)):
+                print(
+                    "note: A has hybrid layers (int8 weights, float activations), which B "
+                    "computes in float (optimize --target tflm does that): --hybrid-as-float "
+                    "compares B with them"
+                )
         return report.exit_code
     # no runtime runs A (Flex ops, say), but the interpreter computes all of it (hybrid layers
     # as the float layers they approximate): compare B with its outputs for A on seeded inputs

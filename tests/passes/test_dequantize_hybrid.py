@@ -163,7 +163,7 @@ def test_verify_hybrid_as_float(tmp_path, capsys):
     out, name = tmp_path / "out.tflite", str(fixture("k3_lstm_dynrange"))
     assert cli.main(["optimize", name, "-o", str(out), "--target", "tflm", "-q"]) == 0
     assert cli.main(["verify", name, str(out), "--runtime", "litert"]) == 1
-    capsys.readouterr()
+    assert "--hybrid-as-float compares B with them" in capsys.readouterr().out
     assert cli.main(["verify", name, str(out), "--hybrid-as-float"]) == 0
     said = capsys.readouterr().out
     assert "verdict: equal" in said and "(hybrid layers with dequantized weights)" in said
