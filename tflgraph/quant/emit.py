@@ -53,6 +53,7 @@ RULES: dict[str, tuple] = {
     "MUL": ("range", None, None),
     "RELU": ("range", None, None),
     "RELU6": ("range", None, None),
+    "LEAKY_RELU": ("range", None, None),
     "MEAN": ("range", None, None),
     **{op_type: (q, None, None) for op_type, q in FIXED.items()},
     "RESHAPE": ("same", 0, None),
