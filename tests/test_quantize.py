@@ -354,6 +354,21 @@ def test_cli_writes_and_reports(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "max error litert" in r.stdout and "LiteRT-TFLM" in r.stdout
     assert out.exists() and tflgraph.load(out).main.inputs[0].type_name == "INT8"
+    assert "larger than the float" not in r.stdout  # 0.6x the float file
+
+
+def test_cli_says_when_int8_is_larger(tmp_path, rng):
+    """A 2-input, 20-unit dense layer (the size of published 3-op MLPs): its int8 file is
+    larger than the float one (quantization parameters outweigh the weight bytes saved), and
+    the command says so."""
+    model = dense_model(rng.uniform(-1, 1, (20, 2)).astype(np.float32), np.zeros(20, np.float32))
+    source = tmp_path / "tiny.tflite"
+    source.write_bytes(tflgraph.to_bytes(model))
+    calib, _ = _calibration(tmp_path, model, rng, n=64, held=0)
+    r, out = _cli_quantize(tmp_path, source, calib)
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size > source.stat().st_size
+    assert "note: the int8 file is larger than the float one" in r.stdout
 
 
 def test_optimize_then_quantize(tmp_path, rng):
