@@ -753,7 +753,16 @@ def _quantized(args, source, calibration: str, output: str, check: bool, quiet: 
         print(line)
     if report is not None and not report.ok:
         return _die(f"the int8 model failed its check; {output} not written", 1), None, None
-    return 0, result, to_bytes(result.model)
+    data = to_bytes(result.model)
+    size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+    if len(data) > size and not quiet:
+        print(
+            f"note: the int8 file is larger than the float one ({size:,} -> {len(data):,} "
+            "bytes): this model has few weight bytes to save, and every int8 tensor carries "
+            "its quantization parameters (per-channel weights and their biases one scale and "
+            "zero point per channel)"
+        )
+    return 0, result, data
 
 
 def cmd_verify(args) -> int:

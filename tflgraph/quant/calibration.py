@@ -7,7 +7,9 @@ calibrate: unknown or missing inputs, wrong shapes or dtypes, NaN or inf, too fe
 `calibrate(model, samples)` runs the model on the reference interpreter once per sample, from
 fresh state (as an application that resets between inputs), and records (min, max) of every
 float value: each tensor of every subgraph it runs (a WHILE body's tensors over all steps) and,
-inside fused LSTMs, the gate pre-activations, cell and hidden state of every step.
+inside fused LSTMs, the gate pre-activations, cell and hidden state of every step; and, for the
+tensors it is asked to (`means`: tensor -> channel count), the mean of each channel (the last
+axis, the values seen as rows of that many channels): what bias correction needs.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ class Ranges:
 
     tensors: dict[Tensor, list[float]] = field(default_factory=dict)
     inside: dict[tuple[Operator, str], list[float]] = field(default_factory=dict)
+    sums: dict[Tensor, list] = field(default_factory=dict)  # [sum of rows, row count]
+
+    def mean(self, t: Tensor) -> np.ndarray | None:
+        """The mean of each channel of `t` over the samples (None when not recorded)."""
+        s = self.sums.get(t)
+        return None if s is None else s[0] / s[1]
+
+    def add_rows(self, t: Tensor, value, channels: int) -> None:
+        v = np.asarray(value, np.float64)
+        if v.size % channels or not np.all(np.isfinite(v)):
+            return
+        rows = v.reshape(-1, channels)
+        s = self.sums.setdefault(t, [np.zeros(channels), 0])
+        s[0] += rows.sum(axis=0)
+        s[1] += len(rows)
 
     def of(self, t: Tensor) -> tuple[float, float] | None:
         r = self.tensors.get(t)
@@ -81,12 +98,16 @@ class Ranges:
             r[0], r[1] = min(r[0], lo), max(r[1], hi)
 
 
-def calibrate(model: Model, samples: list[list]) -> Ranges:
-    """The ranges `model` computes on `samples` (see the module docstring)."""
+def calibrate(model: Model, samples: list[list], means: dict | None = None) -> Ranges:
+    """The ranges `model` computes on `samples`, and the channel means of the tensors in
+    `means` (see the module docstring)."""
     ranges = Ranges()
+    means = means or {}
 
     def on_tensor(t, value):
         ranges.add(ranges.tensors, t, value)
+        if t in means:
+            ranges.add_rows(t, value, means[t])
 
     def on_step(op, what, value):
         ranges.add(ranges.inside, (op, what), value)

@@ -24,9 +24,13 @@ Ops that touch no float tensor (counters, indices, comparisons) are left as they
 
 Weights become symmetric int8 (per channel where the kernel allows and it buys resolution, see
 params.py: FULLY_CONNECTED and CONV_2D along the output channels, DEPTHWISE_CONV_2D along the
-last axis), biases int32 at s_input * s_weight; any other float constant operand is quantized
-over its own values. An op on float values without a row is refused with its name, as are IF
-and CALL_ONCE: nothing is emitted wrong. The model's inputs and outputs: edges.py.
+last axis), biases int32 at s_input * s_weight, bias-corrected in the main subgraph: the
+rounding of the weights shifts each output channel's mean by sum (W_int8 - W) * E[x], which
+the bias takes back (E[x] per input channel from calibration: `layer_inputs`; a ReLU layer's
+inputs have far-from-zero means, so the roundings add up instead of cancelling); any other
+float constant operand is quantized over its own values. An op on float values without a row
+is refused with its name, as are IF and CALL_ONCE: nothing is emitted wrong. The model's
+inputs and outputs: edges.py.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ RULES: dict[str, tuple] = {
     "MUL": ("range", None, None),
     "RELU": ("range", None, None),
     "RELU6": ("range", None, None),
+    "LEAKY_RELU": ("range", None, None),
     "MEAN": ("range", None, None),
     **{op_type: (q, None, None) for op_type, q in FIXED.items()},
     "RESHAPE": ("same", 0, None),
@@ -121,6 +126,44 @@ def _is_float(t: Tensor) -> bool:
     return t.dtype is not None and t.dtype.kind == "f"
 
 
+def layer_inputs(model: Model) -> dict[Tensor, int]:
+    """The data inputs of the main subgraph's float layers with a bias (FULLY_CONNECTED,
+    CONV_2D, DEPTHWISE_CONV_2D), with their channel count: the tensors whose channel means
+    bias correction needs (calibrate's `means`)."""
+    out = {}
+    for op in model.main.operators:
+        axis = RULES.get(op.type, (None, None, None))[2]
+        if axis is None or op.type == "UNIDIRECTIONAL_SEQUENCE_LSTM" or len(op.inputs) < 3:
+            continue
+        x, w, b = op.inputs[:3]
+        if x is not None and _is_float(x) and w is not None and w.is_constant and b is not None:
+            # FULLY_CONNECTED reads rows of w's width, the convolutions the channel axis
+            out[x] = w.shape[1] if op.type == "FULLY_CONNECTED" else x.shape[-1]
+    return out
+
+
+def _bias_correction(
+    op: Operator, w: np.ndarray, q: np.ndarray, wq: dict, mean: np.ndarray
+) -> np.ndarray:
+    """How much the int8 weights `q` (parameters `wq`) of the float weights `w` shift each
+    output channel's mean on inputs of channel means `mean`: sum (W_int8 - W) * E[x] (0
+    where the shapes do not match: a grouped convolution, say)."""
+    w = np.asarray(w, np.float64)
+    scale = wq["scale"].astype(np.float64)
+    shape = [1] * w.ndim
+    if len(scale) > 1:
+        shape[wq["quantized_dimension"]] = -1
+    dw = q.astype(np.float64) * scale.reshape(shape) - w
+    if op.type == "FULLY_CONNECTED" and dw.shape[1] == len(mean):
+        return dw @ mean
+    if op.type == "CONV_2D" and dw.shape[3] == len(mean):
+        return np.einsum("ohwi,i->o", dw, mean)
+    if op.type == "DEPTHWISE_CONV_2D" and dw.shape[3] % len(mean) == 0:
+        per_output = np.repeat(mean, dw.shape[3] // len(mean))  # depth multiplier
+        return np.einsum("hwc,c->c", dw[0], per_output)
+    return np.zeros(dw.shape[0 if op.type != "DEPTHWISE_CONV_2D" else 3])
+
+
 def _activations(sg: Subgraph) -> list[Tensor]:
     """The float tensors whose values are computed or carried (not constants)."""
     return [t for t in sg.tensors if _is_float(t) and not t.is_constant]
@@ -147,7 +190,7 @@ def quantize_model(
     for sg in subgraphs:
         for op in sg.operators:
             if _touches_float(op):
-                _emit(sg, op, plans)
+                _emit(sg, op, plans, ranges if sg is model.main else None)
         for t in _activations(sg):
             if t in plans:
                 dtype, q = plans[t]  # float32 (with q None): a value that stays float
@@ -247,7 +290,9 @@ def _shared_presets(sg: Subgraph, ranges: Ranges) -> dict:
     return out
 
 
-def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
+def _emit(sg: Subgraph, op: Operator, plans: dict, ranges: Ranges | None) -> None:
+    """`op` in integer form; `ranges` (None: no bias correction) holds the channel means of
+    its input."""
     kind, _, axis = RULES[op.type]
 
     def constant(op: Operator, k: int, q: np.ndarray, quant: dict) -> None:
@@ -283,12 +328,15 @@ def _emit(sg: Subgraph, op: Operator, plans: dict) -> None:
             raise QuantizeError(f"{op.type} {op.outputs[0].name!r}: weights are not a constant")
         # 16x8 layers: per-tensor weights (what both runtimes were measured with); an int32
         # bias where it fits (both runtimes take it, half the bytes of int64), else int64
-        q, wq = params.weights(w.data, None if wide else params.channel_axis(w.data, axis))
+        w = w.data
+        q, wq = params.weights(w, None if wide else params.channel_axis(w, axis))
         constant(op, 1, q, wq)
         b = op.inputs[2] if len(op.inputs) > 2 else None
         if b is not None:
             s_in, _ = params.scale_zp(plans[op.inputs[0]][1])
-            qb, bq = params.bias(b.data, s_in, wq, np.int64 if wide else np.int32)
+            mean = ranges.mean(op.inputs[0]) if ranges is not None and not wide else None
+            value = b.data if mean is None else b.data - _bias_correction(op, w, q, wq, mean)
+            qb, bq = params.bias(value, s_in, wq, np.int64 if wide else np.int32)
             if wide and np.abs(qb).max(initial=0) < 2**31 - 1:
                 qb = qb.astype(np.int32)
             constant(op, 2, qb, bq)

@@ -15,7 +15,7 @@ from tflgraph.ir import Model
 from tflgraph.quant import auto
 from tflgraph.quant.calibration import Ranges, calibrate, check_count, load_samples
 from tflgraph.quant.check import TOLERANCE, Report, check
-from tflgraph.quant.emit import check_quantizable, quantize_model
+from tflgraph.quant.emit import check_quantizable, layer_inputs, quantize_model
 
 IO_KINDS = ("int8", "float")
 LOOP_KINDS = ("auto", "int8", "int16")
@@ -64,7 +64,7 @@ def quantize(
         check_count(samples, least=MIN_SPLIT)
         n = max(1, len(samples) // 5)
         samples, tests = samples[:-n], samples[-n:]
-    ranges = calibrate(model, samples)
+    ranges = calibrate(model, samples, layer_inputs(model))
     outside = beyond(ranges, calibrate(model, tests)) if verify else []
     choices = []
     if loops == "auto":
