@@ -613,3 +613,38 @@ def test_int8_fully_connected_rounds_differently_in_each_runtime(rng):
         assert np.array_equal(got[:, 0, 0], np.clip(y + out_q[1], -128, 127)), (rt, kernels)
     ties = np.count_nonzero(want[("tflm", "default")] != want[("litert", "builtin")])
     assert 0 < ties < 0.005 * acc.size
+
+
+def test_the_check_falls_back_to_litert_builtin_kernels(monkeypatch):
+    """LiteRT's XNNPACK delegate cannot prepare some int8 WHILE bodies (a published relu LSTM:
+    "failed to create XNNPACK runtime"): the check then runs LiteRT's builtin kernels, as
+    verify does, and says so; only when those fail too is LiteRT a failed runtime."""
+    from tflgraph.quant import check as check_module
+
+    base = "tfk_lstm_q16"
+    float_model = tflgraph.load(fixture(base))
+    tests = load_inputs(_data(base, "heldout"), ports(float_model, "inputs"))
+    real = check_module.run_isolated
+    calls = []
+
+    def xnnpack_refuses(data, feeds, rt, *args, kernels="default", **kw):
+        calls.append((rt, kernels))
+        if rt == "litert" and kernels == "default":
+            raise runtimes.RuntimeUnavailable(
+                "litert cannot load the model: failed to create XNNPACK runtime"
+            )
+        return real(data, feeds, rt, *args, kernels=kernels, **kw)
+
+    monkeypatch.setattr(check_module, "run_isolated", xnnpack_refuses)
+    report = check(float_model, tflgraph.load(fixture(base + "_int8")), tests)
+    assert ("litert", "builtin") in calls and report.ok, report.lines()
+    assert any("checked on its builtin kernels" in line for line in report.lines())
+
+    def everything_refuses(data, feeds, rt, *args, kernels="default", **kw):
+        if rt == "litert":
+            raise runtimes.RuntimeUnavailable("litert cannot load the model")
+        return real(data, feeds, rt, *args, kernels=kernels, **kw)
+
+    monkeypatch.setattr(check_module, "run_isolated", everything_refuses)
+    report = check(float_model, tflgraph.load(fixture(base + "_int8")), tests)
+    assert "litert" in report.skipped and not report.ok
