@@ -54,6 +54,7 @@ CASES = [
     ("tfk_gru_unroll", None),
     ("k3_gru_unroll_seq", None),
     ("k3_gru_unroll_t50", None),
+    ("k3_gru16_unroll_t50", None),  # k3_gru_unroll's layer at T=50
     ("k3_simplernn_unroll", None),
     ("tfk_simplernn_unroll", None),
     ("k3_simplernn_unroll_seq", None),

@@ -48,6 +48,7 @@ LOOPS = {
     "k3_simplernn_unroll_seq": 0.7,
     "k3_custom_cell_unroll": 0.5,  # a user-written cell (fixtures: minimal_gated_cell)
     "k3_gru_unroll_t50": 0.4,  # 0.38x: the float weights (80 KB) are stored once either way
+    "k3_gru16_unroll_t50": 0.2,  # k3_gru_unroll's GRU(16) at T=50: 0.07x
     "k2_gru_unroll_bnone_tf215": 0.4,  # Keras 2, TF 2.15, batch None, sequence output
 }
 
