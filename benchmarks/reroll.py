@@ -55,6 +55,11 @@ CASES = [
     ("k3_gru_unroll_seq", None),
     ("k3_gru_unroll_t50", None),
     ("k3_gru16_unroll_t50", None),  # k3_gru_unroll's layer at T=50
+    ("tfk_lstm_unroll_t50", "tfk_lstm_fused"),
+    ("tfk_gru_unroll_t50", None),
+    ("k3_simplernn_unroll_t50", None),
+    ("tfk_simplernn_unroll_t50", None),
+    ("k3_custom_cell_unroll_t50", None),
     ("k3_simplernn_unroll", None),
     ("tfk_simplernn_unroll", None),
     ("k3_simplernn_unroll_seq", None),

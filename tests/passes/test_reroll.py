@@ -31,6 +31,7 @@ LSTMS = {
     "tfk_lstm_unroll_seq": (1, "tfk_lstm_fused_seq"),
     "k3_bilstm_unroll": (2, "tfk_bilstm"),  # (whose output is the last step only)
     "k3_lstm_unroll_t50": (1, "tfk_lstm_big_fused"),
+    "tfk_lstm_unroll_t50": (1, "tfk_lstm_fused"),  # the same layer at T=10: T changes no weight
     "k3_lstm_unroll_stacked": (2, None),
     "k3_lstm_unroll_dense": (1, None),
     "k3_lstm_unroll_backwards": (1, "tfk_lstm_fused"),  # go_backwards: steps read last first
@@ -49,6 +50,10 @@ LOOPS = {
     "k3_custom_cell_unroll": 0.5,  # a user-written cell (fixtures: minimal_gated_cell)
     "k3_gru_unroll_t50": 0.4,  # 0.38x: the float weights (80 KB) are stored once either way
     "k3_gru16_unroll_t50": 0.2,  # k3_gru_unroll's GRU(16) at T=50: 0.07x
+    "tfk_gru_unroll_t50": 0.2,
+    "k3_simplernn_unroll_t50": 0.2,
+    "tfk_simplernn_unroll_t50": 0.2,
+    "k3_custom_cell_unroll_t50": 0.2,
     "k2_gru_unroll_bnone_tf215": 0.4,  # Keras 2, TF 2.15, batch None, sequence output
 }
 
