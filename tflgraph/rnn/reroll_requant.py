@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tflgraph.io.reader import load
 from tflgraph.io.writer import to_bytes
 from tflgraph.ir import Model, Operator, Tensor
+from tflgraph.quant.params import activation, qparams, scale_zp
 from tflgraph.rnn.reroll_find import Unrolled
 from tflgraph.runtime import runtimes
 from tflgraph.runtime.verify import load_inputs, ports
@@ -131,16 +131,15 @@ def _group_params(u: Unrolled, ts: list[Tensor]) -> dict | None | str:
         return next(iter(sets.values()))
     if any(c.type_name != "INT8" or len(c.quantization["scale"]) != 1 for c in copies):
         return f"{ts[0].name} is not per-tensor int8"
-    lo = min(0.0, *((-128 - _zp(c)) * _scale(c) for c in copies))
-    hi = max(0.0, *((127 - _zp(c)) * _scale(c) for c in copies))
-    scale = (hi - lo) / 255 or 1.0
-    zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+    steps = [scale_zp(c.quantization) for c in copies]  # each copy's real range, 0 in it
+    lo = min(0.0, *((-128 - zp) * s for s, zp in steps))
+    hi = max(0.0, *((127 - zp) * s for s, zp in steps))
+    scale, zp = scale_zp(activation(lo, hi))
     if zp < 127:  # the rounded zero point shifts the range: widen the scale to cover it
         scale = max(scale, hi / (127 - zp))
     if zp > -128:
         scale = max(scale, lo / (-128 - zp))
-    return {**ts[0].quantization, "scale": np.array([scale], np.float32),
-            "zero_point": np.array([zp], np.int64)}  # fmt: skip
+    return {**ts[0].quantization, **qparams(scale, zp)}
 
 
 def _is_fixed(u: Unrolled, t: Tensor) -> bool:
@@ -152,14 +151,6 @@ def _is_fixed(u: Unrolled, t: Tensor) -> bool:
 
 def _key(q: dict) -> tuple:
     return tuple(np.asarray(q["scale"]).tolist()), tuple(np.asarray(q["zero_point"]).tolist())
-
-
-def _scale(t: Tensor) -> float:
-    return float(t.quantization["scale"][0])
-
-
-def _zp(t: Tensor) -> int:
-    return int(t.quantization["zero_point"][0])
 
 
 def output_steps(model: Model) -> list[float] | str:
@@ -196,13 +187,14 @@ def measure(
     steps = output_steps(original)
     if isinstance(steps, str):
         return steps
+    in_ports = ports(original, "inputs")
     original = to_bytes(original)
     try:
         probe = runtimes.Session(original, "litert", kernels="builtin")
     except runtimes.RuntimeUnavailable as e:
         return f"cannot check it: {str(e)[:120]}"
     if inputs is not None:
-        feeds = load_inputs(inputs, ports(load(original), "inputs"))  # `original`: bytes now
+        feeds = load_inputs(inputs, in_ports)
     else:
         rng = np.random.default_rng(seed)
         feeds = [runtimes.random_inputs(probe.inputs, rng) for _ in range(samples)]
