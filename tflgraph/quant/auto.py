@@ -28,8 +28,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import numpy as np
-
 from tflgraph.ir import Model
 from tflgraph.quant.calibration import Ranges
 from tflgraph.quant.check import OutputError, Report, check
@@ -118,19 +116,16 @@ def _unmeasured(report: Report) -> str:
 
 
 def _meets(out: OutputError) -> bool:
-    worst = max(out.error.values(), default=np.inf)
-    return worst <= out.bound and out.disagreement <= AGREEMENT
+    return out.worst <= out.bound and out.disagreement <= AGREEMENT
 
 
 def _badness(out: OutputError) -> tuple:
-    worst = max(out.error.values(), default=np.inf)
-    return (not _meets(out), worst / out.span if out.span else 0.0, out.disagreement)
+    return (not _meets(out), out.worst / out.span if out.span else 0.0, out.disagreement)
 
 
 def _numbers(out: OutputError) -> str:
     """'error 2.13% of the range of 'h' (bound 2%), LiteRT-TFLM 6 LSB (bound 1)'."""
-    worst = max(out.error.values(), default=np.inf)
-    rel = worst / out.span if out.span else 0.0
+    rel = out.worst / out.span if out.span else 0.0
     bound = 100 * out.bound / out.span if out.span else 0.0
     return (
         f"error {rel:.2%} of the range of {out.name!r} (bound {bound:g}%), "

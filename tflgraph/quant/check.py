@@ -45,10 +45,14 @@ class OutputError:
     agreement: float = 1.0  # the largest disagreement accepted, in LSB
 
     @property
+    def worst(self) -> float:
+        """The larger error of the runtimes that ran (inf when none did)."""
+        return max(self.error.values(), default=np.inf)
+
+    @property
     def ok(self) -> bool:
-        worst = max(self.error.values(), default=np.inf)
         agree = np.isnan(self.disagreement) or self.disagreement <= self.agreement
-        return worst <= self.bound and agree
+        return self.worst <= self.bound and agree
 
 
 @dataclass
