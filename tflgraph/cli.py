@@ -373,6 +373,7 @@ def cmd_optimize(args) -> int:
             f"written: {', '.join(dict.fromkeys(model.dropped_fields))}",
         )
     before = summary(model, os.path.getsize(args.input))
+    hybrid_input = bool(hybrid_layers(model))  # before the passes change the model
     after_pass = dot_after(args.dot_after, names, output, model)
     records = run_passes(
         model,
@@ -390,7 +391,7 @@ def cmd_optimize(args) -> int:
         if kept.data is not data:
             data, model = kept.data, load(kept.data)
     checked, hybrid_source = None, None
-    if hybrid_layers(load(args.reference)) and not hybrid_layers(model):
+    if hybrid_input and not hybrid_layers(model):
         # dequantize-hybrid gave the hybrid layers float weights: the result is checked
         # against the original with those weights, what the hybrid kernels approximate
         hybrid_source, args.reference = args.reference, _with_float_weights(args.reference)
