@@ -127,6 +127,15 @@ def _calibration(tmp_path, model, rng, n=64, held=16) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
+def _quantized_loop_fixture(name, tmp_path, rng, **kw):
+    """(the float bytes, quantize's Result) of a loop fixture after the default pipeline,
+    calibrated on 512 uniform samples (128 for the T=50 `..._big` ones)."""
+    model, _ = run(name, resolve("default"))
+    float_bytes = tflgraph.to_bytes(model)
+    calib, held = _calibration(tmp_path, model, rng, n=128 if name.endswith("big") else 512)
+    return float_bytes, quantize(float_bytes, calib, held_out=held, **kw)
+
+
 KERAS3_LSTMS = [
     "k3_lstm",
     "k3_lstm_big",
@@ -184,10 +193,7 @@ def test_gru_loops_get_int8_bodies(name, tmp_path, rng):
     parameters per loop value (calibrated over every step). Both runtimes run it (their
     outputs drift apart by a few LSB over the steps: reported), the error is under 2% of the
     output range, and for u=64 the file is at most 0.35x the float one."""
-    model, _ = run(name, resolve("default"))
-    float_bytes = tflgraph.to_bytes(model)
-    calib, held = _calibration(tmp_path, model, rng, n=128 if name.endswith("big") else 512)
-    result = quantize(float_bytes, calib, held_out=held, loops="int8")
+    float_bytes, result = _quantized_loop_fixture(name, tmp_path, rng, loops="int8")
     report = result.report
     assert not report.skipped and report.ok, report.lines()
     assert max(report.outputs[0].error.values()) < 0.02 * report.outputs[0].span
@@ -213,10 +219,7 @@ def test_int16_loop_bodies(name, tmp_path, rng):
     are int16 except the input sequence: GRU, SimpleRNN and a custom cell stay under 2% of the
     output range, LiteRT and TFLM agree within 1 LSB after every step, and for u=64 the file
     is at most 0.35x the float one."""
-    model, _ = run(name, resolve("default"))
-    float_bytes = tflgraph.to_bytes(model)
-    calib, held = _calibration(tmp_path, model, rng, n=128 if name.endswith("big") else 512)
-    result = quantize(float_bytes, calib, held_out=held, loops="int16")
+    float_bytes, result = _quantized_loop_fixture(name, tmp_path, rng, loops="int16")
     report = result.report
     assert not report.skipped and report.ok, report.lines()
     for out in report.outputs:
@@ -224,9 +227,8 @@ def test_int16_loop_bodies(name, tmp_path, rng):
         assert out.disagreement <= 1.0
     _loop_values_agree(result.model)
     (loop,) = result.model.main.ops_of_type("WHILE")
-    body = loop.option("body_subgraph_index")
-    fcs = body.ops_of_type("FULLY_CONNECTED")
-    assert fcs and all(op.inputs[0].type_name == "INT16" for op in fcs)
+    assert _body_kind(loop) == "int16"
+    fcs = loop.option("body_subgraph_index").ops_of_type("FULLY_CONNECTED")
     assert all(op.inputs[1].type_name == "INT8" for op in fcs)
     if name.endswith("big"):
         assert len(tflgraph.to_bytes(result.model)) <= 0.35 * len(float_bytes)
