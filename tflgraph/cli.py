@@ -28,6 +28,7 @@ from tflgraph.pipeline import (
     parse_pass_options,
     resolve,
     run_passes,
+    state_option_passes,
 )
 from tflgraph.quant.check import TOLERANCE
 from tflgraph.quant.quantize import IO_KINDS, LOOP_KINDS, quantize
@@ -387,7 +388,7 @@ def cmd_optimize(args) -> int:
     data = to_bytes(model)  # serialized once: measured, verified, then written as it is
     kept = None
     if names:
-        kept = _keep_within_objective(args, data, names, options)
+        kept = _keep_within_objective(args, data, names, options, records)
         if kept.data is not data:
             data, model = kept.data, load(kept.data)
     checked, hybrid_source = None, None
@@ -520,9 +521,10 @@ def _with_batch(path: str, batch: int) -> bytes:
     return to_bytes(model)
 
 
-def _keep_within_objective(args, data: bytes, names, options):
+def _keep_within_objective(args, data: bytes, names, options, records):
     """The pipeline's result `data`, or, when it grows what --objective keeps (TFLM's arena,
-    the file), the last intermediate result that does not (tflgraph.objective)."""
+    the file), the last intermediate result that does not (tflgraph.objective), never one
+    from before a pass that a state option (fuse-lstm.reset_states, ...) asked to change."""
     source = args.reference
     if isinstance(source, str):
         with open(source, "rb") as f:
@@ -532,7 +534,9 @@ def _keep_within_objective(args, data: bytes, names, options):
         model = load(args.input)
         run_passes(model, names, options=options, target=args.target, after_pass=after_pass)
 
-    return keep_within(source, data, args.objective, args.target, rerun)
+    asked = state_option_passes(options)
+    least = next((k + 1 for k, r in enumerate(records) if r.changed and r.name in asked), 0)
+    return keep_within(source, data, args.objective, args.target, rerun, least)
 
 
 def _rule_counts(records) -> dict[str, dict[str, int]]:

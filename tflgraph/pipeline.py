@@ -366,13 +366,20 @@ def parse_pass_options(specs: list[str]) -> dict[str, dict]:
     return out
 
 
-def carries_state(options: dict[str, dict]) -> bool:
-    """True if one of these pass options makes the model keep state across invokes."""
-    return any(
-        value and get_pass(name).options()[key].carries_state
+def state_option_passes(options: dict[str, dict]) -> list[str]:
+    """The passes one of whose options, as set, changes on purpose what the model keeps across
+    invokes (fuse-lstm's stateful_streaming and reset_states, ...)."""
+    declared = {name: get_pass(name).options() for name in options}
+    return [
+        name
         for name, fields in options.items()
-        for key, value in fields.items()
-    )
+        if any(value and declared[name][key].carries_state for key, value in fields.items())
+    ]
+
+
+def carries_state(options: dict[str, dict]) -> bool:
+    """True if one of these pass options changes what the model keeps across invokes."""
+    return bool(state_option_passes(options))
 
 
 def describe_options(cls: type[Pass]) -> list[str]:

@@ -67,3 +67,21 @@ def test_optimize_verifies_it_with_a_reset_between_samples(tmp_path):
     assert "with a reset between samples" in done.stdout
     assert "2 fused LSTM state(s) now zero every invoke" in done.stdout
     assert_gives_tf_reference(tflgraph.load(out), "k2_lstm_tf215")
+
+
+def test_the_objective_never_undoes_what_the_option_asks_for(tmp_path):
+    """tfk_lstm_fused_seq: the zeroing FILLs cost arena and file, so the default objective
+    refuses the pipeline's result; it writes the first result with the states reset (never the
+    stateful input, which the check, resetting between samples, would also pass)."""
+    name, out = "tfk_lstm_fused_seq", tmp_path / "out.tflite"
+    args = ["optimize", str(fixture(name)), "-o", str(out)]
+    done = tflgraph_cli(*args, "--pass-option", "fuse-lstm.reset_states=true")
+    assert done.returncode == 0, done.stderr
+    assert "the first with what the pass options ask for" in done.stdout, done.stdout
+    assert "2 fused LSTM state(s) now zero every invoke" in done.stdout
+    for rt in ("litert", "tflm"):
+        want = outputs_in(fixture(name), rt, reset=True)
+        got = outputs_in(out, rt)  # no reset: the written model resets itself
+        for k, (w, g) in enumerate(zip(want, got)):
+            for j, (a, b) in enumerate(zip(w, g)):
+                assert_equal_values(a, b, where=f"{rt} invoke {k} output {j}")
